@@ -1,0 +1,70 @@
+// parallel_for over XLA's CPU thread pool.
+//
+// Work is split into a fixed list of items; which thread runs an item never
+// changes what the item computes, so results are bitwise reproducible. The
+// calling thread takes items too and only waits for items already started, so
+// a busy (or one-thread) pool cannot deadlock the call.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace jax_gmm {
+
+// Upper bound on threads per call: JAX_GMM_NUM_THREADS if set (for scaling
+// measurements), else every thread of XLA's pool.
+inline int64_t thread_limit(xla::ffi::ThreadPool& pool) {
+  static const int64_t env = [] {
+    const char* s = std::getenv("JAX_GMM_NUM_THREADS");
+    return s ? std::max<int64_t>(1, std::atoll(s)) : int64_t{0};
+  }();
+  const int64_t pool_threads = std::max<int64_t>(1, pool.num_threads());
+  return env > 0 ? std::min(env, pool_threads) : pool_threads;
+}
+
+template <typename Body>
+void parallel_for(xla::ffi::ThreadPool& pool, int64_t items, const Body& body) {
+  const int64_t workers = std::min<int64_t>(thread_limit(pool), items);
+  if (workers <= 1) {
+    for (int64_t i = 0; i < items; ++i) body(i);
+    return;
+  }
+  struct Shared {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    int64_t items;
+    std::function<void(int64_t)> body;
+    std::mutex mutex;
+    std::condition_variable finished;
+  };
+  auto shared = std::make_shared<Shared>();
+  shared->items = items;
+  shared->body = [&body](int64_t i) { body(i); };
+  // Helpers that start after the last item was taken return at once without
+  // touching `body`; the shared state outlives them through the shared_ptr.
+  auto drain = [](Shared& s) {
+    for (int64_t i; (i = s.next.fetch_add(1)) < s.items;) {
+      s.body(i);
+      if (s.done.fetch_add(1) + 1 == s.items) {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        s.finished.notify_all();
+      }
+    }
+  };
+  for (int64_t w = 1; w < workers; ++w) {
+    pool.Schedule([shared, drain] { drain(*shared); });
+  }
+  drain(*shared);
+  std::unique_lock<std::mutex> lock(shared->mutex);
+  shared->finished.wait(lock, [&] { return shared->done.load() == items; });
+}
+
+}  // namespace jax_gmm

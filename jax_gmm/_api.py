@@ -1,0 +1,108 @@
+"""Public API: GMM interpolation on a pixel grid or at arbitrary queries."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jax_gmm import _autodiff, _checks
+
+ArrayLike = Any
+
+
+@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
+def _grid(points, values, sigma, height, width, truncate, kernel_dtype, result_dtype):
+    cast = lambda x: jnp.asarray(x, kernel_dtype)  # noqa: E731
+    sigma = jnp.broadcast_to(cast(sigma), points.shape[:1])
+    out, density = _autodiff.grid(cast(points), cast(values), sigma, height, width, truncate)
+    return out.astype(result_dtype), density.astype(result_dtype)
+
+
+@partial(jax.jit, static_argnums=(4, 5, 6))
+def _scattered(points, values, sigma, queries, truncate, kernel_dtype, result_dtype):
+    cast = lambda x: jnp.asarray(x, kernel_dtype)  # noqa: E731
+    sigma = jnp.broadcast_to(cast(sigma), points.shape[:1])
+    out, density = _autodiff.scattered(cast(points), cast(values), sigma, cast(queries), truncate)
+    return out.astype(result_dtype), density.astype(result_dtype)
+
+
+def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: tuple[int, int],
+                *, truncate: float = 3.0, return_density: bool = False):
+    """Renders the (H, W, C) image of a Gaussian-weighted mean of scattered values.
+
+    The pixel at row i, column j is the query q = (j + 0.5, i + 0.5), and
+
+        out(q) = sum_i c_i N(q | mu_i, sigma_i^2 I) / Z(q),
+        Z(q)   = sum_i N(q | mu_i, sigma_i^2 I),
+
+    with N(q | mu, s^2 I) = exp(-|q - mu|^2 / (2 s^2)) / (2 pi s^2), summed over
+    the points with |q - mu_i| <= truncate * sigma_i.
+
+    Args:
+      points: (N, 2) positions mu_i as (x, y) = (column, row), in pixels.
+      values: (N, C) values c_i.
+      sigma: widths sigma_i in pixels, a scalar or (N,).
+      shape: static (H, W) of the output image.
+      truncate: static cutoff radius in units of sigma (default 3).
+      return_density: also return Z, to mask pixels that no point reaches.
+
+    Returns:
+      out, (H, W, C); with ``return_density``, ``(out, density)`` where density
+      is Z, (H, W). The dtype is that of the inputs promoted together (float32
+      or float64; narrower floats are computed in float32).
+
+    Where no point reaches a pixel, out and density are 0 there and so are
+    their gradients. A point with a non-finite position or sigma, or sigma <= 0
+    (only possible for traced sigma; static sigma <= 0 raises), contributes
+    nothing and gets zero gradients. The normaliser 1 / (2 pi sigma^2) is
+    clamped to [1e-30, 1e30] in float32 ([1e-300, 1e300] in float64), so sigma
+    beyond about [4e-16, 4e14] pixels (float32) weighs as if at that bound.
+
+    Differentiable in points, values and sigma, and composes with jit, vmap
+    (over any leading axes, with unbatched arguments shared, not copied) and
+    grad. Raises ValueError at trace time for wrong shapes or dtypes.
+    """
+    n = _checks.check_points(points)
+    _checks.check_values(values, n)
+    _checks.check_sigma(sigma, n)
+    height, width = _checks.check_shape(shape)
+    truncate = _checks.check_truncate(truncate)
+    result_dtype, kernel_dtype = _checks.compute_dtype(points, values, sigma)
+    out, density = _grid(points, values, sigma, height, width, truncate, kernel_dtype,
+                         result_dtype)
+    return (out, density) if return_density else out
+
+
+def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queries: ArrayLike,
+                   *, truncate: float = 3.0, return_density: bool = False):
+    """Evaluates the Gaussian-weighted mean of scattered values at arbitrary queries.
+
+    Same function as `interpolate`, at query points instead of pixel centres.
+
+    Args:
+      points: (N, 2) positions mu_i as (x, y), in pixels.
+      values: (N, C) values c_i.
+      sigma: widths sigma_i in pixels, a scalar or (N,).
+      queries: (M, 2) query positions (x, y), in pixels.
+      truncate: static cutoff radius in units of sigma (default 3).
+      return_density: also return Z at the queries.
+
+    Returns:
+      out, (M, C); with ``return_density``, ``(out, density)`` with density (M,).
+
+    Differentiable in points, values, sigma and queries. A non-finite query
+    gets out = density = 0 and a zero gradient; other edge cases as in
+    `interpolate`.
+    """
+    n = _checks.check_points(points)
+    _checks.check_values(values, n)
+    _checks.check_sigma(sigma, n)
+    _checks.check_points(queries, "queries")
+    truncate = _checks.check_truncate(truncate)
+    result_dtype, kernel_dtype = _checks.compute_dtype(points, values, sigma, queries)
+    out, density = _scattered(points, values, sigma, queries, truncate, kernel_dtype,
+                              result_dtype)
+    return (out, density) if return_density else out

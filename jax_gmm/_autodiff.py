@@ -1,0 +1,46 @@
+"""custom_vjp rules: the forward saves its outputs, the backward kernels
+recompute the weights from them and return every cotangent in one call."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+
+from jax_gmm import _ffi
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def grid(points, values, sigma, height: int, width: int, truncate: float):
+    """(out (H, W, C), density (H, W)) for per-point sigma (N,)."""
+    return _ffi.grid_forward(points, values, sigma, height, width, truncate)
+
+
+def _grid_fwd(points, values, sigma, height, width, truncate):
+    out, density = _ffi.grid_forward(points, values, sigma, height, width, truncate)
+    return (out, density), (points, values, sigma, out, density)
+
+
+def _grid_bwd(height, width, truncate, residuals, cotangents):
+    return _ffi.grid_backward(*residuals, *cotangents, truncate)
+
+
+grid.defvjp(_grid_fwd, _grid_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def scattered(points, values, sigma, queries, truncate: float):
+    """(out (M, C), density (M,)) at queries (M, 2) for per-point sigma (N,)."""
+    return _ffi.scattered_forward(points, values, sigma, queries, truncate)
+
+
+def _scattered_fwd(points, values, sigma, queries, truncate):
+    out, density = _ffi.scattered_forward(points, values, sigma, queries, truncate)
+    return (out, density), (points, values, sigma, queries, out, density)
+
+
+def _scattered_bwd(truncate, residuals, cotangents):
+    return _ffi.scattered_backward(*residuals, *cotangents, truncate)
+
+
+scattered.defvjp(_scattered_fwd, _scattered_bwd)

@@ -1,0 +1,86 @@
+"""Trace-time argument checks: shapes, dtypes and static values."""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dtypes the kernels compute in; narrower floats are computed in float32.
+_KERNEL_DTYPES = (jnp.float32, jnp.float64)
+
+
+def _shape_of(x: Any) -> tuple[int, ...]:
+    return tuple(np.shape(x))
+
+
+def _check_float(name: str, x: Any) -> None:
+    if isinstance(x, (int, float)) and not isinstance(x, bool):
+        return
+    dtype = jnp.result_type(x)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"{name} must have a floating-point dtype, got {dtype}")
+
+
+def check_points(points: Any, name: str = "points") -> int:
+    """Checks an (K, 2) array of (x, y) coordinates and returns K."""
+    shape = _shape_of(points)
+    if len(shape) != 2 or shape[1] != 2:
+        raise ValueError(f"{name} must have shape (K, 2) as (x, y) pixel coordinates, got {shape}")
+    _check_float(name, points)
+    return shape[0]
+
+
+def check_values(values: Any, n: int) -> int:
+    """Checks values (N, C) against the N points and returns C."""
+    shape = _shape_of(values)
+    if len(shape) != 2 or shape[0] != n:
+        raise ValueError(f"values must have shape (N, C) = ({n}, C) to match points, got {shape}")
+    _check_float("values", values)
+    return shape[1]
+
+
+def check_sigma(sigma: Any, n: int) -> None:
+    """Checks sigma, a scalar or (N,), and that static values are positive."""
+    shape = _shape_of(sigma)
+    if shape not in ((), (n,)):
+        raise ValueError(f"sigma must be a scalar or have shape (N,) = ({n},), got {shape}")
+    _check_float("sigma", sigma)
+    if isinstance(sigma, (int, float, np.ndarray, np.generic)):
+        static = np.asarray(sigma, dtype=np.float64)
+        if np.any(static <= 0):  # NaN compares False: a NaN point just contributes nothing
+            raise ValueError(f"sigma must be positive, got {static[static <= 0].ravel()[0]}")
+
+
+def check_shape(shape: Any) -> tuple[int, int]:
+    """Checks a static (H, W) image shape."""
+    try:
+        height, width = (operator.index(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be a static (H, W) pair of integers, got {shape!r}") from None
+    if height < 0 or width < 0:
+        raise ValueError(f"shape must have non-negative sizes (H, W), got {(height, width)}")
+    return height, width
+
+
+def check_truncate(truncate: Any) -> float:
+    """Checks the static cutoff, in units of sigma."""
+    try:
+        value = float(truncate)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        raise ValueError(f"truncate must be a static positive number, got {truncate!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"truncate must be positive and finite, got {truncate!r}")
+    return value
+
+
+def compute_dtype(*args: Any) -> tuple[np.dtype, np.dtype]:
+    """The dtype of the result and the dtype the kernel computes in."""
+    result = jnp.result_type(*args)
+    kernel = result if result in _KERNEL_DTYPES else np.dtype(jnp.float32)
+    return np.dtype(result), np.dtype(kernel)
+

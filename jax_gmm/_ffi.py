@@ -1,0 +1,105 @@
+"""The forward and backward operations as XLA FFI calls, one per platform.
+
+Each operation runs the native kernel on platforms that have one
+(`_native.NATIVE_PLATFORMS`) and the pure-JAX reference elsewhere, chosen at
+lowering time by `lax.platform_dependent`. Under vmap the FFI calls take every
+batch axis at once (``vmap_method="expand_dims"``): unbatched operands get
+size-1 axes that the kernels broadcast, so nothing is copied per example.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax import lax
+
+from jax_gmm import reference
+from jax_gmm._native import NATIVE_PLATFORMS
+
+Array = jax.Array
+
+
+def _suffix(dtype: np.dtype) -> str:
+    return {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
+
+
+def _dispatch(native, fallback, *args):
+    branches = {platform: native for platform in NATIVE_PLATFORMS}
+    return lax.platform_dependent(*args, default=fallback, **branches)
+
+
+def _call(name: str, results, truncate: float, *args):
+    target = f"jax_gmm_{name}_{_suffix(args[0].dtype)}"
+    call = jax.ffi.ffi_call(target, results, vmap_method="expand_dims")
+    return call(*args, truncate=np.float64(truncate))
+
+
+def _like(shape, x: Array) -> jax.ShapeDtypeStruct:
+    return jax.ShapeDtypeStruct(shape, x.dtype)
+
+
+def _reference_grid(points, values, sigma, height, width, truncate):
+    queries = reference.pixel_centres(height, width, points.dtype)
+    out, density = reference.evaluate(points, values, sigma, queries, truncate)
+    return out.reshape(height, width, values.shape[-1]), density.reshape(height, width)
+
+
+def grid_forward(points, values, sigma, height: int, width: int, truncate: float):
+    """(out (H, W, C), density (H, W)) at the pixel centres."""
+    c = values.shape[-1]
+    results = (_like((height, width, c), values), _like((height, width), values))
+
+    def native(points, values, sigma):
+        return _call("grid_forward", results, truncate, points, values, sigma)
+
+    def fallback(points, values, sigma):
+        return _reference_grid(points, values, sigma, height, width, truncate)
+
+    return _dispatch(native, fallback, points, values, sigma)
+
+
+def grid_backward(points, values, sigma, out, density, d_out, d_density, truncate: float):
+    """Cotangents (points, values, sigma) of grid_forward."""
+    height, width = density.shape
+    results = (_like(points.shape, points), _like(values.shape, values), _like(sigma.shape, sigma))
+
+    def native(*args):
+        return _call("grid_backward", results, truncate, *args)
+
+    def fallback(points, values, sigma, out, density, d_out, d_density):
+        _, vjp = jax.vjp(lambda p, v, s: _reference_grid(p, v, s, height, width, truncate),
+                         points, values, sigma)
+        return vjp((d_out, d_density))
+
+    return _dispatch(native, fallback, points, values, sigma, out, density, d_out, d_density)
+
+
+def scattered_forward(points, values, sigma, queries, truncate: float):
+    """(out (M, C), density (M,)) at arbitrary queries (M, 2)."""
+    m, c = queries.shape[0], values.shape[-1]
+    results = (_like((m, c), values), _like((m,), values))
+
+    def native(*args):
+        return _call("scattered_forward", results, truncate, *args)
+
+    def fallback(points, values, sigma, queries):
+        return reference.evaluate(points, values, sigma, queries, truncate)
+
+    return _dispatch(native, fallback, points, values, sigma, queries)
+
+
+def scattered_backward(points, values, sigma, queries, out, density, d_out, d_density,
+                       truncate: float):
+    """Cotangents (points, values, sigma, queries) of scattered_forward."""
+    results = tuple(_like(x.shape, x) for x in (points, values, sigma, queries))
+
+    def native(*args):
+        return _call("scattered_backward", results, truncate, *args)
+
+    def fallback(points, values, sigma, queries, out, density, d_out, d_density):
+        _, vjp = jax.vjp(lambda *a: reference.evaluate(*a, truncate), points, values, sigma,
+                         queries)
+        return vjp((d_out, d_density))
+
+    return _dispatch(native, fallback, points, values, sigma, queries, out, density, d_out,
+                     d_density)
