@@ -1,0 +1,188 @@
+"""Bad input gets a ValueError naming the argument; degenerate input gets the
+documented result, never a crash or NaN; results are bitwise reproducible."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jax_gmm
+from brute_force import gmm_grid
+
+P = np.array([[2.0, 3.0], [5.5, 1.0], [7.0, 6.0]])
+V = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: jax_gmm.interpolate(P[:, :1], V, 1.0, (8, 8)), r"points must have shape \(K, 2\)"),
+    (lambda: jax_gmm.interpolate(P[None], V, 1.0, (8, 8)), "points must have shape"),
+    (lambda: jax_gmm.interpolate(P, V[:2], 1.0, (8, 8)), r"values must have shape \(N, C\) = \(3"),
+    (lambda: jax_gmm.interpolate(P, V[:, 0], 1.0, (8, 8)), "values must have shape"),
+    (lambda: jax_gmm.interpolate(P, V, np.ones(2), (8, 8)), r"sigma must be a scalar or have shape \(N,\) = \(3,\)"),
+    (lambda: jax_gmm.interpolate(P.astype(int), V, 1.0, (8, 8)), "points must have a floating-point dtype"),
+    (lambda: jax_gmm.interpolate(P, V.astype(np.int32), 1.0, (8, 8)), "values must have a floating-point dtype"),
+    (lambda: jax_gmm.interpolate(P, V, np.ones(3, int), (8, 8)), "sigma must have a floating-point dtype"),
+    (lambda: jax_gmm.interpolate(P, V, 0.0, (8, 8)), "sigma must be positive"),
+    (lambda: jax_gmm.interpolate(P, V, np.array([1.0, -1.0, 1.0]), (8, 8)), "sigma must be positive"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (8, 8), truncate=0), "truncate must be positive"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (8, 8), truncate=np.inf), "truncate must be positive"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (-1, 8)), "shape must have non-negative sizes"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (8,)), r"shape must be a static \(H, W\)"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (8.5, 8)), r"shape must be a static \(H, W\)"),
+    (lambda: jax_gmm.interpolate_at(P, V, 1.0, np.ones((4, 3))), r"queries must have shape \(K, 2\)"),
+    (lambda: jax_gmm.interpolate_at(P, V, 1.0, np.ones((4, 2), int)), "queries must have a floating"),
+])
+def test_bad_input_raises_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_bad_shape_raises_inside_jit():
+    with pytest.raises(ValueError, match="values must have shape"):
+        jax.jit(lambda p, v: jax_gmm.interpolate(p, v, 1.0, (4, 4)))(P, V[:2])
+
+
+def finite_everywhere(*arrays):
+    return all(np.isfinite(np.asarray(a)).all() for a in arrays)
+
+
+def value_and_grads(f, *args):
+    """Output and gradients of sum(out) + sum(density) in every argument."""
+    out, density = f(*args)
+    grads = jax.grad(lambda *a: sum(x.sum() for x in f(*a)), argnums=tuple(range(len(args))))(
+        *args)
+    return out, density, grads
+
+
+def grid(p, v, s, shape=(8, 9)):
+    return jax_gmm.interpolate(p, v, s, shape, return_density=True)
+
+
+def test_no_points():
+    out, density, grads = value_and_grads(grid, np.zeros((0, 2)), np.zeros((0, 2)), 1.0)
+    assert out.shape == (8, 9, 2)
+    np.testing.assert_array_equal(out, 0)
+    np.testing.assert_array_equal(density, 0)
+    assert grads[0].shape == (0, 2) and grads[2] == 0
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0, 0)])
+def test_empty_image(shape):
+    out, density, grads = value_and_grads(lambda p, v, s: grid(p, v, s, shape), P, V, 1.0)
+    assert out.shape == (*shape, 2) and density.shape == shape
+    for g in grads:
+        np.testing.assert_array_equal(g, 0)
+
+
+def test_no_queries():
+    out = jax_gmm.interpolate_at(P, V, 1.0, np.zeros((0, 2)))
+    assert out.shape == (0, 2)
+
+
+def test_points_far_outside():
+    far = np.array([[-1e6, 3.0], [1e9, -1e9], [5.0, 1e30]])
+    out, density, grads = value_and_grads(grid, far, V, 1.0)
+    np.testing.assert_array_equal(out, 0)
+    for g in grads:
+        np.testing.assert_array_equal(g, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_huge_sigma_is_the_plain_mean(dtype):
+    """Cutoff far beyond the image: every point reaches every pixel, nearly equally."""
+    out, density, grads = value_and_grads(grid, P.astype(dtype), V.astype(dtype),
+                                          dtype(1e6))
+    np.testing.assert_allclose(out, np.broadcast_to(V.mean(0), out.shape), rtol=1e-5)
+    assert (np.asarray(density) > 0).all() and finite_everywhere(*grads)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sigma", [1e-3, 1e-20, 1e-35])
+def test_tiny_sigma(dtype, sigma):
+    """Only a point exactly at a pixel centre reaches it; its value comes out unchanged."""
+    p = np.array([[2.5, 3.5], [5.2, 1.1]], dtype)
+    v = np.array([[1.0, 2.0], [3.0, 4.0]], dtype)
+    out, density, grads = value_and_grads(grid, p, v, dtype(sigma))
+    assert finite_everywhere(out, density, *grads)
+    np.testing.assert_allclose(out[3, 2], [1.0, 2.0], rtol=1e-6)
+    assert (np.asarray(density) > 0).sum() == 1
+
+
+def test_subnormal_sigma_is_finite():
+    """XLA flushes subnormals to zero, so such a sigma acts as 0: the point drops out."""
+    p = np.array([[2.5, 3.5]], np.float32)
+    out, density, grads = value_and_grads(grid, p, np.ones((1, 2), np.float32),
+                                          np.float32(1e-40))
+    assert finite_everywhere(out, density, *grads)
+
+
+def test_huge_truncate_float32_does_not_overflow():
+    out = jax_gmm.interpolate(P.astype(np.float32), V.astype(np.float32), 1.0, (8, 9),
+                              truncate=100.0)
+    assert finite_everywhere(out)
+
+
+def test_non_finite_points_and_sigma_contribute_nothing():
+    bad = np.array([[np.nan, 1.0], [np.inf, 2.0], [3.0, 4.0], [4.0, 4.0], [2.0, 2.0]])
+    v = np.ones((5, 2))
+    sigma = np.array([1.0, 1.0, np.nan, np.inf, 1.0])
+    out, density, grads = value_and_grads(grid, bad, v, sigma)
+    want, want_density = gmm_grid(bad[4:], v[4:], sigma[4:], (8, 9))
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    np.testing.assert_allclose(density, want_density, rtol=1e-12)
+    assert finite_everywhere(*grads)
+    for g in grads:
+        np.testing.assert_array_equal(g[:4], 0)
+
+
+def test_traced_non_positive_sigma_contributes_nothing():
+    sigma = jnp.array([1.0, -1.0, 0.0])
+    out, density = jax.jit(grid)(P, V, sigma)
+    want, want_density = gmm_grid(P[:1], V[:1], 1.0, (8, 9))
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    np.testing.assert_allclose(density, want_density, rtol=1e-12)
+
+
+def test_non_finite_queries_give_zero():
+    q = np.array([[np.nan, 1.0], [2.0, np.inf], [2.0, 3.0]])
+    f = lambda q: jax_gmm.interpolate_at(P, V, 1.0, q, return_density=True)  # noqa: E731
+    out, density = f(q)
+    np.testing.assert_array_equal(out[:2], 0)
+    np.testing.assert_array_equal(density[:2], 0)
+    np.testing.assert_allclose(out[2], V[0])
+    g = jax.grad(lambda q: f(q)[0].sum() + f(q)[1].sum())(q)
+    np.testing.assert_array_equal(g[:2], 0)
+    assert finite_everywhere(g)
+
+
+def test_unreached_pixels_have_zero_gradients():
+    out, density, grads = value_and_grads(grid, P, V, 0.3)
+    assert (np.asarray(density) == 0).sum() > 60 and finite_everywhere(out, *grads)
+    g_out = jax.grad(lambda v: (grid(P, v, 0.3)[0] * 0 + 1).sum())(V)
+    np.testing.assert_array_equal(g_out, 0)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, jnp.bfloat16])
+def test_narrow_floats_compute_in_float32(dtype):
+    out = jax_gmm.interpolate(P.astype(dtype), V.astype(dtype), 1.0, (8, 9))
+    assert out.dtype == dtype
+    np.testing.assert_allclose(np.asarray(out, np.float64), gmm_grid(P, V, 1.0, (8, 9))[0],
+                               atol=2e-2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bitwise_deterministic(rng, dtype):
+    points = rng.uniform(-3, 300, (20000, 2)).astype(dtype)
+    values = rng.normal(size=(20000, 3)).astype(dtype)
+    sigma = rng.uniform(0.5, 4, 20000).astype(dtype)
+    queries = rng.uniform(0, 300, (5000, 2)).astype(dtype)
+
+    def run():
+        f = jax.jit(jax.value_and_grad(
+            lambda p, v, s, q: (grid(p, v, s, (300, 280))[0] ** 2).sum()
+            + (jax_gmm.interpolate_at(p, v, s, q) ** 2).sum(), argnums=(0, 1, 2, 3)))
+        return jax.tree.leaves(f(points, values, sigma, queries))
+
+    first, second = run(), run()
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -1,0 +1,90 @@
+"""Forward values of the native kernels (and the reference) against the brute force."""
+
+import numpy as np
+import pytest
+
+import jax_gmm
+from brute_force import gmm, gmm_grid
+
+
+def random_inputs(rng, n, c, shape, per_point_sigma, dtype=np.float32):
+    """Points inside, on the border of and outside an image of `shape` = (H, W).
+
+    The right sixth of the image is left for no point to reach.
+    """
+    h, w = shape
+    points = rng.uniform([-6, -6], [0.5 * w, h + 6], (n, 2))
+    points[: n // 8] = np.round(points[: n // 8])  # exactly on pixel borders
+    points[n // 8: n // 4, 0] = 0.0  # on the image edge
+    values = rng.normal(size=(n, c))
+    sigma = rng.uniform(0.6, 3.0, n) if per_point_sigma else rng.uniform(0.6, 3.0)
+    return [np.asarray(a, dtype) for a in (points, values, sigma)]
+
+
+def assert_close(actual, expected, dtype):
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("per_point_sigma", [False, True])
+@pytest.mark.parametrize("c,truncate", [(1, 3.0), (3, 2.0), (4, 5.0)])
+@pytest.mark.parametrize("impl", ["native", "reference"])
+def test_grid_matches_brute_force(rng, dtype, per_point_sigma, c, truncate, impl):
+    shape = (37, 45)
+    points, values, sigma = random_inputs(rng, 300, c, shape, per_point_sigma, dtype)
+    module = jax_gmm if impl == "native" else jax_gmm.reference
+    out, density = module.interpolate(points, values, sigma, shape, truncate=truncate,
+                                      return_density=True)
+    assert out.shape == (*shape, c) and out.dtype == dtype
+    expected, expected_density = gmm_grid(points, values, sigma, shape, truncate)
+    assert_close(out, expected, dtype)
+    assert_close(density, expected_density, dtype)
+    assert (expected_density == 0).any() and (expected_density > 0).any()  # both cases covered
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("per_point_sigma", [False, True])
+@pytest.mark.parametrize("c,truncate", [(1, 3.0), (3, 4.0)])
+@pytest.mark.parametrize("impl", ["native", "reference"])
+def test_queries_match_brute_force(rng, dtype, per_point_sigma, c, truncate, impl):
+    points, values, sigma = random_inputs(rng, 250, c, (30, 50), per_point_sigma, dtype)
+    queries = rng.uniform(-10, 60, (400, 2)).astype(dtype)
+    queries[:20] = points[:20]  # on top of a point
+    module = jax_gmm if impl == "native" else jax_gmm.reference
+    out, density = module.interpolate_at(points, values, sigma, queries, truncate=truncate,
+                                         return_density=True)
+    assert out.shape == (400, c) and density.shape == (400,)
+    expected, expected_density = gmm(points, values, sigma, queries, truncate)
+    assert_close(out, expected, dtype)
+    assert_close(density, expected_density, dtype)
+
+
+def test_grid_equals_queries_at_pixel_centres(rng):
+    points, values, sigma = random_inputs(rng, 100, 2, (16, 20), True, np.float64)
+    y, x = np.mgrid[:16, :20]
+    centres = np.stack([x.ravel() + 0.5, y.ravel() + 0.5], -1)
+    grid = jax_gmm.interpolate(points, values, sigma, (16, 20))
+    at = jax_gmm.interpolate_at(points, values, sigma, centres)
+    np.testing.assert_allclose(grid.reshape(-1, 2), at, rtol=1e-12, atol=1e-14)
+
+
+def test_conventions_single_point():
+    """x is the column, y the row; the pixel (i, j) has its centre at (j + 0.5, i + 0.5)."""
+    out, density = jax_gmm.interpolate(np.array([[3.5, 1.5]]), np.array([[2.0]]), 1.0, (4, 6),
+                                       truncate=1.0, return_density=True)
+    reached = np.argwhere(np.asarray(density) > 0)
+    assert {tuple(p) for p in reached} == {(1, 3), (0, 3), (2, 3), (1, 2), (1, 4)}
+    np.testing.assert_allclose(density[1, 3], 1 / (2 * np.pi))
+    np.testing.assert_allclose(density[0, 3], np.exp(-0.5) / (2 * np.pi))
+    np.testing.assert_array_equal(out[density > 0], 2.0)
+
+
+def test_per_point_normaliser_matters():
+    """N includes 1/(2 pi sigma^2): a narrow point outweighs a wide one at equal distance."""
+    points = np.array([[4.5, 4.5], [6.5, 4.5]])
+    values = np.array([[0.0], [1.0]])
+    out = jax_gmm.interpolate_at(points, values, np.array([1.0, 3.0]), np.array([[5.5, 4.5]]),
+                                 truncate=5.0)
+    w0, w1 = np.exp(-0.5) / (2 * np.pi), np.exp(-1 / 18) / (18 * np.pi)
+    np.testing.assert_allclose(out[0, 0], w1 / (w0 + w1), rtol=1e-12)

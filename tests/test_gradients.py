@@ -1,0 +1,88 @@
+"""Gradients against finite differences (float64) and native against reference (float32)."""
+
+import jax
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jax_gmm
+
+# A wide cutoff makes the weight at the cutoff (exp(-truncate^2 / 2) ~ 1e-14)
+# negligible, so finite differences do not see the step there.
+WIDE = 8.0
+
+
+def inputs(rng, n=40, c=3, shape=(14, 17), dtype=np.float64):
+    h, w = shape
+    points = rng.uniform([-2, -2], [w + 2, h + 2], (n, 2))
+    values = rng.normal(size=(n, c))
+    sigma = rng.uniform(0.7, 2.5, n)
+    return [np.asarray(a, dtype) for a in (points, values, sigma)]
+
+
+def scalar_loss(f, rng):
+    """sum of out * random weights + density * random weights: exercises both cotangents."""
+    def loss(*args):
+        out, density = f(*args)
+        k_out = jax.random.normal(jax.random.key(1), out.shape, out.dtype)
+        k_den = jax.random.normal(jax.random.key(2), density.shape, density.dtype)
+        return (out * k_out).sum() + 10 * (density * k_den).sum()
+    return loss
+
+
+@pytest.mark.parametrize("per_point_sigma", [False, True])
+def test_grid_gradients_match_finite_differences(rng, per_point_sigma):
+    points, values, sigma = inputs(rng)
+    sigma = sigma if per_point_sigma else np.float64(1.7)
+    f = lambda p, v, s: jax_gmm.interpolate(p, v, s, (14, 17), truncate=WIDE,  # noqa: E731
+                                            return_density=True)
+    check_grads(scalar_loss(f, rng), (points, values, sigma), order=1, modes=["rev"])
+
+
+@pytest.mark.parametrize("per_point_sigma", [False, True])
+def test_query_gradients_match_finite_differences(rng, per_point_sigma):
+    points, values, sigma = inputs(rng)
+    sigma = sigma if per_point_sigma else np.float64(1.7)
+    queries = rng.uniform(-1, 18, (60, 2))
+    f = lambda p, v, s, q: jax_gmm.interpolate_at(p, v, s, q, truncate=WIDE,  # noqa: E731
+                                                  return_density=True)
+    check_grads(scalar_loss(f, rng), (points, values, sigma, queries), order=1, modes=["rev"])
+
+
+def test_position_gradient_formula(rng):
+    """d out(q) / d mu_i = (c_i - out(q)) w_iq / Z(q) * (q - mu_i) / sigma_i^2."""
+    points, values, sigma = inputs(rng, n=5, c=1)
+    q = np.array([[8.0, 7.0]])
+    points = q + rng.normal(size=(5, 2))  # all within reach of q
+    grad = jax.grad(lambda p: jax_gmm.interpolate_at(p, values, sigma, q, truncate=WIDE)[0, 0])(
+        points)
+    d = q - points
+    w = np.exp(-(d**2).sum(-1) / (2 * sigma**2)) / (2 * np.pi * sigma**2)
+    out = (w * values[:, 0]).sum() / w.sum()
+    expected = ((values[:, 0] - out) * w / w.sum())[:, None] * d / sigma[:, None] ** 2
+    np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-15)
+
+
+@pytest.mark.parametrize("truncate", [2.0, 3.0])
+def test_native_gradients_match_reference_float32(rng, truncate):
+    points, values, sigma = inputs(rng, n=200, shape=(40, 50), dtype=np.float32)
+    queries = rng.uniform(-2, 52, (300, 2)).astype(np.float32)
+    for module_f in [
+        lambda m: lambda p, v, s: m.interpolate(p, v, s, (40, 50), truncate=truncate,
+                                                return_density=True),
+        lambda m: lambda p, v, s: m.interpolate_at(p, v, s, queries, truncate=truncate,
+                                                   return_density=True),
+    ]:
+        native = jax.grad(scalar_loss(module_f(jax_gmm), rng), argnums=(0, 1, 2))
+        reference = jax.grad(scalar_loss(module_f(jax_gmm.reference), rng), argnums=(0, 1, 2))
+        for a, b in zip(native(points, values, sigma), reference(points, values, sigma)):
+            assert a.dtype == np.float32
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.abs(b).max())
+
+
+def test_query_gradient_matches_reference_float32(rng):
+    points, values, sigma = inputs(rng, n=200, shape=(40, 50), dtype=np.float32)
+    queries = rng.uniform(-2, 52, (300, 2)).astype(np.float32)
+    grads = [jax.grad(lambda q: (m.interpolate_at(points, values, sigma, q) ** 2).sum())(queries)
+             for m in (jax_gmm, jax_gmm.reference)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-4 * np.abs(grads[1]).max())
