@@ -5,14 +5,116 @@
 #include <algorithm>
 #include <vector>
 
+#include "channels.h"
 #include "kernels.h"
 #include "parallel.h"
+#include "separable.h"
 
 namespace jax_gmm {
+namespace JAX_GMM_ISA {
 
 namespace {
 constexpr int64_t kPointsPerTask = 64;
 constexpr int64_t kRowsPerTask = 16;
+
+// Per-point sums over its footprint that finish_point_grad turns into
+// d_points and d_sigma, plus d_values (first C entries of d_c).
+template <typename T>
+struct Sums {
+  T u = 0, u_dx = 0, u_dy = 0, u_d2 = 0;
+  T d_c[4] = {0, 0, 0, 0};  // compile-time C only; run-time C uses the caller's buffer
+};
+
+// Adds one pixel row of a point's footprint to its sums. `folded` points at
+// the row's first pixel in plane 0 ([scaled_0 | ... | scaled_C-1 | offset]).
+template <int kC, typename T>
+inline void gather_row(const Gaussian<T>& g, T dy, T row_factor, int64_t nx, const T* dxs,
+                       const T* col_factor, const T* c, int64_t channels, const T* folded,
+                       int64_t plane, Sums<T>& s, T* d_c_runtime) {
+  const int64_t C = kC > 0 ? kC : channels;
+  const T dy2 = dy * dy;
+  const T* offset = folded + C * plane;
+  T su = 0, sdx = 0, sdy = 0, sd2 = 0, dc0 = 0, dc1 = 0, dc2 = 0, dc3 = 0;
+#pragma omp simd reduction(+ : su, sdx, sdy, sd2, dc0, dc1, dc2, dc3)
+  for (int j = 0; j < static_cast<int>(nx); ++j) {
+    const T dx = dxs[j];
+    const T d2 = dx * dx + dy2;
+    const T f = row_factor * col_factor[j];  // loaded unconditionally, so the select vectorises
+    const T w = d2 <= g.radius2 ? f : T(0);
+    T dot = 0;
+    for (int64_t ch = 0; ch < C; ++ch) dot += folded[ch * plane + j] * c[ch];
+    const T u = pair_cotangent(w, dot, offset[j]);
+    su += u;
+    sdx += u * dx;
+    sdy += u * dy;
+    sd2 += u * d2;
+    if constexpr (kC > 0) {
+      dc0 += value_cotangent(w, folded[j]);
+      if constexpr (kC > 1) dc1 += value_cotangent(w, folded[plane + j]);
+      if constexpr (kC > 2) dc2 += value_cotangent(w, folded[2 * plane + j]);
+      if constexpr (kC > 3) dc3 += value_cotangent(w, folded[3 * plane + j]);
+    }
+  }
+  if constexpr (kC == 0) {
+    for (int64_t ch = 0; ch < C; ++ch) {
+      T acc = 0;
+#pragma omp simd reduction(+ : acc)
+      for (int j = 0; j < static_cast<int>(nx); ++j) {
+        const T f = row_factor * col_factor[j];
+        const T w = dxs[j] * dxs[j] + dy2 <= g.radius2 ? f : T(0);
+        acc += value_cotangent(w, folded[ch * plane + j]);
+      }
+      d_c_runtime[ch] += acc;
+    }
+  }
+  s.u += su, s.u_dx += sdx, s.u_dy += sdy, s.u_d2 += sd2;
+  s.d_c[0] += dc0, s.d_c[1] += dc1, s.d_c[2] += dc2, s.d_c[3] += dc3;
+}
+
+// Points in order of the kTileSize tile holding their centre, so that
+// consecutive points read neighbouring pixels (a counting sort: stable, O(N)).
+template <typename T>
+std::vector<uint32_t> spatial_order(const std::vector<Gaussian<T>>& gaussians, int64_t height,
+                                    int64_t width) {
+  const int64_t tiles_x = width / kTileSize + 1, tiles_y = height / kTileSize + 1;
+  const auto tile_of = [&](const Gaussian<T>& g) {
+    const Range tx = cell_range(g.x, g.x, T(0), T(kTileSize), tiles_x);
+    const Range ty = cell_range(g.y, g.y, T(0), T(kTileSize), tiles_y);
+    return ty.empty() || tx.empty() ? int64_t{0} : ty.lo * tiles_x + tx.lo;
+  };
+  CellLists lists;
+  lists.build(tiles_x * tiles_y, gaussians.size(),
+              [&](int64_t i, auto emit) { emit(tile_of(gaussians[i])); });
+  return std::move(lists.items);
+}
+
+template <int kC, typename T>
+void grid_backward_point(const Gaussian<T>& g, int64_t height, int64_t width, const T* c,
+                         int64_t channels, const T* folded, T* d_point, T* d_value,
+                         T* d_sigma) {
+  const int64_t C = kC > 0 ? kC : channels, plane = height * width;
+  Sums<T> s;
+  if constexpr (kC == 0) std::fill(d_value, d_value + C, T(0));
+  const Range cols = pixel_range(g.x, g.box_radius, width);
+  const Range rows = pixel_range(g.y, g.box_radius, height);
+  if (g.valid && !cols.empty() && !rows.empty()) {
+    const int64_t nx = cols.hi - cols.lo + 1, ny = rows.hi - rows.lo + 1;
+    // [column factors | row factors | column offsets q_x - mu_x]
+    std::vector<T> axis(2 * nx + ny);
+    T* dxs = axis.data() + nx + ny;
+    for (int64_t j = 0; j < nx; ++j) dxs[j] = (T(cols.lo + j) + T(0.5)) - g.x;
+    axis_factors(g.exponent, dxs[0], nx, axis.data());
+    axis_factors(g.exponent, (T(rows.lo) + T(0.5)) - g.y, ny, axis.data() + nx);
+    for (int64_t r = rows.lo; r <= rows.hi; ++r) {
+      gather_row<kC>(g, (T(r) + T(0.5)) - g.y, g.norm * axis[nx + r - rows.lo], nx, dxs,
+                     axis.data(), c, C, folded + r * width + cols.lo, plane, s, d_value);
+    }
+  }
+  finish_point_grad(g, s.u, s.u_dx, s.u_dy, s.u_d2, &d_point[0], &d_point[1], d_sigma);
+  if constexpr (kC > 0) {
+    for (int64_t ch = 0; ch < kC; ++ch) d_value[ch] = s.d_c[ch];
+  }
+}
 }  // namespace
 
 template <typename T>
@@ -37,67 +139,15 @@ void grid_backward(ThreadPool& pool, const std::vector<Gaussian<T>>& gaussians, 
       folded[C * pixels + p] = offset;
     }
   });
-
-  parallel_for(pool, (n + kPointsPerTask - 1) / kPointsPerTask, [&](int64_t task) {
-    std::vector<T> col_factor, w, dot, d_c(C);
-    for (int64_t i = task * kPointsPerTask; i < std::min(n, (task + 1) * kPointsPerTask); ++i) {
-      const Gaussian<T>& g = gaussians[i];
-      const T* c = values + i * C;
-      T sum_u = 0, sum_u_dx = 0, sum_u_dy = 0, sum_u_d2 = 0;
-      std::fill(d_c.begin(), d_c.end(), T(0));
-      const Range cols = pixel_range(g.x, g.box_radius, width);
-      const Range rows = pixel_range(g.y, g.box_radius, height);
-      if (g.valid && !cols.empty() && !rows.empty()) {
-        const int64_t nx = cols.hi - cols.lo + 1;
-        col_factor.resize(nx);
-        w.resize(nx);
-        dot.resize(nx);
-        for (int64_t j = 0; j < nx; ++j) {
-          col_factor[j] = axis_factor(g.exponent, (T(cols.lo + j) + T(0.5)) - g.x);
-        }
-        for (int64_t r = rows.lo; r <= rows.hi; ++r) {
-          const T dy = (T(r) + T(0.5)) - g.y;
-          const T row_factor = g.norm * axis_factor(g.exponent, dy);
-          const T dy2 = dy * dy;
-          const int64_t p0 = r * width + cols.lo;
-          const T* offset = folded.data() + C * pixels + p0;
-#pragma omp simd
-          for (int64_t j = 0; j < nx; ++j) {
-            const T dx = (T(cols.lo + j) + T(0.5)) - g.x;
-            w[j] = dx * dx + dy2 <= g.radius2 ? row_factor * col_factor[j] : T(0);
-            dot[j] = T(0);
-          }
-          for (int64_t ch = 0; ch < C; ++ch) {
-            const T* scaled = folded.data() + ch * pixels + p0;
-            const T v = c[ch];
-            T acc = 0;
-#pragma omp simd reduction(+ : acc)
-            for (int64_t j = 0; j < nx; ++j) {
-              dot[j] += scaled[j] * v;
-              acc += value_cotangent(w[j], scaled[j]);
-            }
-            d_c[ch] += acc;
-          }
-          T su = 0, sdx = 0, sdy = 0, sd2 = 0;
-#pragma omp simd reduction(+ : su, sdx, sdy, sd2)
-          for (int64_t j = 0; j < nx; ++j) {
-            const T dx = (T(cols.lo + j) + T(0.5)) - g.x;
-            const T u = pair_cotangent(w[j], dot[j], offset[j]);
-            su += u;
-            sdx += u * dx;
-            sdy += u * dy;
-            sd2 += u * (dx * dx + dy2);
-          }
-          sum_u += su;
-          sum_u_dx += sdx;
-          sum_u_dy += sdy;
-          sum_u_d2 += sd2;
-        }
+  const std::vector<uint32_t> order = spatial_order(gaussians, height, width);
+  with_channels(C, [&](auto kC) {
+    parallel_for(pool, (n + kPointsPerTask - 1) / kPointsPerTask, [&](int64_t task) {
+      for (int64_t k = task * kPointsPerTask; k < std::min(n, (task + 1) * kPointsPerTask); ++k) {
+        const int64_t i = order[k];
+        grid_backward_point<kC()>(gaussians[i], height, width, values + i * C, C, folded.data(),
+                                  d_points + 2 * i, d_values + i * C, d_sigma + i);
       }
-      finish_point_grad(g, sum_u, sum_u_dx, sum_u_dy, sum_u_d2, &d_points[2 * i],
-                        &d_points[2 * i + 1], &d_sigma[i]);
-      for (int64_t ch = 0; ch < C; ++ch) d_values[i * C + ch] = g.valid ? d_c[ch] : T(0);
-    }
+    });
   });
 }
 
@@ -109,4 +159,5 @@ JAX_GMM_INSTANTIATE(float)
 JAX_GMM_INSTANTIATE(double)
 #undef JAX_GMM_INSTANTIATE
 
+}  // namespace JAX_GMM_ISA
 }  // namespace jax_gmm

@@ -1,7 +1,9 @@
 // XLA FFI handlers of the CPU module: shape checks, the walk over batch
 // elements, and registration. The arithmetic lives in the kernel files.
+#include <cstdlib>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "kernels.h"
 #include "operands.h"
@@ -21,6 +23,22 @@ namespace {
   auto lhs##_or = (expr);                               \
   if (lhs##_or.has_error()) return lhs##_or.error();    \
   auto lhs = std::move(*lhs##_or)
+
+// The kernel build for this CPU: avx2 where the CPU has AVX2 and FMA, unless
+// JAX_GMM_CPU_ISA=baseline asks for the portable build (the tests compare them).
+bool use_avx2() {
+#if defined(JAX_GMM_HAVE_AVX2)
+  static const bool avx2 = [] {
+    const char* isa = std::getenv("JAX_GMM_CPU_ISA");
+    if (isa && std::string(isa) == "baseline") return false;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  return avx2;
+#else
+  return false;
+#endif
+}
+#define JAX_GMM_KERNEL(name) (use_avx2() ? avx2::name<T> : baseline::name<T>)
 
 // Sizes read off the buffers: points (..., N, 2) and an output (..., rest, C).
 struct Sizes {
@@ -81,7 +99,7 @@ ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer
     const auto& tiled = cache.get(pb, sb, [&] {
       return TiledPoints<T>(pb, sb, s.n, static_cast<T>(truncate), h, w);
     });
-    grid_forward(pool, tiled, v.at(layout, b), s.c, o.at(layout, b),
+    JAX_GMM_KERNEL(grid_forward)(pool, tiled, v.at(layout, b), s.c, o.at(layout, b),
                  density->typed_data() + b * h * w);
   }
   return ffi::Error::Success();
@@ -111,7 +129,7 @@ ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffe
   for (int64_t b = 0; b < layout.count(); ++b) {
     const auto gaussians =
         make_gaussians(p.at(layout, b), sg.at(layout, b), s.n, static_cast<T>(truncate));
-    grid_backward(pool, gaussians, h, w, v.at(layout, b), s.c, o.at(layout, b),
+    JAX_GMM_KERNEL(grid_backward)(pool, gaussians, h, w, v.at(layout, b), s.c, o.at(layout, b),
                   density.typed_data() + b * h * w, go.at(layout, b), gd.at(layout, b),
                   rp.at(layout, b), rv.at(layout, b), rs.at(layout, b));
   }
@@ -139,7 +157,7 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
     const T* qb = q.at(layout, b);
     const CelledQueries<T> celled(p.at(layout, b), sg.at(layout, b), s.n,
                                   static_cast<T>(truncate), qb, m);
-    scattered_forward(pool, celled, v.at(layout, b), s.c, qb, m, o.at(layout, b),
+    JAX_GMM_KERNEL(scattered_forward)(pool, celled, v.at(layout, b), s.c, qb, m, o.at(layout, b),
                       density->typed_data() + b * m);
   }
   return ffi::Error::Success();
@@ -175,7 +193,7 @@ ffi::Error ScatteredBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
     const T* qb = q.at(layout, b);
     const CelledQueries<T> celled(p.at(layout, b), sg.at(layout, b), s.n,
                                   static_cast<T>(truncate), qb, m);
-    scattered_backward(pool, celled, v.at(layout, b), s.c, qb, m, o.at(layout, b),
+    JAX_GMM_KERNEL(scattered_backward)(pool, celled, v.at(layout, b), s.c, qb, m, o.at(layout, b),
                        density.typed_data() + b * m, go.at(layout, b), gd.at(layout, b),
                        rp.at(layout, b), rv.at(layout, b), rs.at(layout, b), rq.at(layout, b));
   }

@@ -1,5 +1,5 @@
-// CPU kernels for one example (one batch element). The FFI handlers in
-// handlers.cc check shapes, walk the batch and call these.
+// CPU kernels for one example (one batch element) and the binned points they
+// read. The FFI handlers in handlers.cc check shapes, walk the batch and call these.
 #pragma once
 
 #include <cstdint>
@@ -44,28 +44,13 @@ struct CelledQueries {
   Range cells_y_of(const Gaussian<T>& g) const;
 };
 
-// out (H, W, C) and density (H, W) at the pixel centres.
-template <typename T>
-void grid_forward(ThreadPool& pool, const TiledPoints<T>& tiled, const T* values,
-                  int64_t channels, T* out, T* density);
-
-// Cotangents of points (N, 2), values (N, C) and sigma (N,) for the grid.
-template <typename T>
-void grid_backward(ThreadPool& pool, const std::vector<Gaussian<T>>& gaussians, int64_t height,
-                   int64_t width, const T* values, int64_t channels, const T* out,
-                   const T* density, const T* d_out, const T* d_density, T* d_points,
-                   T* d_values, T* d_sigma);
-
-// out (M, C) and density (M,) at arbitrary queries (M, 2).
-template <typename T>
-void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T* values,
-                       int64_t channels, const T* queries, int64_t m, T* out, T* density);
-
-// Cotangents of points, values, sigma and queries (M, 2) at arbitrary queries.
-template <typename T>
-void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const T* values,
-                        int64_t channels, const T* queries, int64_t m, const T* out,
-                        const T* density, const T* d_out, const T* d_density, T* d_points,
-                        T* d_values, T* d_sigma, T* d_queries);
+// The kernels are compiled once per instruction set, each build in its own
+// namespace (CMakeLists.txt); handlers.cc picks one at run time.
+namespace baseline {
+#include "kernel_declarations.inc"
+}  // namespace baseline
+namespace avx2 {
+#include "kernel_declarations.inc"
+}  // namespace avx2
 
 }  // namespace jax_gmm

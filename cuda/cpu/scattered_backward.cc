@@ -10,6 +10,7 @@
 #include "parallel.h"
 
 namespace jax_gmm {
+namespace JAX_GMM_ISA {
 
 namespace {
 constexpr int64_t kPointsPerTask = 64;
@@ -110,4 +111,5 @@ JAX_GMM_INSTANTIATE(float)
 JAX_GMM_INSTANTIATE(double)
 #undef JAX_GMM_INSTANTIATE
 
+}  // namespace JAX_GMM_ISA
 }  // namespace jax_gmm

@@ -9,70 +9,7 @@
 #include "parallel.h"
 
 namespace jax_gmm {
-
-namespace {
-// Cap on cells per example: keeps memory O(M) when queries are spread far
-// wider than the cutoff radius.
-int64_t max_cells(int64_t m) { return std::max<int64_t>(1024, 2 * m); }
-}  // namespace
-
-template <typename T>
-CelledQueries<T>::CelledQueries(const T* points, const T* sigma, int64_t n, T truncate,
-                                const T* queries, int64_t m)
-    : gaussians(make_gaussians(points, sigma, n, truncate)) {
-  T x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
-  for (int64_t q = 0; q < m; ++q) {
-    const T x = queries[2 * q], y = queries[2 * q + 1];
-    if (!is_finite(x) || !is_finite(y)) continue;
-    x_lo = std::min(x_lo, x), x_hi = std::max(x_hi, x);
-    y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
-  }
-  T radius_sum = 0;
-  int64_t valid = 0;
-  for (const Gaussian<T>& g : gaussians) {
-    if (g.valid && is_finite(g.box_radius)) radius_sum += g.box_radius, ++valid;
-  }
-  if (!(x_lo <= x_hi) || valid == 0) {  // no finite query, or no point to reach one
-    this->points.build(0, 0, [](int64_t, auto) {});
-    this->queries.build(0, 0, [](int64_t, auto) {});
-    return;
-  }
-  origin_x = x_lo, origin_y = y_lo;
-  const T span_x = x_hi - x_lo, span_y = y_hi - y_lo;
-  cell = std::max(radius_sum / T(valid), std::max(span_x, span_y) * T(1e-6));
-  const auto count = [&](T span) { return static_cast<int64_t>(std::floor(span / cell)) + 1; };
-  if (!(T(count(span_x)) * T(count(span_y)) <= T(max_cells(m)))) {
-    cell = std::max(span_x, span_y) / std::floor(std::sqrt(T(max_cells(m)))) * T(1.0001);
-  }
-  cells_x = std::max<int64_t>(1, count(span_x));
-  cells_y = std::max<int64_t>(1, count(span_y));
-  this->queries.build(cells_x * cells_y, m, [&](int64_t q, auto emit) {
-    const T x = queries[2 * q], y = queries[2 * q + 1];
-    if (!is_finite(x) || !is_finite(y)) return;
-    const Range cx = cell_range(x, x, origin_x, cell, cells_x);
-    const Range cy = cell_range(y, y, origin_y, cell, cells_y);
-    emit(cy.lo * cells_x + cx.lo);
-  });
-  this->points.build(cells_x * cells_y, n, [&](int64_t i, auto emit) {
-    const Gaussian<T>& g = gaussians[i];
-    if (!g.valid) return;
-    const Range cx = cells_x_of(g), cy = cells_y_of(g);
-    if (cx.empty() || cy.empty()) return;
-    for (int64_t ky = cy.lo; ky <= cy.hi; ++ky) {
-      for (int64_t kx = cx.lo; kx <= cx.hi; ++kx) emit(ky * cells_x + kx);
-    }
-  });
-}
-
-template <typename T>
-Range CelledQueries<T>::cells_x_of(const Gaussian<T>& g) const {
-  return cell_range(g.x - g.box_radius, g.x + g.box_radius, origin_x, cell, cells_x);
-}
-
-template <typename T>
-Range CelledQueries<T>::cells_y_of(const Gaussian<T>& g) const {
-  return cell_range(g.y - g.box_radius, g.y + g.box_radius, origin_y, cell, cells_y);
-}
+namespace JAX_GMM_ISA {
 
 template <typename T>
 void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T* values,
@@ -102,11 +39,11 @@ void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T
 }
 
 #define JAX_GMM_INSTANTIATE(T)                                                        \
-  template struct CelledQueries<T>;                                                  \
   template void scattered_forward<T>(ThreadPool&, const CelledQueries<T>&, const T*, \
                                      int64_t, const T*, int64_t, T*, T*);
 JAX_GMM_INSTANTIATE(float)
 JAX_GMM_INSTANTIATE(double)
 #undef JAX_GMM_INSTANTIATE
 
+}  // namespace JAX_GMM_ISA
 }  // namespace jax_gmm
