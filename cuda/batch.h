@@ -15,6 +15,7 @@ namespace jax_gmm {
 
 class BatchLayout {
  public:
+  BatchLayout() = default;
   // `out_dims` are the dimensions of an output whose trailing `example_rank`
   // axes belong to one example; the axes before them are the batch axes.
   BatchLayout(xla::ffi::Span<const int64_t> out_dims, int example_rank)
@@ -64,7 +65,7 @@ class BatchLayout {
 
  private:
   std::vector<int64_t> dims_;
-  int64_t count_;
+  int64_t count_ = 0;
 };
 
 }  // namespace jax_gmm

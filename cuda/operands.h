@@ -13,8 +13,8 @@ namespace jax_gmm {
 
 template <typename T>
 struct Operand {
-  T* data;
-  int64_t example_size;          // elements in one example
+  T* data = nullptr;
+  int64_t example_size = 0;      // elements in one example
   std::vector<int64_t> strides;  // in examples, 0 along broadcast batch axes
 
   T* at(const BatchLayout& layout, int64_t b) const {
@@ -28,25 +28,30 @@ inline std::string shape_string(xla::ffi::Span<const int64_t> dims) {
   return s + (dims.size() == 1 ? ",)" : ")");
 }
 
-// Checks that `buffer` is (batch..., *example) and returns it as an Operand.
+// Checks that `buffer` is (batch..., *example) and points `slot` at it.
 template <typename T, typename Buffer>
-xla::ffi::ErrorOr<Operand<T>> operand(const BatchLayout& layout, Buffer& buffer,
-                                      const std::vector<int64_t>& example, const char* name) {
+xla::ffi::Error bind_operand(Operand<T>& slot, const BatchLayout& layout, Buffer& buffer,
+                             const std::vector<int64_t>& example, const char* name) {
   const auto dims = buffer.dimensions();
   const int rank = static_cast<int>(example.size());
   bool ok = static_cast<int>(dims.size()) == layout.rank() + rank;
   for (int k = 0; ok && k < rank; ++k) ok = dims[dims.size() - rank + k] == example[k];
   if (!ok) {
-    return xla::ffi::Unexpected(xla::ffi::Error::InvalidArgument(
+    return xla::ffi::Error::InvalidArgument(
         std::string(name) + " has shape " + shape_string(dims) + ", expected batch axes then " +
-        shape_string(xla::ffi::Span<const int64_t>(example))));
+        shape_string(xla::ffi::Span<const int64_t>(example)));
   }
   auto strides = layout.strides(dims, rank, name);
-  if (strides.has_error()) return xla::ffi::Unexpected(strides.error());
+  if (strides.has_error()) return strides.error();
   int64_t size = 1;
   for (int64_t d : example) size *= d;
-  return Operand<T>{reinterpret_cast<T*>(buffer.untyped_data()), size, std::move(*strides)};
+  slot = Operand<T>{reinterpret_cast<T*>(buffer.untyped_data()), size, std::move(*strides)};
+  return xla::ffi::Error::Success();
 }
+
+}  // namespace jax_gmm
+
+namespace jax_gmm {
 
 // The index lists of the binning are 32-bit.
 inline xla::ffi::Error check_count(int64_t count, const char* what) {
@@ -55,5 +60,94 @@ inline xla::ffi::Error check_count(int64_t count, const char* what) {
   }
   return xla::ffi::Error::Success();
 }
+
+// Every buffer of one FFI call, checked. N comes from points, C from out, and
+// the query layout from density: (..., H, W) on a grid, (..., M) at queries.
+// Operands a call does not have stay empty.
+template <typename T>
+struct Call {
+  BatchLayout layout;
+  int64_t n = 0, c = 0;
+  int64_t h = 1, w = 0, m = 0;  // queries: m = H * W on a grid, m = w at arbitrary queries
+  Operand<T> points, values, sigma, queries, out, density;
+  Operand<T> d_out, d_density, d_points, d_values, d_sigma, d_queries;
+};
+
+#define JAX_GMM_CHECK(expr)                                         \
+  do {                                                              \
+    xla::ffi::Error error_ = (expr);                                \
+    if (error_.failure()) return xla::ffi::Unexpected(std::move(error_)); \
+  } while (0)
+
+// Lets callers pass a plain nullptr for an absent buffer (std::type_identity in C++20).
+template <typename X>
+struct NoDeduceImpl {
+  using type = X;
+};
+template <typename X>
+using NoDeduce = typename NoDeduceImpl<X>::type;
+
+// Forward operands; `queries` is null on a grid.
+template <typename T, typename Buffer>
+xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer& sigma,
+                                         NoDeduce<Buffer>* queries, Buffer& out,
+                                         Buffer& density) {
+  const auto pd = points.dimensions(), od = out.dimensions(), dd = density.dimensions();
+  const size_t query_rank = queries ? 1 : 2;
+  if (pd.size() < 2 || od.size() < query_rank + 1 || dd.size() < query_rank) {
+    return xla::ffi::Unexpected(xla::ffi::Error::InvalidArgument(
+        "points must be (..., N, 2), out (..., " + std::string(queries ? "M" : "H, W") +
+        ", C) and density likewise without C"));
+  }
+  Call<T> call{BatchLayout(dd, static_cast<int>(query_rank))};
+  call.n = pd[pd.size() - 2];
+  call.c = od.back();
+  call.w = dd.back();
+  call.h = queries ? 1 : dd[dd.size() - 2];
+  call.m = call.h * call.w;
+  JAX_GMM_CHECK(check_count(call.n, "the number of points"));
+  JAX_GMM_CHECK(check_count(call.m, "the number of queries"));
+  const std::vector<int64_t> query_dims =
+      queries ? std::vector<int64_t>{call.m} : std::vector<int64_t>{call.h, call.w};
+  std::vector<int64_t> out_dims = query_dims;
+  out_dims.push_back(call.c);
+  JAX_GMM_CHECK(bind_operand(call.points, call.layout, points, {call.n, 2}, "points"));
+  JAX_GMM_CHECK(bind_operand(call.values, call.layout, values, {call.n, call.c}, "values"));
+  JAX_GMM_CHECK(bind_operand(call.sigma, call.layout, sigma, {call.n}, "sigma"));
+  if (queries) {
+    JAX_GMM_CHECK(bind_operand(call.queries, call.layout, *queries, {call.m, 2}, "queries"));
+  }
+  JAX_GMM_CHECK(bind_operand(call.out, call.layout, out, out_dims, "out"));
+  JAX_GMM_CHECK(bind_operand(call.density, call.layout, density, query_dims, "density"));
+  return call;
+}
+
+// Backward operands: the forward's, then cotangents in and out. `queries` and
+// `d_queries` are null on a grid.
+template <typename T, typename Buffer>
+xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer& sigma,
+                                          NoDeduce<Buffer>* queries, Buffer& out,
+                                          Buffer& density, Buffer& d_out, Buffer& d_density,
+                                          Buffer& d_points, Buffer& d_values, Buffer& d_sigma,
+                                          NoDeduce<Buffer>* d_queries) {
+  auto forward = check_forward<T>(points, values, sigma, queries, out, density);
+  if (forward.has_error()) return forward;
+  Call<T> call = std::move(*forward);
+  const auto out_dims = out.dimensions(), density_dims = density.dimensions();
+  const int qr = queries ? 1 : 2;
+  const std::vector<int64_t> o(out_dims.end() - qr - 1, out_dims.end());
+  const std::vector<int64_t> d(density_dims.end() - qr, density_dims.end());
+  JAX_GMM_CHECK(bind_operand(call.d_out, call.layout, d_out, o, "d_out"));
+  JAX_GMM_CHECK(bind_operand(call.d_density, call.layout, d_density, d, "d_density"));
+  JAX_GMM_CHECK(bind_operand(call.d_points, call.layout, d_points, {call.n, 2}, "d_points"));
+  JAX_GMM_CHECK(bind_operand(call.d_values, call.layout, d_values, {call.n, call.c}, "d_values"));
+  JAX_GMM_CHECK(bind_operand(call.d_sigma, call.layout, d_sigma, {call.n}, "d_sigma"));
+  if (d_queries) {
+    JAX_GMM_CHECK(bind_operand(call.d_queries, call.layout, *d_queries, {call.m, 2}, "d_queries"));
+  }
+  return call;
+}
+
+#undef JAX_GMM_CHECK
 
 }  // namespace jax_gmm

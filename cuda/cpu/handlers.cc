@@ -14,11 +14,6 @@ namespace ffi = xla::ffi;
 namespace jax_gmm {
 namespace {
 
-#define JAX_GMM_RETURN_IF_ERROR(expr)      \
-  do {                                     \
-    ffi::Error error_ = (expr);            \
-    if (error_.failure()) return error_;   \
-  } while (0)
 #define JAX_GMM_ASSIGN(lhs, expr)                       \
   auto lhs##_or = (expr);                               \
   if (lhs##_or.has_error()) return lhs##_or.error();    \
@@ -39,24 +34,6 @@ bool use_avx2() {
 #endif
 }
 #define JAX_GMM_KERNEL(name) (use_avx2() ? avx2::name<T> : baseline::name<T>)
-
-// Sizes read off the buffers: points (..., N, 2) and an output (..., rest, C).
-struct Sizes {
-  int64_t n, c;
-};
-
-template <ffi::DataType DT>
-ffi::ErrorOr<Sizes> sizes(ffi::Buffer<DT>& points, ffi::Buffer<DT>& out) {
-  const auto pd = points.dimensions();
-  const auto od = out.dimensions();
-  if (pd.size() < 2 || od.size() < 1) {
-    return ffi::Unexpected(ffi::Error::InvalidArgument("points must be (..., N, 2) and out (..., C)"));
-  }
-  Sizes s{pd[pd.size() - 2], od.back()};
-  ffi::Error error = check_count(s.n, "the number of points");
-  if (error.failure()) return ffi::Unexpected(std::move(error));
-  return s;
-}
 
 // The binning depends only on points and sigma, so consecutive batch elements
 // that share both (vmap with in_axes=None on them) reuse it.
@@ -83,24 +60,16 @@ ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer
                        ffi::Buffer<DT> sigma, ffi::ResultBuffer<DT> out,
                        ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(s, sizes(points, *out));
-  const auto dd = density->dimensions();
-  if (dd.size() < 2) return ffi::Error::InvalidArgument("density must be (..., H, W)");
-  const int64_t h = dd[dd.size() - 2], w = dd.back();
-  const BatchLayout layout(dd, 2);
-  JAX_GMM_ASSIGN(p, operand<T>(layout, points, {s.n, 2}, "points"));
-  JAX_GMM_ASSIGN(v, operand<T>(layout, values, {s.n, s.c}, "values"));
-  JAX_GMM_ASSIGN(sg, operand<T>(layout, sigma, {s.n}, "sigma"));
-  JAX_GMM_ASSIGN(o, operand<T>(layout, *out, {h, w, s.c}, "out"));
+  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, sigma, nullptr, *out, *density));
   BinCache<TiledPoints<T>> cache;
-  for (int64_t b = 0; b < layout.count(); ++b) {
-    const T* pb = p.at(layout, b);
-    const T* sb = sg.at(layout, b);
+  for (int64_t b = 0; b < call.layout.count(); ++b) {
+    const T* pb = call.points.at(call.layout, b);
+    const T* sb = call.sigma.at(call.layout, b);
     const auto& tiled = cache.get(pb, sb, [&] {
-      return TiledPoints<T>(pb, sb, s.n, static_cast<T>(truncate), h, w);
+      return TiledPoints<T>(pb, sb, call.n, static_cast<T>(truncate), call.h, call.w);
     });
-    JAX_GMM_KERNEL(grid_forward)(pool, tiled, v.at(layout, b), s.c, o.at(layout, b),
-                 density->typed_data() + b * h * w);
+    JAX_GMM_KERNEL(grid_forward)(pool, tiled, call.values.at(call.layout, b), call.c,
+                                 call.out.at(call.layout, b), call.density.at(call.layout, b));
   }
   return ffi::Error::Success();
 }
@@ -112,26 +81,16 @@ ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffe
                         ffi::ResultBuffer<DT> d_points, ffi::ResultBuffer<DT> d_values,
                         ffi::ResultBuffer<DT> d_sigma, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(s, sizes(points, out));
-  const auto dd = density.dimensions();
-  if (dd.size() < 2) return ffi::Error::InvalidArgument("density must be (..., H, W)");
-  const int64_t h = dd[dd.size() - 2], w = dd.back();
-  const BatchLayout layout(dd, 2);
-  JAX_GMM_ASSIGN(p, operand<T>(layout, points, {s.n, 2}, "points"));
-  JAX_GMM_ASSIGN(v, operand<T>(layout, values, {s.n, s.c}, "values"));
-  JAX_GMM_ASSIGN(sg, operand<T>(layout, sigma, {s.n}, "sigma"));
-  JAX_GMM_ASSIGN(o, operand<T>(layout, out, {h, w, s.c}, "out"));
-  JAX_GMM_ASSIGN(go, operand<T>(layout, d_out, {h, w, s.c}, "d_out"));
-  JAX_GMM_ASSIGN(gd, operand<T>(layout, d_density, {h, w}, "d_density"));
-  JAX_GMM_ASSIGN(rp, operand<T>(layout, *d_points, {s.n, 2}, "d_points"));
-  JAX_GMM_ASSIGN(rv, operand<T>(layout, *d_values, {s.n, s.c}, "d_values"));
-  JAX_GMM_ASSIGN(rs, operand<T>(layout, *d_sigma, {s.n}, "d_sigma"));
-  for (int64_t b = 0; b < layout.count(); ++b) {
-    const auto gaussians =
-        make_gaussians(p.at(layout, b), sg.at(layout, b), s.n, static_cast<T>(truncate));
-    JAX_GMM_KERNEL(grid_backward)(pool, gaussians, h, w, v.at(layout, b), s.c, o.at(layout, b),
-                  density.typed_data() + b * h * w, go.at(layout, b), gd.at(layout, b),
-                  rp.at(layout, b), rv.at(layout, b), rs.at(layout, b));
+  JAX_GMM_ASSIGN(call, check_backward<T>(points, values, sigma, nullptr, out, density, d_out,
+                                         d_density, *d_points, *d_values, *d_sigma, nullptr));
+  const auto& l = call.layout;
+  for (int64_t b = 0; b < l.count(); ++b) {
+    const auto gaussians = make_gaussians(call.points.at(l, b), call.sigma.at(l, b), call.n,
+                                          static_cast<T>(truncate));
+    JAX_GMM_KERNEL(grid_backward)(pool, gaussians, call.h, call.w, call.values.at(l, b), call.c,
+                                  call.out.at(l, b), call.density.at(l, b), call.d_out.at(l, b),
+                                  call.d_density.at(l, b), call.d_points.at(l, b),
+                                  call.d_values.at(l, b), call.d_sigma.at(l, b));
   }
   return ffi::Error::Success();
 }
@@ -142,23 +101,14 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
                             ffi::Buffer<DT> queries, ffi::ResultBuffer<DT> out,
                             ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(s, sizes(points, *out));
-  const auto dd = density->dimensions();
-  if (dd.size() < 1) return ffi::Error::InvalidArgument("density must be (..., M)");
-  const int64_t m = dd.back();
-  JAX_GMM_RETURN_IF_ERROR(check_count(m, "the number of queries"));
-  const BatchLayout layout(dd, 1);
-  JAX_GMM_ASSIGN(p, operand<T>(layout, points, {s.n, 2}, "points"));
-  JAX_GMM_ASSIGN(v, operand<T>(layout, values, {s.n, s.c}, "values"));
-  JAX_GMM_ASSIGN(sg, operand<T>(layout, sigma, {s.n}, "sigma"));
-  JAX_GMM_ASSIGN(q, operand<T>(layout, queries, {m, 2}, "queries"));
-  JAX_GMM_ASSIGN(o, operand<T>(layout, *out, {m, s.c}, "out"));
-  for (int64_t b = 0; b < layout.count(); ++b) {
-    const T* qb = q.at(layout, b);
-    const CelledQueries<T> celled(p.at(layout, b), sg.at(layout, b), s.n,
-                                  static_cast<T>(truncate), qb, m);
-    JAX_GMM_KERNEL(scattered_forward)(pool, celled, v.at(layout, b), s.c, qb, m, o.at(layout, b),
-                      density->typed_data() + b * m);
+  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, sigma, &queries, *out, *density));
+  const auto& l = call.layout;
+  for (int64_t b = 0; b < l.count(); ++b) {
+    const T* qb = call.queries.at(l, b);
+    const CelledQueries<T> celled(call.points.at(l, b), call.sigma.at(l, b), call.n,
+                                  static_cast<T>(truncate), qb, call.m);
+    JAX_GMM_KERNEL(scattered_forward)(pool, celled, call.values.at(l, b), call.c, qb, call.m,
+                                      call.out.at(l, b), call.density.at(l, b));
   }
   return ffi::Error::Success();
 }
@@ -172,30 +122,19 @@ ffi::Error ScatteredBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
                              ffi::ResultBuffer<DT> d_values, ffi::ResultBuffer<DT> d_sigma,
                              ffi::ResultBuffer<DT> d_queries, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(s, sizes(points, out));
-  const auto dd = density.dimensions();
-  if (dd.size() < 1) return ffi::Error::InvalidArgument("density must be (..., M)");
-  const int64_t m = dd.back();
-  JAX_GMM_RETURN_IF_ERROR(check_count(m, "the number of queries"));
-  const BatchLayout layout(dd, 1);
-  JAX_GMM_ASSIGN(p, operand<T>(layout, points, {s.n, 2}, "points"));
-  JAX_GMM_ASSIGN(v, operand<T>(layout, values, {s.n, s.c}, "values"));
-  JAX_GMM_ASSIGN(sg, operand<T>(layout, sigma, {s.n}, "sigma"));
-  JAX_GMM_ASSIGN(q, operand<T>(layout, queries, {m, 2}, "queries"));
-  JAX_GMM_ASSIGN(o, operand<T>(layout, out, {m, s.c}, "out"));
-  JAX_GMM_ASSIGN(go, operand<T>(layout, d_out, {m, s.c}, "d_out"));
-  JAX_GMM_ASSIGN(gd, operand<T>(layout, d_density, {m}, "d_density"));
-  JAX_GMM_ASSIGN(rp, operand<T>(layout, *d_points, {s.n, 2}, "d_points"));
-  JAX_GMM_ASSIGN(rv, operand<T>(layout, *d_values, {s.n, s.c}, "d_values"));
-  JAX_GMM_ASSIGN(rs, operand<T>(layout, *d_sigma, {s.n}, "d_sigma"));
-  JAX_GMM_ASSIGN(rq, operand<T>(layout, *d_queries, {m, 2}, "d_queries"));
-  for (int64_t b = 0; b < layout.count(); ++b) {
-    const T* qb = q.at(layout, b);
-    const CelledQueries<T> celled(p.at(layout, b), sg.at(layout, b), s.n,
-                                  static_cast<T>(truncate), qb, m);
-    JAX_GMM_KERNEL(scattered_backward)(pool, celled, v.at(layout, b), s.c, qb, m, o.at(layout, b),
-                       density.typed_data() + b * m, go.at(layout, b), gd.at(layout, b),
-                       rp.at(layout, b), rv.at(layout, b), rs.at(layout, b), rq.at(layout, b));
+  JAX_GMM_ASSIGN(call, check_backward<T>(points, values, sigma, &queries, out, density, d_out,
+                                         d_density, *d_points, *d_values, *d_sigma,
+                                         &*d_queries));
+  const auto& l = call.layout;
+  for (int64_t b = 0; b < l.count(); ++b) {
+    const T* qb = call.queries.at(l, b);
+    const CelledQueries<T> celled(call.points.at(l, b), call.sigma.at(l, b), call.n,
+                                  static_cast<T>(truncate), qb, call.m);
+    JAX_GMM_KERNEL(scattered_backward)(
+        pool, celled, call.values.at(l, b), call.c, qb, call.m, call.out.at(l, b),
+        call.density.at(l, b), call.d_out.at(l, b), call.d_density.at(l, b),
+        call.d_points.at(l, b), call.d_values.at(l, b), call.d_sigma.at(l, b),
+        call.d_queries.at(l, b));
   }
   return ffi::Error::Success();
 }
