@@ -9,6 +9,7 @@
 #pragma once
 
 #include <math.h>
+#include <stdint.h>
 
 #if defined(__CUDACC__)
 #define GMM_HD __host__ __device__ __forceinline__
@@ -124,6 +125,21 @@ GMM_HD T normalise(T weighted_sum, T density) {
 template <typename T>
 GMM_HD T inverse_density(T density) {
   return density > T(0) ? T(1) / density : T(0);
+}
+
+// Folds one query's cotangents: writes scaled_ch = g_ch / Z at scaled[ch * stride]
+// and returns offset = scaled . out - h. The stride lets callers choose the layout.
+template <typename T>
+GMM_HD T fold_query(const T* d_out, const T* out, T density, T d_density, int64_t channels,
+                    T* scaled, int64_t stride) {
+  const T inv = inverse_density(density);
+  T offset = -d_density;
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    const T s = d_out[ch] * inv;
+    scaled[ch * stride] = s;
+    offset += s * out[ch];
+  }
+  return offset;
 }
 
 // Backward, per pair: u = w * dL/dw, the factor shared by every cotangent.

@@ -129,14 +129,8 @@ void grid_backward(ThreadPool& pool, const std::vector<Gaussian<T>>& gaussians, 
     const int64_t p0 = task * kRowsPerTask * width;
     const int64_t p1 = std::min(pixels, p0 + kRowsPerTask * width);
     for (int64_t p = p0; p < p1; ++p) {
-      const T inv = inverse_density(density[p]);
-      T offset = -d_density[p];
-      for (int64_t ch = 0; ch < C; ++ch) {
-        const T scaled = d_out[p * C + ch] * inv;
-        folded[ch * pixels + p] = scaled;
-        offset += scaled * out[p * C + ch];
-      }
-      folded[C * pixels + p] = offset;
+      folded[C * pixels + p] = fold_query(d_out + p * C, out + p * C, density[p], d_density[p],
+                                          C, &folded[p], pixels);
     }
   });
   const std::vector<uint32_t> order = spatial_order(gaussians, height, width);

@@ -27,14 +27,8 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
   std::vector<T> folded((C + 1) * m);
   parallel_for(pool, (m + kQueriesPerTask - 1) / kQueriesPerTask, [&](int64_t task) {
     for (int64_t q = task * kQueriesPerTask; q < std::min(m, (task + 1) * kQueriesPerTask); ++q) {
-      const T inv = inverse_density(density[q]);
-      T offset = -d_density[q];
-      for (int64_t ch = 0; ch < C; ++ch) {
-        const T scaled = d_out[q * C + ch] * inv;
-        folded[q * (C + 1) + ch] = scaled;
-        offset += scaled * out[q * C + ch];
-      }
-      folded[q * (C + 1) + C] = offset;
+      folded[q * (C + 1) + C] = fold_query(d_out + q * C, out + q * C, density[q], d_density[q],
+                                           C, &folded[q * (C + 1)], int64_t{1});
     }
   });
   const auto cotangent = [&](const Gaussian<T>& g, const T* c, const T* f, T dx, T dy, T* w) {
