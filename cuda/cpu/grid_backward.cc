@@ -16,6 +16,9 @@ namespace JAX_GMM_ISA {
 namespace {
 constexpr int64_t kPointsPerTask = 64;
 constexpr int64_t kRowsPerTask = 16;
+// Side of the squares that order the points (spatial_order): small enough that
+// a task's 64 points share the rows they read.
+constexpr int64_t kOrderCell = 16;
 
 // Per-point sums over its footprint that finish_point_grad turns into
 // d_points and d_sigma, plus d_values (first C entries of d_c).
@@ -71,15 +74,15 @@ inline void gather_row(const Gaussian<T>& g, T dy, T row_factor, int64_t nx, con
   s.d_c[0] += dc0, s.d_c[1] += dc1, s.d_c[2] += dc2, s.d_c[3] += dc3;
 }
 
-// Points in order of the kTileSize tile holding their centre, so that
+// Points in order of the kOrderCell square holding their centre, so that
 // consecutive points read neighbouring pixels (a counting sort: stable, O(N)).
 template <typename T>
 std::vector<uint32_t> spatial_order(const std::vector<Gaussian<T>>& gaussians, int64_t height,
                                     int64_t width) {
-  const int64_t tiles_x = width / kTileSize + 1, tiles_y = height / kTileSize + 1;
+  const int64_t tiles_x = width / kOrderCell + 1, tiles_y = height / kOrderCell + 1;
   const auto tile_of = [&](const Gaussian<T>& g) {
-    const Range tx = cell_range(g.x, g.x, T(0), T(kTileSize), tiles_x);
-    const Range ty = cell_range(g.y, g.y, T(0), T(kTileSize), tiles_y);
+    const Range tx = cell_range(g.x, g.x, T(0), T(kOrderCell), tiles_x);
+    const Range ty = cell_range(g.y, g.y, T(0), T(kOrderCell), tiles_y);
     return ty.empty() || tx.empty() ? int64_t{0} : ty.lo * tiles_x + tx.lo;
   };
   CellLists lists;

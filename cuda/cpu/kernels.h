@@ -14,7 +14,7 @@ namespace jax_gmm {
 using xla::ffi::ThreadPool;
 
 // Side of the square pixel tiles the grid forward pass works on.
-constexpr int64_t kTileSize = 32;
+constexpr int64_t kTileSize = 64;
 
 // Points of one example binned into the kTileSize tiles of an H x W image.
 template <typename T>
