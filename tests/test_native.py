@@ -1,0 +1,72 @@
+"""The native modules: what build_info reports, the portable CPU build, and the
+fallback to the reference where no native kernel is registered."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jaxlib
+import numpy as np
+import pytest
+
+import jax_gmm
+from jax_gmm import _ffi
+
+needs_cpu_module = pytest.mark.skipif(not jax_gmm.build_info()["cpu"],
+                                      reason="native CPU module not built")
+
+
+@needs_cpu_module
+def test_build_info_reports_the_cpu_module():
+    info = jax_gmm.build_info()
+    cpu = info["cpu"]
+    major, minor = cpu["ffi_api_version"]
+    assert major == 0 and minor >= 1
+    assert "jax_gmm_grid_forward_f32" in cpu["targets"] and len(cpu["targets"]) == 8
+    assert "-O3" in cpu["compile_flags"] and cpu["jaxlib_version"]
+    assert info["jaxlib"] == jaxlib.__version__
+
+
+SCRIPT = """
+import numpy as np, jax
+jax.config.update("jax_enable_x64", True)
+import jax_gmm
+rng = np.random.default_rng(0)
+p = rng.uniform(-3, 70, (500, 2)); v = rng.normal(size=(500, 3)); s = rng.uniform(0.5, 3, 500)
+out = jax_gmm.interpolate(p, v, s, (64, 70))
+g = jax.grad(lambda p: (jax_gmm.interpolate(p, v, s, (64, 70)) ** 2).sum())(p)
+np.save({path!r}, np.concatenate([np.ravel(out), np.ravel(g)]))
+"""
+
+
+@needs_cpu_module
+def test_portable_build_matches_dispatched_build(tmp_path):
+    """JAX_GMM_CPU_ISA=baseline runs the baseline x86-64 kernels; both agree."""
+    results = []
+    for isa in ("baseline", "default"):
+        path = str(tmp_path / f"{isa}.npy")
+        env = dict(os.environ, JAX_GMM_CPU_ISA=isa)
+        subprocess.run([sys.executable, "-c", SCRIPT.format(path=path)], env=env, check=True)
+        results.append(np.load(path))
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-12)
+
+
+def test_fallback_without_native_kernel(monkeypatch, rng):
+    """Platforms without a native kernel run the reference: same values, no custom call."""
+    points = rng.uniform(0, 20, (50, 2))
+    values = rng.normal(size=(50, 2))
+    native = jax_gmm.interpolate(points, values, 1.5, (16, 20))
+    monkeypatch.setattr(_ffi, "NATIVE_PLATFORMS", ())
+    jax.clear_caches()
+    try:
+        f = lambda p: jax_gmm.interpolate(p, values, 1.5, (16, 20))  # noqa: E731
+        assert "jax_gmm_" not in jax.jit(f).lower(points).as_text()
+        np.testing.assert_allclose(f(points), native, rtol=1e-12, atol=1e-14)
+        grad = jax.grad(lambda p: f(p).sum())(points)
+        monkeypatch.undo()
+        jax.clear_caches()
+        np.testing.assert_allclose(grad, jax.grad(lambda p: f(p).sum())(points), rtol=1e-10,
+                                   atol=1e-12)
+    finally:
+        jax.clear_caches()
