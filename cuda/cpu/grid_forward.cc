@@ -85,13 +85,13 @@ void grid_forward_tile(const TiledPoints<T>& tiled, int64_t tile, const T* value
     }
   }
   for (int64_t r = 0; r < th; ++r) {
-    for (int64_t j = 0; j < tw; ++j) {
-      const int64_t p = (ty0 + r) * tiled.width + (tx0 + j);
-      const T z = acc[r * kTileSize + j];
-      density[p] = z;
-      for (int64_t ch = 0; ch < C; ++ch) {
-        out[p * C + ch] = normalise(acc[(ch + 1) * plane + r * kTileSize + j], z);
-      }
+    const int64_t p0 = (ty0 + r) * tiled.width + tx0;
+    const T* z = &acc[r * kTileSize];
+    T* out_row = out + p0 * C;
+    std::copy(z, z + tw, density + p0);
+#pragma omp simd
+    for (int j = 0; j < static_cast<int>(tw); ++j) {
+      for (int64_t ch = 0; ch < C; ++ch) out_row[j * C + ch] = normalise(z[(ch + 1) * plane + j], z[j]);
     }
   }
 }

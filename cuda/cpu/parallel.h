@@ -19,12 +19,12 @@
 
 namespace jax_gmm {
 
-// Upper bound on threads per call: JAX_GMM_NUM_THREADS if set (for scaling
-// measurements), else every thread of XLA's pool.
+// Upper bound on threads per call: JAX_GMM_NUM_THREADS if set to a positive
+// number (for scaling measurements), else every thread of XLA's pool.
 inline int64_t thread_limit(xla::ffi::ThreadPool& pool) {
   static const int64_t env = [] {
     const char* s = std::getenv("JAX_GMM_NUM_THREADS");
-    return s ? std::max<int64_t>(1, std::atoll(s)) : int64_t{0};
+    return s ? std::max<int64_t>(0, std::atoll(s)) : int64_t{0};
   }();
   const int64_t pool_threads = std::max<int64_t>(1, pool.num_threads());
   return env > 0 ? std::min(env, pool_threads) : pool_threads;
