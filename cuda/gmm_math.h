@@ -164,6 +164,17 @@ GMM_HD T position_gain(const Gaussian<T>& g) {
   return g.exponent_clamped ? T(0) : T(-2) * g.exponent;
 }
 
+// Per pair, at the query: dL/dq -= u (q - mu_i) / sigma_i^2, with (dx, dy) = q - mu_i.
+// Skipped for u = 0, where a clamped gain could otherwise make 0 * inf.
+template <typename T>
+GMM_HD void add_query_grad(const Gaussian<T>& g, T u, T dx, T dy, T* gx, T* gy) {
+  if (u != T(0)) {
+    const T gain = position_gain(g);
+    *gx -= u * gain * dx;
+    *gy -= u * gain * dy;
+  }
+}
+
 // Per-point gradients from the sums over its footprint:
 //   sum_u = sum_q u_iq, sum_u_dx = sum_q u_iq (q_x - mu_x), likewise dy,
 //   sum_u_d2 = sum_q u_iq |q - mu|^2.

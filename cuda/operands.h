@@ -79,6 +79,12 @@ struct Call {
     if (error_.failure()) return xla::ffi::Unexpected(std::move(error_)); \
   } while (0)
 
+// In a handler: `auto lhs = *expr`, or return the error of `expr`.
+#define JAX_GMM_ASSIGN(lhs, expr)                    \
+  auto lhs##_or = (expr);                            \
+  if (lhs##_or.has_error()) return lhs##_or.error(); \
+  auto lhs = std::move(*lhs##_or)
+
 // Lets callers pass a plain nullptr for an absent buffer (std::type_identity in C++20).
 template <typename X>
 struct NoDeduceImpl {

@@ -12,36 +12,9 @@
 #include <vector>
 
 #include "gmm_math.h"
+#include "ranges.h"
 
 namespace jax_gmm {
-
-// Inclusive index range [lo, hi] of a 1D grid of `count` cells; empty if lo > hi.
-struct Range {
-  int64_t lo, hi;
-  bool empty() const { return lo > hi; }
-};
-
-// Cells k with origin + k * size <= v < origin + (k + 1) * size, for v in
-// [v_lo, v_hi], clamped to the grid. Works in floating point until the range
-// is known to be finite and in the grid, so huge or infinite boxes are safe.
-template <typename T>
-Range cell_range(T v_lo, T v_hi, T origin, T size, int64_t count) {
-  const T lo = std::floor((v_lo - origin) / size);
-  const T hi = std::floor((v_hi - origin) / size);
-  if (!(hi >= T(0)) || !(lo <= T(count - 1))) return {1, 0};
-  return {lo > T(0) ? static_cast<int64_t>(lo) : 0,
-          hi < T(count - 1) ? static_cast<int64_t>(hi) : count - 1};
-}
-
-// Pixels j of a row of `count` whose centre j + 0.5 lies in [c - r, c + r].
-template <typename T>
-Range pixel_range(T centre, T radius, int64_t count) {
-  const T lo = std::ceil(centre - radius - T(0.5));
-  const T hi = std::floor(centre + radius - T(0.5));
-  if (!(hi >= T(0)) || !(lo <= T(count - 1))) return {1, 0};
-  return {lo > T(0) ? static_cast<int64_t>(lo) : 0,
-          hi < T(count - 1) ? static_cast<int64_t>(hi) : count - 1};
-}
 
 // Compressed lists: the members of cell k are items[start[k] .. start[k+1]).
 struct CellLists {

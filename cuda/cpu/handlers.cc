@@ -14,11 +14,6 @@ namespace ffi = xla::ffi;
 namespace jax_gmm {
 namespace {
 
-#define JAX_GMM_ASSIGN(lhs, expr)                       \
-  auto lhs##_or = (expr);                               \
-  if (lhs##_or.has_error()) return lhs##_or.error();    \
-  auto lhs = std::move(*lhs##_or)
-
 // The kernel build for this CPU: avx2 where the CPU has AVX2 and FMA, unless
 // JAX_GMM_CPU_ISA=baseline asks for the portable build (the tests compare them).
 bool use_avx2() {
@@ -95,6 +90,14 @@ ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffe
   return ffi::Error::Success();
 }
 
+// Batch element b's queries in cells and points splatted into them.
+template <typename T>
+CelledQueries<T> celled_queries(const Call<T>& call, int64_t b, double truncate) {
+  const auto& l = call.layout;
+  return CelledQueries<T>(call.points.at(l, b), call.sigma.at(l, b), call.n,
+                          static_cast<T>(truncate), call.queries.at(l, b), call.m);
+}
+
 template <ffi::DataType DT>
 ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
                             ffi::Buffer<DT> values, ffi::Buffer<DT> sigma,
@@ -105,8 +108,7 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
   const auto& l = call.layout;
   for (int64_t b = 0; b < l.count(); ++b) {
     const T* qb = call.queries.at(l, b);
-    const CelledQueries<T> celled(call.points.at(l, b), call.sigma.at(l, b), call.n,
-                                  static_cast<T>(truncate), qb, call.m);
+    const CelledQueries<T> celled = celled_queries(call, b, truncate);
     JAX_GMM_KERNEL(scattered_forward)(pool, celled, call.values.at(l, b), call.c, qb, call.m,
                                       call.out.at(l, b), call.density.at(l, b));
   }
@@ -128,8 +130,7 @@ ffi::Error ScatteredBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
   const auto& l = call.layout;
   for (int64_t b = 0; b < l.count(); ++b) {
     const T* qb = call.queries.at(l, b);
-    const CelledQueries<T> celled(call.points.at(l, b), call.sigma.at(l, b), call.n,
-                                  static_cast<T>(truncate), qb, call.m);
+    const CelledQueries<T> celled = celled_queries(call, b, truncate);
     JAX_GMM_KERNEL(scattered_backward)(
         pool, celled, call.values.at(l, b), call.c, qb, call.m, call.out.at(l, b),
         call.density.at(l, b), call.d_out.at(l, b), call.d_density.at(l, b),

@@ -51,11 +51,7 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
         T w;
         const T dx = qx - g.x, dy = qy - g.y;
         const T u = cotangent(g, values + i * C, &folded[q * (C + 1)], dx, dy, &w);
-        if (u != T(0)) {
-          const T gain = position_gain(g);
-          gx -= u * gain * dx;
-          gy -= u * gain * dy;
-        }
+        add_query_grad(g, u, dx, dy, &gx, &gy);
       }
       d_queries[2 * q] = gx;
       d_queries[2 * q + 1] = gy;

@@ -14,11 +14,6 @@ namespace jax_gmm {
 namespace gpu {
 namespace {
 
-#define JAX_GMM_ASSIGN(lhs, expr)                    \
-  auto lhs##_or = (expr);                            \
-  if (lhs##_or.has_error()) return lhs##_or.error(); \
-  auto lhs = std::move(*lhs##_or)
-
 // Runs body(b) for every batch element b, after build(points, sigma, queries)
 // has binned that element's inputs (queries is null on a grid). A binning
 // depends only on those, so consecutive elements that share them (vmap with

@@ -54,11 +54,7 @@ __global__ void __launch_bounds__(kThreads)
         const T w = pair_weight(g, dx, dy);
         if (!(w > T(0))) continue;
         const T u = pair_u(w, row + 2, int64_t{1}, values + i * channels, channels);
-        if (u != T(0)) {
-          const T gain = position_gain(g);
-          gx -= u * gain * dx;
-          gy -= u * gain * dy;
-        }
+        add_query_grad(g, u, dx, dy, &gx, &gy);
       }
     }
     d_queries[2 * q] = gx;
