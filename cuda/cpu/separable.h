@@ -2,8 +2,10 @@
 // kernels walk bounding boxes, so one point needs a row and a column of them.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #include "gmm_math.h"
 
@@ -39,6 +41,41 @@ void axis_factors(T exponent, T d0, int64_t count, T* out) {
     odd_ratio *= step;
   }
   if (k < count) out[k] = static_cast<T>(even);
+}
+
+// exp(x) for x <= 0 in float, written so that loops over it vectorise:
+// x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two parts so n ln2 is exact),
+// exp(r) by its degree-6 Taylor polynomial (truncation below 1.2e-7
+// relative), and 2^n put straight into the exponent bits. 0 below -87, where
+// float exp underflows anyway.
+inline float exp_nonpositive(float x) {
+  // nearest integer for x <= 0; clamped so 2^n stays a normal float (selects on
+  // ints, unlike std::max, keep GCC from vectorising the loop)
+  const int n = std::max(static_cast<int>(x * 1.44269504f - 0.5f), -126);
+  const float nf = static_cast<float>(n);
+  const float r = (x - nf * 0.693145751953125f) - nf * 1.42860677e-6f;
+  float p = 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (n + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const float y = p * scale;
+  return x >= -87.0f ? y : 0.0f;
+}
+
+// float: the factors directly, vectorised (about 2.5e-7 relative error, below
+// float32 rounding of the sums they enter).
+inline void axis_factors(float exponent, float d0, int64_t count, float* out) {
+#pragma omp simd
+  for (int k = 0; k < static_cast<int>(count); ++k) {
+    const float d = d0 + static_cast<float>(k);
+    out[k] = exp_nonpositive(exponent * (d * d));
+  }
 }
 
 }  // namespace jax_gmm
