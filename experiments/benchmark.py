@@ -63,6 +63,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+# Neither jax_gmm nor the comparators call BLAS, but numpy/scipy's OpenBLAS
+# threads spin-wait after any BLAS use and would take cycles from both of the
+# 2 cores being measured. Must be set before numpy loads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import jax
 import jax.numpy as jnp
 import numpy as np
