@@ -17,7 +17,7 @@ import skimage.data
 from matplotlib.figure import Figure
 from PIL import Image
 
-from jax_gmm.cli import load_image
+from jax_gmm.imaging import load_image
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from common import (base_parser, image_paths, image_row, load_images, markdown_table, split_halves,
                     write_results)
-from jax_gmm.cli import box_downsample, l1, psnr, upsample
+from jax_gmm.imaging import box_downsample, l1, psnr, upsample
 
 FACTORS = (2, 3, 4, 6, 8)
 # A multiple of every factor, so that all of them divide the crop.

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from common import base_parser, markdown_table, write_results
 import jax_gmm
-from jax_gmm.cli import BUNDLED_IMAGE, TRUNCATE, bundled_image
+from jax_gmm.imaging import BUNDLED_IMAGE, TRUNCATE, bundled_image
 
 PAPER = "positions, paper's gradient"
 EXACT = "positions, exact gradient"

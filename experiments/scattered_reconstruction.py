@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from common import (base_parser, image_paths, image_row, load_images, markdown_table, split_halves,
                     write_results)
-from jax_gmm.cli import TRUNCATE, l1, pixel_centres, psnr, render, sample_pixels
+from jax_gmm.imaging import TRUNCATE, l1, pixel_centres, psnr, render, sample_pixels
 
 FRACTIONS = (0.01, 0.05, 0.1, 0.25)
 QUICK_CROP = 256

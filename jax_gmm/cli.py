@@ -7,17 +7,12 @@ keeps a random fraction P of the pixels and renders the whole image from them.
 Both print PSNR and L1 against the original and the time taken, and can write
 the result (``-o``) and an original | input | result strip (``--compare``).
 Without IMAGE they use the bundled 256 x 256 photograph (jax_gmm/data/).
-
-The image recipes below (loading, box downsampling, pixel sampling, the
-automatic sigma rules, the metrics) are public because the scripts in
-experiments/ use the same ones. Images are float32 arrays (H, W, 3) in [0, 1];
-positions are in pixels, (x, y) = (column, row), pixel centres at +0.5.
+The image recipes it uses live in `jax_gmm.imaging`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.resources
 import math
 import os
 import sys
@@ -27,26 +22,25 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
-import jax_gmm
-
-#: `upsample --sigma auto` uses sigma = SIGMA_PER_FACTOR * factor pixels, the
-#: rule experiments/grid_reconstruction.py fits on half of scikit-image's images.
-SIGMA_PER_FACTOR = 0.4
-
-#: `reconstruct --sigma auto` uses sigma = SIGMA_PER_SPACING / sqrt(keep) pixels
-#: (1 / sqrt(keep) pixels is the side of the square area per kept pixel), the
-#: rule experiments/scattered_reconstruction.py fits on half of its images.
-SIGMA_PER_SPACING = 0.45
-
-#: Cutoff radius, in sigmas, of every rendering here: 4 rather than the
-#: library's default 3, so that randomly placed samples leave no pixel beyond
-#: the reach of every Gaussian (such pixels would render black).
-TRUNCATE = 4.0
-
-BUNDLED_IMAGE = "chelsea_256.png"
-
-PathLike = str | os.PathLike
-
+from jax_gmm.imaging import (
+    ImageFileError,
+    BUNDLED_IMAGE,
+    SIGMA_PER_FACTOR,
+    SIGMA_PER_SPACING,
+    TRUNCATE,
+    box_downsample,
+    bundled_image,
+    crop_to_multiple,
+    density_sigma,
+    l1,
+    load_image,
+    pixel_centres,
+    psnr,
+    render,
+    sample_pixels,
+    save_image,
+    upsample,
+)
 
 class CliError(Exception):
     """A problem with the user's input: reported as one line, exit status `status`."""
@@ -54,132 +48,6 @@ class CliError(Exception):
     def __init__(self, message: str, status: int = 1):
         super().__init__(message)
         self.status = status
-
-
-# ----------------------------------------------------------------------------
-# Image recipes, shared with experiments/.
-
-
-def load_image(path: PathLike) -> np.ndarray:
-    """Reads an image file as (H, W, 3) float32 RGB in [0, 1].
-
-    Grey and palette images are converted to RGB and alpha is dropped. Raises
-    CliError with a one-line reason when the file cannot be read as an image.
-    """
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise CliError(f"cannot read image {os.fspath(path)!r}: {reason}") from None
-    return np.asarray(rgb, dtype=np.float32) / 255
-
-
-def bundled_image() -> np.ndarray:
-    """The bundled 256 x 256 photograph (jax_gmm/data/chelsea_256.png) as in `load_image`."""
-    resource = importlib.resources.files("jax_gmm") / "data" / BUNDLED_IMAGE
-    with importlib.resources.as_file(resource) as path:
-        return load_image(path)
-
-
-def save_image(path: PathLike, image: np.ndarray) -> None:
-    """Writes an (H, W, 3) image in [0, 1] as 8-bit RGB; the format follows the
-    file extension. Raises CliError when it cannot be written."""
-    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    try:
-        Image.fromarray(pixels).save(path)
-    except (OSError, ValueError) as error:
-        reason = getattr(error, "strerror", None) or str(error)
-        raise CliError(f"cannot write {os.fspath(path)!r}: {reason}") from None
-
-
-def psnr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Peak signal-to-noise ratio in dB of two images in [0, 1] (peak 1), over
-    all pixels and channels; inf when they are equal."""
-    mse = float(np.mean((np.asarray(reference, np.float64) - estimate) ** 2))
-    return math.inf if mse == 0 else -10 * math.log10(mse)
-
-
-def l1(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Mean absolute difference of two images in [0, 1], in 8-bit grey levels
-    (0 to 255), over all pixels and channels."""
-    return 255 * float(np.mean(np.abs(np.asarray(reference, np.float64) - estimate)))
-
-
-def crop_to_multiple(image: np.ndarray, factor: int) -> np.ndarray:
-    """The top-left (H - H % factor, W - W % factor) part of an (H, W, C) image."""
-    height, width = image.shape[:2]
-    return image[: height - height % factor, : width - width % factor]
-
-
-def box_downsample(image: np.ndarray, factor: int) -> np.ndarray:
-    """(H // f, W // f, C) means of the f x f blocks of an (H, W, C) image.
-
-    The anti-aliased reduction (area averaging) that every upsampler compared
-    in experiments/ starts from; rows and columns beyond a multiple of f are
-    dropped. Low-resolution pixel (i, j) covers high-resolution pixels
-    [i f, (i + 1) f) x [j f, (j + 1) f), so its centre is at ((j + 0.5) f, (i + 0.5) f).
-    """
-    image = crop_to_multiple(image, factor)
-    height, width, channels = image.shape
-    blocks = image.reshape(height // factor, factor, width // factor, factor, channels)
-    return blocks.mean(axis=(1, 3), dtype=np.float64).astype(np.float32)
-
-
-def grid_points(height: int, width: int, factor: int) -> np.ndarray:
-    """(height * width, 2) centres (x, y) of the pixels of a (height, width)
-    image downsampled by `factor`, in the pixels of the full-size image, in
-    row-major order (that of ``low.reshape(-1, C)``)."""
-    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    return np.stack([cols.ravel() + 0.5, rows.ravel() + 0.5], axis=-1).astype(np.float32) * factor
-
-
-def render(points: np.ndarray, values: np.ndarray, sigma: float | np.ndarray,
-           height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """GMM interpolation of N points onto a (height, width) pixel grid, in float32.
-
-    Args:
-      points: (N, 2) positions (x, y) in pixels.
-      values: (N, C) values.
-      sigma: width in pixels, a scalar or (N,).
-
-    Returns:
-      (image (height, width, C), density (height, width)); pixels with density
-      0 are farther than TRUNCATE sigma from every point and are 0 in the image.
-    """
-    image, density = jax_gmm.interpolate(
-        np.asarray(points, np.float32), np.asarray(values, np.float32),
-        np.asarray(sigma, np.float32), (height, width), truncate=TRUNCATE, return_density=True)
-    return np.asarray(image), np.asarray(density)
-
-
-def upsample(low: np.ndarray, factor: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
-    """Renders an (h, w, C) image at (h f, w f) with one Gaussian of width
-    sigma (pixels of the output) per input pixel; returns (image, density) as
-    `render` does."""
-    height, width, channels = low.shape
-    points = grid_points(height, width, factor)
-    return render(points, low.reshape(-1, channels), sigma, height * factor, width * factor)
-
-
-def sample_pixels(height: int, width: int, keep: float, rng: np.random.Generator) -> np.ndarray:
-    """Row-major indices (N,) of max(1, round(keep * height * width)) distinct
-    pixels drawn uniformly at random, in increasing order."""
-    count = max(1, round(keep * height * width))
-    return np.sort(rng.choice(height * width, size=count, replace=False))
-
-
-def pixel_centres(indices: np.ndarray, width: int) -> np.ndarray:
-    """(N, 2) centres (x, y) of the pixels with row-major indices (N,) in an
-    image `width` pixels wide."""
-    rows, cols = np.divmod(indices, width)
-    return np.stack([cols + 0.5, rows + 0.5], axis=-1).astype(np.float32)
-
-
-def density_sigma(keep: float) -> float:
-    """The automatic sigma in pixels for samples of a fraction `keep` of the
-    pixels: SIGMA_PER_SPACING / sqrt(keep)."""
-    return SIGMA_PER_SPACING / math.sqrt(keep)
 
 
 def time_twice(run: Callable[[], object]) -> tuple[object, float, float]:
@@ -369,8 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parser().parse_args(argv)
         return args.run(args)
-    except CliError as error:
+    except (CliError, ImageFileError) as error:
         print(f"jax-gmm: error: {error}", file=sys.stderr)
-        return error.status
+        return getattr(error, "status", 1)
     except SystemExit as exit_:  # --help
         return 0 if exit_.code is None else int(exit_.code)
