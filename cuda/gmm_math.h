@@ -119,42 +119,45 @@ GMM_HD T normalise(T weighted_sum, T density) {
 }
 
 // Backward, per query. With cotangents g (on out, C channels) and h (on Z),
-//   dL/dw_iq = g_q . (c_i - out_q) / Z_q + h_q = scaled_q . c_i - offset_q,
-// with scaled_q = g_q / Z_q and offset_q = scaled_q . out_q - h_q.
-// Where Z_q = 0 every weight at q is 0, so scaled_q = 0 and offset_q = -h_q.
+//   dL/dw_iq = g_q . (c_i - out_q) / Z_q + h_q = (g_q . c_i - offset_q) / Z_q,
+//   offset_q = g_q . out_q - Z_q h_q.
+// Kernels keep g_q, offset_q and 1/Z_q apart and form the ratio w_iq / Z_q,
+// which lies in [0, 1], per pair: pre-scaling g_q by 1/Z_q would overflow
+// where Z_q is tiny (a wide cutoff's tails) and turn into inf - inf = NaN.
 template <typename T>
 GMM_HD T inverse_density(T density) {
   return density > T(0) ? T(1) / density : T(0);
 }
 
-// Folds one query's cotangents: writes scaled_ch = g_ch / Z at scaled[ch * stride]
-// and returns offset = scaled . out - h. The stride lets callers choose the layout.
+// Writes one query's folded cotangents: g_ch at folded[ch * stride], offset
+// at folded[C * stride] and 1/Z at folded[(C + 1) * stride], so callers choose
+// the layout (channel planes on the CPU grid, one record per query elsewhere).
 template <typename T>
-GMM_HD T fold_query(const T* d_out, const T* out, T density, T d_density, int64_t channels,
-                    T* scaled, int64_t stride) {
-  const T inv = inverse_density(density);
-  T offset = -d_density;
+GMM_HD void fold_query(const T* d_out, const T* out, T density, T d_density, int64_t channels,
+                       T* folded, int64_t stride) {
+  T offset = -density * d_density;
   for (int64_t ch = 0; ch < channels; ++ch) {
-    const T s = d_out[ch] * inv;
-    scaled[ch * stride] = s;
-    offset += s * out[ch];
+    folded[ch * stride] = d_out[ch];
+    offset += d_out[ch] * out[ch];
   }
-  return offset;
+  folded[channels * stride] = offset;
+  folded[(channels + 1) * stride] = inverse_density(density);
 }
 
-// Backward, per pair: u = w * dL/dw, the factor shared by every cotangent.
-// dL/dc_i += w * scaled_q; dL/dq -= u * (q - mu_i) / sigma_i^2;
-// the per-point sums of u, u*(q - mu_i) and u*d2 go to finish_point_grad.
-// Both select on weight > 0 rather than multiply by a zero weight, so a pixel
-// outside the cutoff whose Z is tiny (1/Z = inf) cannot turn 0 * inf into NaN.
+// w / Z for one pair, in [0, 1]: 0 outside the cutoff (w = 0), and capped at 1
+// where 1/Z overflowed for a subnormal Z.
 template <typename T>
-GMM_HD T pair_cotangent(T weight, T scaled_dot_values, T offset) {
-  return weight > T(0) ? weight * (scaled_dot_values - offset) : T(0);
+GMM_HD T weight_ratio(T weight, T inv_density) {
+  const T r = weight * inv_density;
+  return weight > T(0) ? (r < T(1) ? r : T(1)) : T(0);
 }
 
+// Backward, per pair: u = w * dL/dw = ratio * (g . c_i - offset), the factor
+// shared by the point and query cotangents; dL/dc_i += ratio * g.
+// The per-point sums of u, u*(q - mu_i) and u*d2 go to finish_point_grad.
 template <typename T>
-GMM_HD T value_cotangent(T weight, T scaled) {
-  return weight > T(0) ? weight * scaled : T(0);
+GMM_HD T pair_cotangent(T ratio, T g_dot_values, T offset) {
+  return ratio * (g_dot_values - offset);
 }
 
 // 1 / sigma^2 as it enters the position gradients: d w / d mu = w (q - mu) / sigma^2.

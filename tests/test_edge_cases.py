@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jax_gmm
-from brute_force import gmm_grid
+from brute_force import gmm, gmm_grid
 
 P = np.array([[2.0, 3.0], [5.5, 1.0], [7.0, 6.0]])
 V = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
@@ -186,3 +186,43 @@ def test_bitwise_deterministic(rng, dtype):
     first, second = run(), run()
     for a, b in zip(first, second):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_queries_at_the_ends_of_float32():
+    """Query spans that overflow float32 arithmetic: no crash, the reachable query still right."""
+    q = np.array([[3e38, 3e38], [-3e38, -3e38], [0.2, 0.1]], np.float32)
+    for _ in range(3):
+        out = jax_gmm.interpolate_at(np.zeros((1, 2), np.float32), np.ones((1, 1), np.float32),
+                                     1.0, q)
+        np.testing.assert_array_equal(out, [[0.0], [0.0], [1.0]])
+
+
+def test_queries_far_from_every_point_get_zero(rng):
+    points = rng.uniform(0, 50, (200, 2))
+    values = rng.normal(size=(200, 2))
+    queries = np.concatenate([rng.uniform(0, 50, (100, 2)), [[1e7, 1e7], [-1e12, 3.0]]])
+    out = jax_gmm.interpolate_at(points, values, 1.5, queries)
+    expected, _ = gmm(points, values, 1.5, queries)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradients_where_z_is_tiny(dtype):
+    """Far in a wide cutoff's tail Z is ~1e-37: g / Z overflows, but g . (c - out) / Z w does not."""
+    p = np.zeros((1, 2), dtype)
+    v = np.ones((1, 1), dtype)
+    q = np.array([[12.9, 0.0]], dtype)
+    grads = jax.grad(lambda p, v, s: 100 * jax_gmm.interpolate_at(p, v, s, q, truncate=13.0).sum(),
+                     argnums=(0, 1, 2))(p, v, dtype(1.0))
+    np.testing.assert_allclose(grads[0], 0, atol=1e-6)
+    np.testing.assert_allclose(grads[1], [[100.0]], rtol=1e-6)
+    np.testing.assert_allclose(grads[2], 0, atol=1e-6)
+
+
+def test_wide_cutoff_image_gradients_are_finite(rng):
+    points = rng.uniform(0, 64, (20, 2)).astype(np.float32)
+    values = rng.uniform(0, 255, (20, 3)).astype(np.float32)
+    target = rng.uniform(0, 255, (64, 64, 3)).astype(np.float32)
+    loss = lambda p, v, s: ((jax_gmm.interpolate(p, v, s, (64, 64), truncate=20.0)  # noqa: E731
+                             - target) ** 2).sum()
+    assert finite_everywhere(*jax.grad(loss, argnums=(0, 1, 2))(points, values, np.float32(1.0)))

@@ -35,42 +35,67 @@ namespace {
 int64_t max_cells(int64_t m) { return std::max<int64_t>(1024, 2 * m); }
 }  // namespace
 
+// A 1D extent [lo, hi], grown point by point.
+struct Extent {
+  double lo = INFINITY, hi = -INFINITY;
+  void add(double a, double b) { lo = std::min(lo, a), hi = std::max(hi, b); }
+  bool empty() const { return !(lo <= hi); }
+  bool contains(double v) const { return lo <= v && v <= hi; }
+};
+
 template <typename T>
 CelledQueries<T>::CelledQueries(const T* points, const T* sigma, int64_t n, T truncate,
                                 const T* queries, int64_t m)
     : gaussians(make_gaussians(points, sigma, n, truncate)) {
-  T x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
-  for (int64_t q = 0; q < m; ++q) {
-    const T x = queries[2 * q], y = queries[2 * q + 1];
-    if (!is_finite(x) || !is_finite(y)) continue;
-    x_lo = std::min(x_lo, x), x_hi = std::max(x_hi, x);
-    y_lo = std::min(y_lo, y), y_hi = std::max(y_hi, y);
-  }
-  T radius_sum = 0;
-  int64_t valid = 0;
+  // Only queries that some point's box reaches need a cell: the grid spans
+  // those alone, so a far outlier query neither stretches the cells (cost
+  // O(N M)) nor, at float's extremes, overflows the layout arithmetic, which
+  // is done in double for that reason.
+  Extent reach_x, reach_y;
+  double radius_sum = 0;
+  int64_t finite_radii = 0;
   for (const Gaussian<T>& g : gaussians) {
-    if (g.valid && is_finite(g.box_radius)) radius_sum += g.box_radius, ++valid;
+    if (!g.valid) continue;
+    reach_x.add(double(g.x) - g.box_radius, double(g.x) + g.box_radius);
+    reach_y.add(double(g.y) - g.box_radius, double(g.y) + g.box_radius);
+    if (is_finite(g.box_radius)) radius_sum += g.box_radius, ++finite_radii;
   }
-  if (!(x_lo <= x_hi) || valid == 0) {  // no finite query, or no point to reach one
+  const auto reachable = [&](int64_t q) {
+    const T x = queries[2 * q], y = queries[2 * q + 1];
+    return is_finite(x) && is_finite(y) && reach_x.contains(x) && reach_y.contains(y);
+  };
+  Extent box_x, box_y;
+  for (int64_t q = 0; q < m; ++q) {
+    if (!reachable(q)) continue;
+    box_x.add(queries[2 * q], queries[2 * q]);
+    box_y.add(queries[2 * q + 1], queries[2 * q + 1]);
+  }
+  if (box_x.empty()) {  // no finite query within reach of a point: every output is 0
     this->points.build(0, 0, [](int64_t, auto) {});
     this->queries.build(0, 0, [](int64_t, auto) {});
     return;
   }
-  origin_x = x_lo, origin_y = y_lo;
-  const T span_x = x_hi - x_lo, span_y = y_hi - y_lo;
-  cell = std::max(radius_sum / T(valid), std::max(span_x, span_y) * T(1e-6));
-  const auto count = [&](T span) { return static_cast<int64_t>(std::floor(span / cell)) + 1; };
-  if (!(T(count(span_x)) * T(count(span_y)) <= T(max_cells(m)))) {
-    cell = std::max(span_x, span_y) / std::floor(std::sqrt(T(max_cells(m)))) * T(1.0001);
+  origin_x = box_x.lo, origin_y = box_y.lo;
+  const double span = std::max(box_x.hi - box_x.lo, box_y.hi - box_y.lo);
+  const double mean_radius = finite_radii ? radius_sum / finite_radii : span;
+  cell = std::max({mean_radius, span * 1e-6, 1e-300});
+  const auto count = [&](double extent) { return std::floor(extent / cell) + 1; };
+  if (!(count(box_x.hi - box_x.lo) * count(box_y.hi - box_y.lo) <= double(max_cells(m)))) {
+    cell = span / std::floor(std::sqrt(double(max_cells(m)))) * 1.0001;
   }
-  cells_x = std::max<int64_t>(1, count(span_x));
-  cells_y = std::max<int64_t>(1, count(span_y));
+  if (!std::isfinite(cell)) cell = INFINITY;  // a span beyond double's range: one cell
+  const auto cells = [&](double extent) {
+    const double c = count(extent);
+    return c >= 1 ? static_cast<int64_t>(c) : int64_t{1};  // c is NaN for inf / inf
+  };
+  cells_x = cells(box_x.hi - box_x.lo);
+  cells_y = cells(box_y.hi - box_y.lo);
   this->queries.build(cells_x * cells_y, m, [&](int64_t q, auto emit) {
-    const T x = queries[2 * q], y = queries[2 * q + 1];
-    if (!is_finite(x) || !is_finite(y)) return;
-    const Range cx = cell_range(x, x, origin_x, cell, cells_x);
-    const Range cy = cell_range(y, y, origin_y, cell, cells_y);
-    emit(cy.lo * cells_x + cx.lo);
+    if (!reachable(q)) return;
+    const Range cx = cell_range<double>(queries[2 * q], queries[2 * q], origin_x, cell, cells_x);
+    const Range cy =
+        cell_range<double>(queries[2 * q + 1], queries[2 * q + 1], origin_y, cell, cells_y);
+    if (!cx.empty() && !cy.empty()) emit(cy.lo * cells_x + cx.lo);
   });
   this->points.build(cells_x * cells_y, n, [&](int64_t i, auto emit) {
     const Gaussian<T>& g = gaussians[i];
@@ -85,12 +110,14 @@ CelledQueries<T>::CelledQueries(const T* points, const T* sigma, int64_t n, T tr
 
 template <typename T>
 Range CelledQueries<T>::cells_x_of(const Gaussian<T>& g) const {
-  return cell_range(g.x - g.box_radius, g.x + g.box_radius, origin_x, cell, cells_x);
+  return cell_range<double>(double(g.x) - g.box_radius, double(g.x) + g.box_radius, origin_x,
+                            cell, cells_x);
 }
 
 template <typename T>
 Range CelledQueries<T>::cells_y_of(const Gaussian<T>& g) const {
-  return cell_range(g.y - g.box_radius, g.y + g.box_radius, origin_y, cell, cells_y);
+  return cell_range<double>(double(g.y) - g.box_radius, double(g.y) + g.box_radius, origin_y,
+                            cell, cells_y);
 }
 
 template struct TiledPoints<float>;

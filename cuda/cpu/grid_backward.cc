@@ -1,7 +1,7 @@
 // Grid backward: every point gathers over the pixels of its own bounding box,
 // so its cotangents are plain sums in a fixed order (no atomics). A first pass
-// folds each pixel's cotangents and its out/Z into scaled = g / Z and
-// offset = scaled . out - h (see gmm_math.h).
+// folds each pixel's cotangents and its out and Z into g, offset = g . out - Z h
+// and 1/Z (see gmm_math.h).
 #include <algorithm>
 #include <vector>
 
@@ -29,7 +29,7 @@ struct Sums {
 };
 
 // Adds one pixel row of a point's footprint to its sums. `folded` points at
-// the row's first pixel in plane 0 ([scaled_0 | ... | scaled_C-1 | offset]).
+// the row's first pixel in plane 0 of [g_0 | ... | g_C-1 | offset | 1/Z].
 template <int kC, typename T>
 inline void gather_row(const Gaussian<T>& g, T dy, T row_factor, int64_t nx, const T* dxs,
                        const T* col_factor, const T* c, int64_t channels, const T* folded,
@@ -37,37 +37,40 @@ inline void gather_row(const Gaussian<T>& g, T dy, T row_factor, int64_t nx, con
   const int64_t C = kC > 0 ? kC : channels;
   const T dy2 = dy * dy;
   const T* offset = folded + C * plane;
+  const T* inv_density = folded + (C + 1) * plane;
+  T ratio[kOrderCell * 8];  // w / Z along the row (rows are at most the image width)
   T su = 0, sdx = 0, sdy = 0, sd2 = 0, dc0 = 0, dc1 = 0, dc2 = 0, dc3 = 0;
+  for (int64_t j0 = 0; j0 < nx; j0 += kOrderCell * 8) {
+    const int n = static_cast<int>(std::min<int64_t>(kOrderCell * 8, nx - j0));
+    const T* fo = folded + j0;
 #pragma omp simd reduction(+ : su, sdx, sdy, sd2, dc0, dc1, dc2, dc3)
-  for (int j = 0; j < static_cast<int>(nx); ++j) {
-    const T dx = dxs[j];
-    const T d2 = dx * dx + dy2;
-    const T f = row_factor * col_factor[j];  // loaded unconditionally, so the select vectorises
-    const T w = d2 <= g.radius2 ? f : T(0);
-    T dot = 0;
-    for (int64_t ch = 0; ch < C; ++ch) dot += folded[ch * plane + j] * c[ch];
-    const T u = pair_cotangent(w, dot, offset[j]);
-    su += u;
-    sdx += u * dx;
-    sdy += u * dy;
-    sd2 += u * d2;
-    if constexpr (kC > 0) {
-      dc0 += value_cotangent(w, folded[j]);
-      if constexpr (kC > 1) dc1 += value_cotangent(w, folded[plane + j]);
-      if constexpr (kC > 2) dc2 += value_cotangent(w, folded[2 * plane + j]);
-      if constexpr (kC > 3) dc3 += value_cotangent(w, folded[3 * plane + j]);
-    }
-  }
-  if constexpr (kC == 0) {
-    for (int64_t ch = 0; ch < C; ++ch) {
-      T acc = 0;
-#pragma omp simd reduction(+ : acc)
-      for (int j = 0; j < static_cast<int>(nx); ++j) {
-        const T f = row_factor * col_factor[j];
-        const T w = dxs[j] * dxs[j] + dy2 <= g.radius2 ? f : T(0);
-        acc += value_cotangent(w, folded[ch * plane + j]);
+    for (int j = 0; j < n; ++j) {
+      const T dx = dxs[j0 + j];
+      const T d2 = dx * dx + dy2;
+      const T f = row_factor * col_factor[j0 + j];  // loaded unconditionally: a vector select
+      const T r = weight_ratio(d2 <= g.radius2 ? f : T(0), inv_density[j0 + j]);
+      ratio[j] = r;
+      T dot = 0;
+      for (int64_t ch = 0; ch < C; ++ch) dot += fo[ch * plane + j] * c[ch];
+      const T u = pair_cotangent(r, dot, offset[j0 + j]);
+      su += u;
+      sdx += u * dx;
+      sdy += u * dy;
+      sd2 += u * d2;
+      if constexpr (kC > 0) {
+        dc0 += r * fo[j];
+        if constexpr (kC > 1) dc1 += r * fo[plane + j];
+        if constexpr (kC > 2) dc2 += r * fo[2 * plane + j];
+        if constexpr (kC > 3) dc3 += r * fo[3 * plane + j];
       }
-      d_c_runtime[ch] += acc;
+    }
+    if constexpr (kC == 0) {
+      for (int64_t ch = 0; ch < C; ++ch) {
+        T acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int j = 0; j < n; ++j) acc += ratio[j] * fo[ch * plane + j];
+        d_c_runtime[ch] += acc;
+      }
     }
   }
   s.u += su, s.u_dx += sdx, s.u_dy += sdy, s.u_d2 += sd2;
@@ -126,14 +129,13 @@ void grid_backward(ThreadPool& pool, const std::vector<Gaussian<T>>& gaussians, 
                    const T* density, const T* d_out, const T* d_density, T* d_points,
                    T* d_values, T* d_sigma) {
   const int64_t C = channels, pixels = height * width, n = gaussians.size();
-  // Channel-major [scaled_0 | ... | scaled_C-1 | offset], so row loops vectorise.
-  std::vector<T> folded((C + 1) * pixels);
+  // Channel-major [g_0 | ... | g_C-1 | offset | 1/Z], so row loops vectorise.
+  std::vector<T> folded((C + 2) * pixels);
   parallel_for(pool, (height + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task) {
     const int64_t p0 = task * kRowsPerTask * width;
     const int64_t p1 = std::min(pixels, p0 + kRowsPerTask * width);
     for (int64_t p = p0; p < p1; ++p) {
-      folded[C * pixels + p] = fold_query(d_out + p * C, out + p * C, density[p], d_density[p],
-                                          C, &folded[p], pixels);
+      fold_query(d_out + p * C, out + p * C, density[p], d_density[p], C, &folded[p], pixels);
     }
   });
   const std::vector<uint32_t> order = spatial_order(gaussians, height, width);

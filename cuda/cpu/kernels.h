@@ -31,7 +31,7 @@ struct TiledPoints {
 // one cutoff radius wide, and points splatted into the same cells.
 template <typename T>
 struct CelledQueries {
-  T origin_x = 0, origin_y = 0, cell = 1;
+  double origin_x = 0, origin_y = 0, cell = 1;  // double: see binning.cc
   int64_t cells_x = 0, cells_y = 0;
   std::vector<Gaussian<T>> gaussians;
   CellLists points;   // points whose box overlaps each cell

@@ -1,5 +1,5 @@
 // Backward at arbitrary queries, in three gathers and no atomics:
-//  1. per query: scaled = g / Z and offset = scaled . out - h (gmm_math.h);
+//  1. per query: g, offset = g . out - Z h and 1/Z (gmm_math.h);
 //  2. per query: d_queries, summed over the point list of the query's cell;
 //  3. per point: d_points, d_values, d_sigma, summed over the queries of the
 //     cells its bounding box overlaps, cell by cell in query order.
@@ -23,19 +23,21 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
                         const T* density, const T* d_out, const T* d_density, T* d_points,
                         T* d_values, T* d_sigma, T* d_queries) {
   const int64_t C = channels, n = celled.gaussians.size();
-  // Per query [scaled_0 .. scaled_C-1, offset].
-  std::vector<T> folded((C + 1) * m);
+  // Per query [g_0 .. g_C-1, offset, 1/Z] (gmm_math.h).
+  const int64_t record = C + 2;
+  std::vector<T> folded(record * m);
   parallel_for(pool, (m + kQueriesPerTask - 1) / kQueriesPerTask, [&](int64_t task) {
     for (int64_t q = task * kQueriesPerTask; q < std::min(m, (task + 1) * kQueriesPerTask); ++q) {
-      folded[q * (C + 1) + C] = fold_query(d_out + q * C, out + q * C, density[q], d_density[q],
-                                           C, &folded[q * (C + 1)], int64_t{1});
+      fold_query(d_out + q * C, out + q * C, density[q], d_density[q], C, &folded[q * record],
+                 int64_t{1});
     }
   });
-  const auto cotangent = [&](const Gaussian<T>& g, const T* c, const T* f, T dx, T dy, T* w) {
-    *w = pair_weight(g, dx, dy);
+  // u for one pair, and its ratio w / Z.
+  const auto cotangent = [&](const Gaussian<T>& g, const T* c, const T* f, T dx, T dy, T* ratio) {
+    *ratio = weight_ratio(pair_weight(g, dx, dy), f[C + 1]);
     T dot = 0;
     for (int64_t ch = 0; ch < C; ++ch) dot += f[ch] * c[ch];
-    return pair_cotangent(*w, dot, f[C]);
+    return pair_cotangent(*ratio, dot, f[C]);
   };
 
   std::fill(d_queries, d_queries + 2 * m, T(0));  // non-finite queries are in no cell
@@ -48,9 +50,9 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
       for (int64_t l = pts.start[cell]; l < pts.start[cell + 1]; ++l) {
         const int64_t i = pts.items[l];
         const Gaussian<T>& g = celled.gaussians[i];
-        T w;
+        T ratio;
         const T dx = qx - g.x, dy = qy - g.y;
-        const T u = cotangent(g, values + i * C, &folded[q * (C + 1)], dx, dy, &w);
+        const T u = cotangent(g, values + i * C, &folded[q * record], dx, dy, &ratio);
         add_query_grad(g, u, dx, dy, &gx, &gy);
       }
       d_queries[2 * q] = gx;
@@ -73,11 +75,11 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
           for (int64_t k = celled.queries.start[cell]; k < celled.queries.start[cell + 1]; ++k) {
             const int64_t q = celled.queries.items[k];
             const T dx = queries[2 * q] - g.x, dy = queries[2 * q + 1] - g.y;
-            const T* f = &folded[q * (C + 1)];
-            T w;
-            const T u = cotangent(g, c, f, dx, dy, &w);
-            if (w > T(0)) {
-              for (int64_t ch = 0; ch < C; ++ch) d_c[ch] += value_cotangent(w, f[ch]);
+            const T* f = &folded[q * record];
+            T ratio;
+            const T u = cotangent(g, c, f, dx, dy, &ratio);
+            if (ratio > T(0)) {
+              for (int64_t ch = 0; ch < C; ++ch) d_c[ch] += ratio * f[ch];
               sum_u += u;
               sum_u_dx += u * dx;
               sum_u_dy += u * dy;

@@ -11,17 +11,17 @@ namespace gpu {
 
 namespace {
 
-// Channel-major [scaled_0 | ... | scaled_C-1 | offset], pixels apart, so
-// that the lanes of a warp, on neighbouring pixels, read neighbouring words.
+// Channel-major [g_0 | ... | g_C-1 | offset | 1/Z] (gmm_math.h), pixels
+// apart, so that the lanes of a warp, on neighbouring pixels, read
+// neighbouring words.
 template <typename T>
 __global__ void fold_pixels_kernel(const T* out, const T* density, const T* d_out,
                                    const T* d_density, int64_t pixels, int64_t channels,
                                    T* folded) {
   for (int64_t p = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; p < pixels;
        p += int64_t{gridDim.x} * blockDim.x) {
-    folded[channels * pixels + p] = fold_query(d_out + p * channels, out + p * channels,
-                                               density[p], d_density[p], channels, folded + p,
-                                               pixels);
+    fold_query(d_out + p * channels, out + p * channels, density[p], d_density[p], channels,
+               folded + p, pixels);
   }
 }
 
@@ -76,7 +76,7 @@ ffi::Error grid_backward(Device& dev, Scratch<T>& folded, const T* points, const
     JAX_GMM_RETURN_IF_ERROR(zero(dev, d_values, n * channels));
     return zero(dev, d_sigma, n);
   }
-  JAX_GMM_RETURN_IF_ERROR(folded.reserve(dev, (channels + 1) * pixels));
+  JAX_GMM_RETURN_IF_ERROR(folded.reserve(dev, (channels + 2) * pixels));
   fold_pixels_kernel<<<blocks_for(pixels), kThreads, 0, dev.stream>>>(
       out, density, d_out, d_density, pixels, channels, folded.data());
   JAX_GMM_LAUNCHED("fold_pixels_kernel");

@@ -15,12 +15,19 @@
 namespace jax_gmm {
 namespace gpu {
 
-// u = w dL/dw of a pair with weight w, values c and the query's folded f.
+// u = w dL/dw of a pair with weight ratio w / Z, values c and the query's
+// folded record f (gmm_math.h: g at stride apart, then offset).
 template <typename T>
-__device__ T pair_u(T w, const T* f, int64_t stride, const T* c, int64_t channels) {
+__device__ T pair_u(T ratio, const T* f, int64_t stride, const T* c, int64_t channels) {
   T dot = 0;
   for (int64_t ch = 0; ch < channels; ++ch) dot += f[ch * stride] * c[ch];
-  return pair_cotangent(w, dot, f[channels * stride]);
+  return pair_cotangent(ratio, dot, f[channels * stride]);
+}
+
+// w / Z of a pair with weight w at the query whose folded record is f.
+template <typename T>
+__device__ T pair_ratio(T w, const T* f, int64_t stride, int64_t channels) {
+  return weight_ratio(w, f[(channels + 1) * stride]);
 }
 
 // Sum over the warp, the same in every lane: a + b == b + a, so the two lanes
@@ -47,10 +54,10 @@ __device__ void gather_point(const Gaussian<T>& g, const T* c, int64_t channels,
     T d_c[K] = {};
     footprint.visit(threadIdx.x % kWarp, [&](T qx, T qy, const T* f, int64_t stride) {
       const T dx = qx - g.x, dy = qy - g.y;
-      const T w = pair_weight(g, dx, dy);
-      if (!(w > T(0))) return;  // every cotangent of the pair is 0
+      const T ratio = pair_ratio(pair_weight(g, dx, dy), f, stride, channels);
+      if (!(ratio > T(0))) return;  // every cotangent of the pair is 0
       if (first) {
-        const T u = pair_u(w, f, stride, c, channels);
+        const T u = pair_u(ratio, f, stride, c, channels);
         sum_u += u;
         sum_u_dx += u * dx;
         sum_u_dy += u * dy;
@@ -58,7 +65,7 @@ __device__ void gather_point(const Gaussian<T>& g, const T* c, int64_t channels,
       }
 #pragma unroll
       for (int k = 0; k < K; ++k) {
-        if (c0 + k < channels) d_c[k] += value_cotangent(w, f[(c0 + k) * stride]);
+        if (c0 + k < channels) d_c[k] += ratio * f[(c0 + k) * stride];
       }
     });
     if (first) {

@@ -15,8 +15,8 @@ namespace gpu {
 
 namespace {
 
-// A table row: qx, qy, scaled_0 .. scaled_C-1, offset.
-__host__ __device__ inline int64_t row_size(int64_t channels) { return channels + 3; }
+// A table row: qx, qy, then the folded record g_0 .. g_C-1, offset, 1/Z.
+__host__ __device__ inline int64_t row_size(int64_t channels) { return channels + 4; }
 
 template <typename T>
 __global__ void fold_queries_kernel(const T* queries, int64_t m, ListsView sorted, uint32_t cells,
@@ -29,8 +29,8 @@ __global__ void fold_queries_kernel(const T* queries, int64_t m, ListsView sorte
     T* row = table + k * row_size(channels);
     row[0] = queries[2 * q];
     row[1] = queries[2 * q + 1];
-    row[2 + channels] = fold_query(d_out + q * channels, out + q * channels, density[q],
-                                   d_density[q], channels, row + 2, int64_t{1});
+    fold_query(d_out + q * channels, out + q * channels, density[q], d_density[q], channels,
+               row + 2, int64_t{1});
   }
 }
 
@@ -51,9 +51,9 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t i = points.items[l];
         const Gaussian<T> g = gaussians[i];
         const T dx = qx - g.x, dy = qy - g.y;
-        const T w = pair_weight(g, dx, dy);
-        if (!(w > T(0))) continue;
-        const T u = pair_u(w, row + 2, int64_t{1}, values + i * channels, channels);
+        const T ratio = pair_ratio(pair_weight(g, dx, dy), row + 2, int64_t{1}, channels);
+        if (!(ratio > T(0))) continue;
+        const T u = pair_u(ratio, row + 2, int64_t{1}, values + i * channels, channels);
         add_query_grad(g, u, dx, dy, &gx, &gy);
       }
     }
