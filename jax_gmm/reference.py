@@ -8,6 +8,7 @@ clamps and edge-case results as the native kernels (see `jax_gmm.interpolate`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -35,10 +36,19 @@ def pixel_centres(height: int, width: int, dtype) -> jax.Array:
     return jnp.stack([x.ravel() + 0.5, y.ravel() + 0.5], axis=-1)
 
 
+def _sigma_bounds(dtype) -> tuple[float, float, float]:
+    """The sigma below which the exponent is clamped, and the sigma range (lo,
+    hi) outside which the normaliser is clamped (cuda/gmm_math.h's Clamp<T>)."""
+    norm_min, norm_max, exponent_min = _CLAMPS[np.dtype(dtype)]
+    return (math.sqrt(0.5 / -exponent_min), math.sqrt(1 / (2 * math.pi * norm_max)),
+            math.sqrt(1 / (2 * math.pi * norm_min)))
+
+
 def _evaluate_block(points, values, sigma, queries, truncate):
     norm_min, norm_max, exponent_min = _CLAMPS[np.dtype(points.dtype)]
-    # Non-finite inputs are swapped for harmless ones before any arithmetic, so
-    # that masked pairs carry zero cotangents instead of 0 * NaN.
+    # Non-finite inputs are swapped for harmless ones before any arithmetic, and
+    # every clamp is taken on a safe value: masked pairs must carry zero
+    # cotangents, not 0 * inf = NaN.
     point_ok = jnp.isfinite(points).all(-1) & jnp.isfinite(sigma) & (sigma > 0)
     query_ok = jnp.isfinite(queries).all(-1)
     points = jnp.where(point_ok[:, None], points, 0)
@@ -50,14 +60,28 @@ def _evaluate_block(points, values, sigma, queries, truncate):
     dy = queries[:, None, 1] - points[None, :, 1]
     d2 = dx * dx + dy * dy
     radius = truncate * sigma
-    two_var = 2 * sigma * sigma
-    exponent = jnp.maximum(-1 / two_var, exponent_min)
-    norm = jnp.clip(1 / (np.pi * two_var), norm_min, norm_max)
     inside = query_ok[:, None] & point_ok[None, :] & (d2 <= radius * radius)
+    d2 = jnp.where(inside, d2, 0)  # far pairs' d2 may be inf
+    # -1 / (2 sigma^2) and 1 / (2 pi sigma^2), clamped like the native kernels.
+    # Written in 1 / sigma and decided on sigma itself, so that no derivative
+    # overflows for huge or tiny sigma (the clamped side gets a zero gradient).
+    exponent_below, norm_lo, norm_hi = _sigma_bounds(points.dtype)
+    exponent_ok = sigma > exponent_below
+    inv = 1 / jnp.where(exponent_ok, sigma, 1)
+    exponent = jnp.where(exponent_ok, -0.5 * inv * inv, exponent_min)
+    norm_ok = (sigma > norm_lo) & (sigma < norm_hi)
+    inv = 1 / jnp.where(norm_ok, sigma, 1)
+    norm = jnp.where(norm_ok, inv * inv / (2 * np.pi), jnp.where(sigma <= norm_lo, norm_max, norm_min))
     w = jnp.where(inside, norm * jnp.exp(exponent * d2), 0)
     density = w.sum(-1)
-    reached = density > 0
-    out = (w @ values) / jnp.where(reached, density, 1)[:, None]
+    # out is invariant to a common scale of a query's weights: dividing them by
+    # their (constant) maximum keeps w / scale <= 1 <= Z / scale, so neither the
+    # value nor its gradient (which has 1 / Z^2) under- or overflows for tiny Z.
+    scale = jax.lax.stop_gradient(w.max(-1, initial=0))
+    scaled = w / jnp.where(scale > 0, scale, 1)[:, None]
+    total = scaled.sum(-1)
+    reached = total > 0
+    out = (scaled @ values) / jnp.where(reached, total, 1)[:, None]
     return jnp.where(reached[:, None], out, 0), density
 
 

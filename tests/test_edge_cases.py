@@ -226,3 +226,24 @@ def test_wide_cutoff_image_gradients_are_finite(rng):
     loss = lambda p, v, s: ((jax_gmm.interpolate(p, v, s, (64, 64), truncate=20.0)  # noqa: E731
                              - target) ** 2).sum()
     assert finite_everywhere(*jax.grad(loss, argnums=(0, 1, 2))(points, values, np.float32(1.0)))
+
+
+EXTREME = {  # (points, sigma, query): regimes where a naive formula overflows
+    "wide sigma, far query": ([[0.0, 0.0]], 1e9, [[2.9e9, 0.0]]),
+    "point at 1e30": ([[1e30, 0.0]], 1.0, [[1.0, 0.0]]),
+    "tiny sigma": ([[0.0, 0.0]], 1e-20, [[0.0, 0.0]]),
+    "sigma 1e15": ([[0.0, 0.0]], 1e15, [[3e15, 0.0]]),
+    "sigma near float max": ([[0.0, 0.0]], 3e38, [[3e15, 0.0]]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXTREME))
+@pytest.mark.parametrize("impl", ["native", "reference"])
+def test_extreme_inputs_give_finite_gradients(case, impl):
+    module = jax_gmm if impl == "native" else jax_gmm.reference
+    points, sigma, query = (np.asarray(a, np.float32) for a in EXTREME[case])
+    values = np.ones((1, 1), np.float32)
+    f = lambda p, v, s, q: sum(x.sum() for x in module.interpolate_at(  # noqa: E731
+        p, v, s, q, return_density=True))
+    assert finite_everywhere(f(points, values, sigma, query),
+                             *jax.grad(f, argnums=(0, 1, 2, 3))(points, values, sigma, query))
