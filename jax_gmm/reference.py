@@ -72,6 +72,9 @@ def _evaluate_block(points, values, sigma, queries, truncate):
     norm_ok = (sigma > norm_lo) & (sigma < norm_hi)
     inv = 1 / jnp.where(norm_ok, sigma, 1)
     norm = jnp.where(norm_ok, inv * inv / (2 * np.pi), jnp.where(sigma <= norm_lo, norm_max, norm_min))
+    # Where the exponent is clamped, w no longer depends on the positions (as in
+    # the native kernels); without this, d w / d d2 = -1e37 w meets d d2 = 0.
+    d2 = jnp.where(exponent_ok[None, :], d2, jax.lax.stop_gradient(d2))
     w = jnp.where(inside, norm * jnp.exp(exponent * d2), 0)
     density = w.sum(-1)
     # out is invariant to a common scale of a query's weights: dividing them by
