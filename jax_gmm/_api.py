@@ -6,7 +6,6 @@ from functools import partial
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jax_gmm import _autodiff, _checks
 
@@ -15,17 +14,15 @@ ArrayLike = Any
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
 def _grid(points, values, sigma, height, width, truncate, kernel_dtype, result_dtype):
-    cast = lambda x: jnp.asarray(x, kernel_dtype)  # noqa: E731
-    sigma = jnp.broadcast_to(cast(sigma), points.shape[:1])
-    out, density = _autodiff.grid(cast(points), cast(values), sigma, height, width, truncate)
+    args = _checks.to_kernel(kernel_dtype, points, values, sigma)
+    out, density = _autodiff.grid(*args, height, width, truncate)
     return out.astype(result_dtype), density.astype(result_dtype)
 
 
 @partial(jax.jit, static_argnums=(4, 5, 6))
 def _scattered(points, values, sigma, queries, truncate, kernel_dtype, result_dtype):
-    cast = lambda x: jnp.asarray(x, kernel_dtype)  # noqa: E731
-    sigma = jnp.broadcast_to(cast(sigma), points.shape[:1])
-    out, density = _autodiff.scattered(cast(points), cast(values), sigma, cast(queries), truncate)
+    args = _checks.to_kernel(kernel_dtype, points, values, sigma, queries)
+    out, density = _autodiff.scattered(*args, truncate)
     return out.astype(result_dtype), density.astype(result_dtype)
 
 
@@ -65,14 +62,10 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
     (over any leading axes, with unbatched arguments shared, not copied) and
     grad. Raises ValueError at trace time for wrong shapes or dtypes.
     """
-    n = _checks.check_points(points)
-    _checks.check_values(values, n)
-    _checks.check_sigma(sigma, n)
+    args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma)
     height, width = _checks.check_shape(shape)
     truncate = _checks.check_truncate(truncate)
-    result_dtype, kernel_dtype = _checks.compute_dtype(points, values, sigma)
-    out, density = _grid(points, values, sigma, height, width, truncate, kernel_dtype,
-                         result_dtype)
+    out, density = _grid(*args, height, width, truncate, kernel_dtype, result_dtype)
     return (out, density) if return_density else out
 
 
@@ -97,12 +90,7 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
     gets out = density = 0 and a zero gradient; other edge cases as in
     `interpolate`.
     """
-    n = _checks.check_points(points)
-    _checks.check_values(values, n)
-    _checks.check_sigma(sigma, n)
-    _checks.check_points(queries, "queries")
+    args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma, queries)
     truncate = _checks.check_truncate(truncate)
-    result_dtype, kernel_dtype = _checks.compute_dtype(points, values, sigma, queries)
-    out, density = _scattered(points, values, sigma, queries, truncate, kernel_dtype,
-                              result_dtype)
+    out, density = _scattered(*args, truncate, kernel_dtype, result_dtype)
     return (out, density) if return_density else out

@@ -18,12 +18,21 @@ def _shape_of(x: Any) -> tuple[int, ...]:
     return tuple(np.shape(x))
 
 
+# The native kernels index points and queries with 32-bit lists.
+_MAX_COUNT = 2**32 - 1
+
+
 def _check_float(name: str, x: Any) -> None:
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         return
-    dtype = jnp.result_type(x)
+    dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype  # lists, strings
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"{name} must have a floating-point dtype, got {dtype}")
+
+
+def _check_count(name: str, count: int) -> None:
+    if count > _MAX_COUNT:
+        raise ValueError(f"{name} must be at most 2**32 - 1, got {count}")
 
 
 def check_points(points: Any, name: str = "points") -> int:
@@ -50,7 +59,7 @@ def check_sigma(sigma: Any, n: int) -> None:
     if shape not in ((), (n,)):
         raise ValueError(f"sigma must be a scalar or have shape (N,) = ({n},), got {shape}")
     _check_float("sigma", sigma)
-    if isinstance(sigma, (int, float, np.ndarray, np.generic)):
+    if not isinstance(sigma, jax.core.Tracer):  # known now: Python, NumPy or a concrete jax.Array
         static = np.asarray(sigma, dtype=np.float64)
         if np.any(static <= 0):  # NaN compares False: a NaN point just contributes nothing
             raise ValueError(f"sigma must be positive, got {static[static <= 0].ravel()[0]}")
@@ -64,11 +73,14 @@ def check_shape(shape: Any) -> tuple[int, int]:
         raise ValueError(f"shape must be a static (H, W) pair of integers, got {shape!r}") from None
     if height < 0 or width < 0:
         raise ValueError(f"shape must have non-negative sizes (H, W), got {(height, width)}")
+    _check_count("shape's H * W", height * width)
     return height, width
 
 
 def check_truncate(truncate: Any) -> float:
     """Checks the static cutoff, in units of sigma."""
+    if isinstance(truncate, (bool, str, bytes)):
+        raise ValueError(f"truncate must be a static positive number, got {truncate!r}")
     try:
         value = float(truncate)
     except (TypeError, jax.errors.ConcretizationTypeError):
@@ -84,3 +96,32 @@ def compute_dtype(*args: Any) -> tuple[np.dtype, np.dtype]:
     kernel = result if result in _KERNEL_DTYPES else np.dtype(jnp.float32)
     return np.dtype(result), np.dtype(kernel)
 
+
+
+def _as_array(x: Any) -> Any:
+    """Array-likes (nested lists, say) as NumPy arrays; arrays and scalars as they are."""
+    return x if hasattr(x, "dtype") or isinstance(x, (int, float)) else np.asarray(x)
+
+
+def check_inputs(points: Any, values: Any, sigma: Any, queries: Any | None = None
+                 ) -> tuple[list, np.dtype, np.dtype]:
+    """Checks points (N, 2), values (N, C), sigma () or (N,) and, if given,
+    queries (M, 2). Returns them (array-likes as arrays), the result dtype and
+    the dtype the kernels compute in."""
+    args = [_as_array(x) for x in (points, values, sigma)]
+    n = check_points(args[0])
+    _check_count("the number of points", n)
+    check_values(args[1], n)
+    check_sigma(args[2], n)
+    if queries is not None:
+        args.append(_as_array(queries))
+        _check_count("the number of queries", check_points(args[3], "queries"))
+    return args, *compute_dtype(*args)
+
+
+def to_kernel(dtype: np.dtype, points: Any, values: Any, sigma: Any, *queries: Any) -> list:
+    """Casts every argument to the kernel dtype and broadcasts sigma to (N,)."""
+    cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
+    points = cast(points)
+    return [points, cast(values), jnp.broadcast_to(cast(sigma), points.shape[:1]),
+            *map(cast, queries)]

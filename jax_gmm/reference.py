@@ -102,23 +102,14 @@ def evaluate(points, values, sigma, queries, truncate: float):
     return out.reshape(-1, values.shape[-1])[:m], density.reshape(-1)[:m]
 
 
-def _prepare(points, values, sigma, *extra):
-    n = _checks.check_points(points)
-    _checks.check_values(values, n)
-    _checks.check_sigma(sigma, n)
-    result, kernel = _checks.compute_dtype(points, values, sigma, *extra)
-    cast = lambda x: jnp.asarray(x, kernel)  # noqa: E731
-    return result, cast, jnp.broadcast_to(cast(sigma), (n,))
-
-
 def interpolate(points: Any, values: Any, sigma: Any, shape: tuple[int, int], *,
                 truncate: float = 3.0, return_density: bool = False):
     """Reference version of `jax_gmm.interpolate` (same arguments and result)."""
+    args, result, kernel = _checks.check_inputs(points, values, sigma)
     height, width = _checks.check_shape(shape)
     truncate = _checks.check_truncate(truncate)
-    result, cast, sigma = _prepare(points, values, sigma)
-    queries = pixel_centres(height, width, sigma.dtype)
-    out, density = evaluate(cast(points), cast(values), sigma, queries, truncate)
+    out, density = evaluate(*_checks.to_kernel(kernel, *args),
+                            pixel_centres(height, width, kernel), truncate)
     out = out.reshape(height, width, -1).astype(result)
     density = density.reshape(height, width).astype(result)
     return (out, density) if return_density else out
@@ -127,9 +118,8 @@ def interpolate(points: Any, values: Any, sigma: Any, shape: tuple[int, int], *,
 def interpolate_at(points: Any, values: Any, sigma: Any, queries: Any, *,
                    truncate: float = 3.0, return_density: bool = False):
     """Reference version of `jax_gmm.interpolate_at` (same arguments and result)."""
-    _checks.check_points(queries, "queries")
+    args, result, kernel = _checks.check_inputs(points, values, sigma, queries)
     truncate = _checks.check_truncate(truncate)
-    result, cast, sigma = _prepare(points, values, sigma, queries)
-    out, density = evaluate(cast(points), cast(values), sigma, cast(queries), truncate)
+    out, density = evaluate(*_checks.to_kernel(kernel, *args), truncate)
     out, density = out.astype(result), density.astype(result)
     return (out, density) if return_density else out

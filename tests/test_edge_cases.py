@@ -31,10 +31,22 @@ V = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     (lambda: jax_gmm.interpolate(P, V, 1.0, (8.5, 8)), r"shape must be a static \(H, W\)"),
     (lambda: jax_gmm.interpolate_at(P, V, 1.0, np.ones((4, 3))), r"queries must have shape \(K, 2\)"),
     (lambda: jax_gmm.interpolate_at(P, V, 1.0, np.ones((4, 2), int)), "queries must have a floating"),
+    (lambda: jax_gmm.interpolate(P.astype(int).tolist(), V, 1.0, (8, 8)), "points must have a floating"),
+    (lambda: jax_gmm.interpolate(P, V, "1", (8, 8)), "sigma must have a floating-point dtype"),
+    (lambda: jax_gmm.interpolate(P, V, jnp.array(-1.0), (8, 8)), "sigma must be positive"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (8, 8), truncate="3"), "truncate must be a static"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (70000, 70000)), r"H \* W must be at most 2\*\*32"),
+    (lambda: jax_gmm.reference.interpolate(P, V[:2], 1.0, (8, 8)), "values must have shape"),
 ])
+
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_nested_lists_are_accepted():
+    out = jax_gmm.interpolate(P.tolist(), V.tolist(), 1.0, (8, 9))
+    np.testing.assert_allclose(out, jax_gmm.interpolate(P, V, 1.0, (8, 9)))
 
 
 def test_bad_shape_raises_inside_jit():
