@@ -30,16 +30,17 @@ bool use_avx2() {
 }
 #define JAX_GMM_KERNEL(name) (use_avx2() ? avx2::name<T> : baseline::name<T>)
 
-// The binning depends only on points and sigma, so consecutive batch elements
-// that share both (vmap with in_axes=None on them) reuse it.
+// The binning depends only on points, sigma (and queries), so consecutive
+// batch elements that share them (vmap with in_axes=None on them) reuse it.
 template <typename Binned>
 class BinCache {
  public:
   template <typename Make>
-  const Binned& get(const void* points, const void* sigma, const Make& make) {
-    if (!binned_ || points != points_ || sigma != sigma_) {
+  const Binned& get(const void* points, const void* sigma, const void* queries,
+                    const Make& make) {
+    if (!binned_ || points != points_ || sigma != sigma_ || queries != queries_) {
       binned_.emplace(make());
-      points_ = points, sigma_ = sigma;
+      points_ = points, sigma_ = sigma, queries_ = queries;
     }
     return *binned_;
   }
@@ -48,7 +49,21 @@ class BinCache {
   std::optional<Binned> binned_;
   const void* points_ = nullptr;
   const void* sigma_ = nullptr;
+  const void* queries_ = nullptr;
 };
+
+// Batch element b's queries in cells and points splatted into them.
+template <typename T>
+const CelledQueries<T>& celled_queries(BinCache<CelledQueries<T>>& cache, const Call<T>& call,
+                                       int64_t b, double truncate) {
+  const auto& l = call.layout;
+  const T* p = call.points.at(l, b);
+  const T* s = call.sigma.at(l, b);
+  const T* q = call.queries.at(l, b);
+  return cache.get(p, s, q, [&] {
+    return CelledQueries<T>(p, s, call.n, static_cast<T>(truncate), q, call.m);
+  });
+}
 
 template <ffi::DataType DT>
 ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer<DT> values,
@@ -60,7 +75,7 @@ ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer
   for (int64_t b = 0; b < call.layout.count(); ++b) {
     const T* pb = call.points.at(call.layout, b);
     const T* sb = call.sigma.at(call.layout, b);
-    const auto& tiled = cache.get(pb, sb, [&] {
+    const auto& tiled = cache.get(pb, sb, nullptr, [&] {
       return TiledPoints<T>(pb, sb, call.n, static_cast<T>(truncate), call.h, call.w);
     });
     JAX_GMM_KERNEL(grid_forward)(pool, tiled, call.values.at(call.layout, b), call.c,
@@ -90,14 +105,6 @@ ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffe
   return ffi::Error::Success();
 }
 
-// Batch element b's queries in cells and points splatted into them.
-template <typename T>
-CelledQueries<T> celled_queries(const Call<T>& call, int64_t b, double truncate) {
-  const auto& l = call.layout;
-  return CelledQueries<T>(call.points.at(l, b), call.sigma.at(l, b), call.n,
-                          static_cast<T>(truncate), call.queries.at(l, b), call.m);
-}
-
 template <ffi::DataType DT>
 ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
                             ffi::Buffer<DT> values, ffi::Buffer<DT> sigma,
@@ -106,9 +113,10 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
   using T = ffi::NativeType<DT>;
   JAX_GMM_ASSIGN(call, check_forward<T>(points, values, sigma, &queries, *out, *density));
   const auto& l = call.layout;
+  BinCache<CelledQueries<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
     const T* qb = call.queries.at(l, b);
-    const CelledQueries<T> celled = celled_queries(call, b, truncate);
+    const CelledQueries<T>& celled = celled_queries(cache, call, b, truncate);
     JAX_GMM_KERNEL(scattered_forward)(pool, celled, call.values.at(l, b), call.c, qb, call.m,
                                       call.out.at(l, b), call.density.at(l, b));
   }
@@ -128,9 +136,10 @@ ffi::Error ScatteredBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
                                          d_density, *d_points, *d_values, *d_sigma,
                                          &*d_queries));
   const auto& l = call.layout;
+  BinCache<CelledQueries<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
     const T* qb = call.queries.at(l, b);
-    const CelledQueries<T> celled = celled_queries(call, b, truncate);
+    const CelledQueries<T>& celled = celled_queries(cache, call, b, truncate);
     JAX_GMM_KERNEL(scattered_backward)(
         pool, celled, call.values.at(l, b), call.c, qb, call.m, call.out.at(l, b),
         call.density.at(l, b), call.d_out.at(l, b), call.d_density.at(l, b),
