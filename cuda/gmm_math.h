@@ -31,6 +31,7 @@ struct Clamp<float> {
   static constexpr float norm_min = 1e-30f;
   static constexpr float exponent_min = -1e37f;
   static constexpr float epsilon = 1.1920929e-7f;
+  static constexpr float max = 3.40282347e38f;
 };
 template <>
 struct Clamp<double> {
@@ -38,6 +39,7 @@ struct Clamp<double> {
   static constexpr double norm_min = 1e-300;
   static constexpr double exponent_min = -1e306;
   static constexpr double epsilon = 2.220446049250313e-16;
+  static constexpr double max = 1.7976931348623157e308;
 };
 
 GMM_HD float gmm_exp(float v) { return expf(v); }
@@ -124,9 +126,12 @@ GMM_HD T normalise(T weighted_sum, T density) {
 // Kernels keep g_q, offset_q and 1/Z_q apart and form the ratio w_iq / Z_q,
 // which lies in [0, 1], per pair: pre-scaling g_q by 1/Z_q would overflow
 // where Z_q is tiny (a wide cutoff's tails) and turn into inf - inf = NaN.
+// 1/Z, 0 where Z = 0, and finite even for a subnormal Z (so that w * (1/Z)
+// is never inf * 0).
 template <typename T>
 GMM_HD T inverse_density(T density) {
-  return density > T(0) ? T(1) / density : T(0);
+  const T inv = T(1) / density;
+  return density > T(0) ? (inv < Clamp<T>::max ? inv : Clamp<T>::max) : T(0);
 }
 
 // Writes one query's folded cotangents: g_ch at folded[ch * stride], offset
@@ -144,12 +149,12 @@ GMM_HD void fold_query(const T* d_out, const T* out, T density, T d_density, int
   folded[(channels + 1) * stride] = inverse_density(density);
 }
 
-// w / Z for one pair, in [0, 1]: 0 outside the cutoff (w = 0), and capped at 1
-// where 1/Z overflowed for a subnormal Z.
+// w / Z for one pair, in [0, 1] (0 outside the cutoff, where w = 0); the cap
+// absorbs rounding and a capped 1/Z. Both factors are finite, so no NaN.
 template <typename T>
 GMM_HD T weight_ratio(T weight, T inv_density) {
   const T r = weight * inv_density;
-  return weight > T(0) ? (r < T(1) ? r : T(1)) : T(0);
+  return r < T(1) ? r : T(1);
 }
 
 // Backward, per pair: u = w * dL/dw = ratio * (g . c_i - offset), the factor

@@ -49,7 +49,7 @@ inline void gather_row(const Gaussian<T>& g, T dy, T row_factor, int64_t nx, con
       const T d2 = dx * dx + dy2;
       const T f = row_factor * col_factor[j0 + j];  // loaded unconditionally: a vector select
       const T r = weight_ratio(d2 <= g.radius2 ? f : T(0), inv_density[j0 + j]);
-      ratio[j] = r;
+      if constexpr (kC == 0) ratio[j] = r;
       T dot = 0;
       for (int64_t ch = 0; ch < C; ++ch) dot += fo[ch * plane + j] * c[ch];
       const T u = pair_cotangent(r, dot, offset[j0 + j]);
