@@ -156,4 +156,18 @@ xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer
 
 #undef JAX_GMM_CHECK
 
+// The binding every handler shares after its context: kArgs buffers in, kRets
+// buffers out, and the static cutoff `truncate`.
+template <xla::ffi::DataType DT, int kArgs, int kRets, typename Binding>
+auto bind_buffers(Binding&& binding) {
+  if constexpr (kArgs > 0) {
+    return bind_buffers<DT, kArgs - 1, kRets>(
+        std::move(binding).template Arg<xla::ffi::Buffer<DT>>());
+  } else if constexpr (kRets > 0) {
+    return bind_buffers<DT, 0, kRets - 1>(std::move(binding).template Ret<xla::ffi::Buffer<DT>>());
+  } else {
+    return std::move(binding).template Attr<double>("truncate");
+  }
+}
+
 }  // namespace jax_gmm

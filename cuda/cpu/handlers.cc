@@ -151,57 +151,21 @@ ffi::Error ScatteredBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
 
 }  // namespace
 
-#define JAX_GMM_BUF(DT) ffi::Buffer<ffi::DT>
+// XLA's CPU thread pool, then the buffers (operands.h).
+template <ffi::DataType DT, int kArgs, int kRets>
+auto bind() {
+  return bind_buffers<DT, kArgs, kRets>(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>());
+}
+
 #define JAX_GMM_DEFINE(DT, SUFFIX)                                                            \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(GridForward##SUFFIX, GridForward<ffi::DT>,                    \
-                                ffi::Ffi::Bind()                                              \
-                                    .Ctx<ffi::ThreadPool>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Attr<double>("truncate"));                               \
+                                (bind<ffi::DT, 3, 2>()));                                     \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(GridBackward##SUFFIX, GridBackward<ffi::DT>,                  \
-                                ffi::Ffi::Bind()                                              \
-                                    .Ctx<ffi::ThreadPool>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Attr<double>("truncate"));                               \
+                                (bind<ffi::DT, 7, 3>()));                                     \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(ScatteredForward##SUFFIX, ScatteredForward<ffi::DT>,          \
-                                ffi::Ffi::Bind()                                              \
-                                    .Ctx<ffi::ThreadPool>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Attr<double>("truncate"));                               \
+                                (bind<ffi::DT, 4, 2>()));                                     \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(ScatteredBackward##SUFFIX, ScatteredBackward<ffi::DT>,        \
-                                ffi::Ffi::Bind()                                              \
-                                    .Ctx<ffi::ThreadPool>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Arg<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Ret<JAX_GMM_BUF(DT)>()                                   \
-                                    .Attr<double>("truncate"));
+                                (bind<ffi::DT, 8, 4>()));
 JAX_GMM_DEFINE(F32, F32)
 JAX_GMM_DEFINE(F64, F64)
 

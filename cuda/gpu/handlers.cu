@@ -128,19 +128,7 @@ ffi::Error ScatteredBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
       });
 }
 
-// The binding every handler shares: XLA's stream and scratch allocator,
-// kArgs buffers in, kRets buffers out, and the static cutoff `truncate`.
-template <ffi::DataType DT, int kArgs, int kRets, typename Binding>
-auto bind_buffers(Binding&& binding) {
-  if constexpr (kArgs > 0) {
-    return bind_buffers<DT, kArgs - 1, kRets>(std::move(binding).template Arg<ffi::Buffer<DT>>());
-  } else if constexpr (kRets > 0) {
-    return bind_buffers<DT, 0, kRets - 1>(std::move(binding).template Ret<ffi::Buffer<DT>>());
-  } else {
-    return std::move(binding).template Attr<double>("truncate");
-  }
-}
-
+// XLA's stream and scratch allocator, then the buffers (operands.h).
 template <ffi::DataType DT, int kArgs, int kRets>
 auto bind() {
   return bind_buffers<DT, kArgs, kRets>(
