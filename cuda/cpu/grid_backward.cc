@@ -3,6 +3,7 @@
 // folds each pixel's cotangents and its out and Z into g, offset = g . out - Z h
 // and 1/Z (see gmm_math.h).
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "channels.h"
@@ -130,7 +131,8 @@ void grid_backward(ThreadPool& pool, const std::vector<Gaussian<T>>& gaussians, 
                    T* d_values, T* d_sigma) {
   const int64_t C = channels, pixels = height * width, n = gaussians.size();
   // Channel-major [g_0 | ... | g_C-1 | offset | 1/Z], so row loops vectorise.
-  std::vector<T> folded((C + 2) * pixels);
+  // Every entry is written by the fold below: no zero-filling of O(output) memory.
+  const std::unique_ptr<T[]> folded(new T[(C + 2) * pixels]);
   parallel_for(pool, (height + kRowsPerTask - 1) / kRowsPerTask, [&](int64_t task) {
     const int64_t p0 = task * kRowsPerTask * width;
     const int64_t p1 = std::min(pixels, p0 + kRowsPerTask * width);
@@ -143,7 +145,7 @@ void grid_backward(ThreadPool& pool, const std::vector<Gaussian<T>>& gaussians, 
     parallel_for(pool, (n + kPointsPerTask - 1) / kPointsPerTask, [&](int64_t task) {
       for (int64_t k = task * kPointsPerTask; k < std::min(n, (task + 1) * kPointsPerTask); ++k) {
         const int64_t i = order[k];
-        grid_backward_point<kC()>(gaussians[i], height, width, values + i * C, C, folded.data(),
+        grid_backward_point<kC()>(gaussians[i], height, width, values + i * C, C, folded.get(),
                                   d_points + 2 * i, d_values + i * C, d_sigma + i);
       }
     });

@@ -4,6 +4,7 @@
 //  3. per point: d_points, d_values, d_sigma, summed over the queries of the
 //     cells its bounding box overlaps, cell by cell in query order.
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "kernels.h"
@@ -25,7 +26,8 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
   const int64_t C = channels, n = celled.gaussians.size();
   // Per query [g_0 .. g_C-1, offset, 1/Z] (gmm_math.h).
   const int64_t record = C + 2;
-  std::vector<T> folded(record * m);
+  // Every entry is written by the fold below: no zero-filling of O(M) memory.
+  const std::unique_ptr<T[]> folded(new T[record * m]);
   parallel_for(pool, (m + kQueriesPerTask - 1) / kQueriesPerTask, [&](int64_t task) {
     for (int64_t q = task * kQueriesPerTask; q < std::min(m, (task + 1) * kQueriesPerTask); ++q) {
       fold_query(d_out + q * C, out + q * C, density[q], d_density[q], C, &folded[q * record],
