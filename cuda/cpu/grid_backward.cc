@@ -20,6 +20,9 @@ constexpr int64_t kRowsPerTask = 16;
 // Side of the squares that order the points (spatial_order): small enough that
 // a task's 64 points share the rows they read.
 constexpr int64_t kOrderCell = 16;
+// Pixels of a footprint row handled per pass, so the runtime-C path can keep
+// the row's weight ratios in a fixed stack buffer however wide the box.
+constexpr int64_t kRowChunk = 128;
 
 // Per-point sums over its footprint that finish_point_grad turns into
 // d_points and d_sigma, plus d_values (first C entries of d_c).
@@ -39,10 +42,10 @@ inline void gather_row(const Gaussian<T>& g, T dy, T row_factor, int64_t nx, con
   const T dy2 = dy * dy;
   const T* offset = folded + C * plane;
   const T* inv_density = folded + (C + 1) * plane;
-  T ratio[kOrderCell * 8];  // w / Z along the row (rows are at most the image width)
+  T ratio[kRowChunk];  // w / Z along this pass's pixels (runtime-C path only)
   T su = 0, sdx = 0, sdy = 0, sd2 = 0, dc0 = 0, dc1 = 0, dc2 = 0, dc3 = 0;
-  for (int64_t j0 = 0; j0 < nx; j0 += kOrderCell * 8) {
-    const int n = static_cast<int>(std::min<int64_t>(kOrderCell * 8, nx - j0));
+  for (int64_t j0 = 0; j0 < nx; j0 += kRowChunk) {
+    const int n = static_cast<int>(std::min<int64_t>(kRowChunk, nx - j0));
     const T* fo = folded + j0;
 #pragma omp simd reduction(+ : su, sdx, sdy, sd2, dc0, dc1, dc2, dc3)
     for (int j = 0; j < n; ++j) {
