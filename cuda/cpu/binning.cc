@@ -4,29 +4,91 @@
 #include <cmath>
 
 #include "kernels.h"
+#include "parallel.h"
 
 namespace jax_gmm {
 
+namespace {
+// Points per binning chunk, and a cap on chunks x tiles (the per-chunk tile
+// counts): chunks are fixed by the sizes alone, so the lists do not depend on
+// the thread count.
+constexpr int64_t kPointsPerChunk = 4096;
+constexpr int64_t kMaxChunkCounts = int64_t{1} << 22;
+
 template <typename T>
-TiledPoints<T>::TiledPoints(const T* points, const T* sigma, int64_t n, T truncate,
-                            int64_t height, int64_t width)
+TileBox tile_box(const Gaussian<T>& g, int64_t width, int64_t height) {
+  const Range cols = pixel_range(g.x, g.box_radius, width);
+  const Range rows = pixel_range(g.y, g.box_radius, height);
+  if (!g.valid || cols.empty() || rows.empty()) return {1, 0, 1, 0};
+  return {static_cast<int32_t>(cols.lo / kTileSize), static_cast<int32_t>(cols.hi / kTileSize),
+          static_cast<int32_t>(rows.lo / kTileSize), static_cast<int32_t>(rows.hi / kTileSize)};
+}
+}  // namespace
+
+template <typename T>
+TiledPoints<T>::TiledPoints(ThreadPool& pool, const T* points, const T* sigma, int64_t n,
+                            T truncate, int64_t height, int64_t width)
     : height(height),
       width(width),
       tiles_x((width + kTileSize - 1) / kTileSize),
       tiles_y((height + kTileSize - 1) / kTileSize),
-      gaussians(make_gaussians(points, sigma, n, truncate)) {
-  tiles.build(tiles_x * tiles_y, n, [&](int64_t i, auto emit) {
-    const Gaussian<T>& g = gaussians[i];
-    if (!g.valid) return;
-    const Range cols = pixel_range(g.x, g.box_radius, width);
-    const Range rows = pixel_range(g.y, g.box_radius, height);
-    if (cols.empty() || rows.empty()) return;
-    for (int64_t ty = rows.lo / kTileSize; ty <= rows.hi / kTileSize; ++ty) {
-      for (int64_t tx = cols.lo / kTileSize; tx <= cols.hi / kTileSize; ++tx) {
-        emit(ty * tiles_x + tx);
-      }
+      gaussians(n),
+      boxes(n),
+      point_start(n + 1) {
+  // Two parallel passes over chunks of points: count each chunk's entries per
+  // tile, then write them where a prefix sum over (tile, chunk) puts them, so
+  // every tile lists its points in increasing order.
+  const int64_t tile_count = tiles_x * tiles_y;
+  const int64_t chunks = std::clamp<int64_t>(
+      std::min((n + kPointsPerChunk - 1) / kPointsPerChunk, kMaxChunkCounts / std::max<int64_t>(tile_count, 1)), 1,
+      64);
+  const int64_t per_chunk = (n + chunks - 1) / chunks;
+  std::vector<int64_t> slot(chunks * tile_count, 0);  // counts, then write positions
+  std::vector<int64_t> chunk_entries(chunks + 1, 0);
+  const auto for_each_tile = [&](const TileBox& b, auto visit) {
+    for (int64_t ty = b.y0; ty <= b.y1; ++ty) {
+      for (int64_t tx = b.x0; tx <= b.x1; ++tx) visit(ty * tiles_x + tx);
+    }
+  };
+  parallel_for(pool, chunks, [&](int64_t c) {
+    int64_t* count = &slot[c * tile_count];
+    int64_t entries = 0;
+    for (int64_t i = c * per_chunk; i < std::min(n, (c + 1) * per_chunk); ++i) {
+      gaussians[i] = make_gaussian(points[2 * i], points[2 * i + 1], sigma[i], truncate);
+      boxes[i] = tile_box(gaussians[i], width, height);
+      for_each_tile(boxes[i], [&](int64_t t) { ++count[t]; });
+      entries += boxes[i].count();
+    }
+    chunk_entries[c + 1] = entries;
+  });
+  tiles.start.assign(tile_count + 1, 0);
+  for (int64_t t = 0; t < tile_count; ++t) {
+    int64_t next = tiles.start[t];
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t count = slot[c * tile_count + t];
+      slot[c * tile_count + t] = next;
+      next += count;
+    }
+    tiles.start[t + 1] = next;
+  }
+  for (int64_t c = 0; c < chunks; ++c) chunk_entries[c + 1] += chunk_entries[c];
+  tiles.items.resize(tiles.start[tile_count]);
+  parallel_for(pool, chunks, [&](int64_t c) {
+    int64_t* next = &slot[c * tile_count];
+    int64_t entry = chunk_entries[c];
+    for (int64_t i = c * per_chunk; i < std::min(n, (c + 1) * per_chunk); ++i) {
+      point_start[i] = entry;
+      entry += boxes[i].count();
+      for_each_tile(boxes[i], [&](int64_t t) { tiles.items[next[t]++] = static_cast<uint32_t>(i); });
     }
   });
+  point_start[n] = chunk_entries[chunks];
+}
+
+template <typename T>
+TileRect TiledPoints<T>::tile(int64_t t) const {
+  const int64_t x0 = (t % tiles_x) * kTileSize, y0 = (t / tiles_x) * kTileSize;
+  return {x0, y0, std::min(kTileSize, width - x0), std::min(kTileSize, height - y0)};
 }
 
 namespace {

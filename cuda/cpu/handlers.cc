@@ -1,5 +1,6 @@
 // XLA FFI handlers of the CPU module: shape checks, the walk over batch
 // elements, and registration. The arithmetic lives in the kernel files.
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <optional>
@@ -14,21 +15,40 @@ namespace ffi = xla::ffi;
 namespace jax_gmm {
 namespace {
 
-// The kernel build for this CPU: avx2 where the CPU has AVX2 and FMA, unless
-// JAX_GMM_CPU_ISA=baseline asks for the portable build (the tests compare them).
-bool use_avx2() {
-#if defined(JAX_GMM_HAVE_AVX2)
-  static const bool avx2 = [] {
-    const char* isa = std::getenv("JAX_GMM_CPU_ISA");
-    if (isa && std::string(isa) == "baseline") return false;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return avx2;
-#else
-  return false;
+// The kernel builds (CMakeLists.txt), from the portable one up.
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+// The best build this CPU runs, capped by JAX_GMM_CPU_ISA=baseline|avx2
+// (the tests compare the builds).
+Isa cpu_isa() {
+  static const Isa isa = [] {
+    Isa best = Isa::kBaseline;
+#if defined(JAX_GMM_X86_ISAS)
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+      best = Isa::kAvx2;
+      if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+          __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")) {
+        best = Isa::kAvx512;
+      }
+    }
 #endif
+    const char* cap = std::getenv("JAX_GMM_CPU_ISA");
+    const std::string name = cap ? cap : "";
+    if (name == "baseline") return Isa::kBaseline;
+    if (name == "avx2") return std::min(best, Isa::kAvx2);
+    return best;
+  }();
+  return isa;
 }
-#define JAX_GMM_KERNEL(name) (use_avx2() ? avx2::name<T> : baseline::name<T>)
+
+#if defined(JAX_GMM_X86_ISAS)
+#define JAX_GMM_KERNEL(name)                                                 \
+  (cpu_isa() == Isa::kAvx512 ? avx512::name<T>                              \
+   : cpu_isa() == Isa::kAvx2 ? avx2::name<T>                                \
+                             : baseline::name<T>)
+#else
+#define JAX_GMM_KERNEL(name) (baseline::name<T>)
+#endif
 
 // The binning depends only on points, sigma (and queries), so consecutive
 // batch elements that share them (vmap with in_axes=None on them) reuse it.
@@ -65,21 +85,29 @@ const CelledQueries<T>& celled_queries(BinCache<CelledQueries<T>>& cache, const 
   });
 }
 
+// Batch element b's points binned into the image's tiles.
+template <typename T>
+const TiledPoints<T>& tiled_points(BinCache<TiledPoints<T>>& cache, ffi::ThreadPool& pool,
+                                   const Call<T>& call, int64_t b, double truncate) {
+  const T* p = call.points.at(call.layout, b);
+  const T* s = call.sigma.at(call.layout, b);
+  return cache.get(p, s, nullptr, [&] {
+    return TiledPoints<T>(pool, p, s, call.n, static_cast<T>(truncate), call.h, call.w);
+  });
+}
+
 template <ffi::DataType DT>
 ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer<DT> values,
                        ffi::Buffer<DT> sigma, ffi::ResultBuffer<DT> out,
                        ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
   JAX_GMM_ASSIGN(call, check_forward<T>(points, values, sigma, nullptr, *out, *density));
+  const auto& l = call.layout;
   BinCache<TiledPoints<T>> cache;
-  for (int64_t b = 0; b < call.layout.count(); ++b) {
-    const T* pb = call.points.at(call.layout, b);
-    const T* sb = call.sigma.at(call.layout, b);
-    const auto& tiled = cache.get(pb, sb, nullptr, [&] {
-      return TiledPoints<T>(pb, sb, call.n, static_cast<T>(truncate), call.h, call.w);
-    });
-    JAX_GMM_KERNEL(grid_forward)(pool, tiled, call.values.at(call.layout, b), call.c,
-                                 call.out.at(call.layout, b), call.density.at(call.layout, b));
+  for (int64_t b = 0; b < l.count(); ++b) {
+    const auto& tiled = tiled_points(cache, pool, call, b, truncate);
+    JAX_GMM_KERNEL(grid_forward)(pool, tiled, call.values.at(l, b), call.c, call.out.at(l, b),
+                                 call.density.at(l, b));
   }
   return ffi::Error::Success();
 }
@@ -94,11 +122,11 @@ ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffe
   JAX_GMM_ASSIGN(call, check_backward<T>(points, values, sigma, nullptr, out, density, d_out,
                                          d_density, *d_points, *d_values, *d_sigma, nullptr));
   const auto& l = call.layout;
+  BinCache<TiledPoints<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
-    const auto gaussians = make_gaussians(call.points.at(l, b), call.sigma.at(l, b), call.n,
-                                          static_cast<T>(truncate));
-    JAX_GMM_KERNEL(grid_backward)(pool, gaussians, call.h, call.w, call.values.at(l, b), call.c,
-                                  call.out.at(l, b), call.density.at(l, b), call.d_out.at(l, b),
+    const auto& tiled = tiled_points(cache, pool, call, b, truncate);
+    JAX_GMM_KERNEL(grid_backward)(pool, tiled, call.values.at(l, b), call.c, call.out.at(l, b),
+                                  call.density.at(l, b), call.d_out.at(l, b),
                                   call.d_density.at(l, b), call.d_points.at(l, b),
                                   call.d_values.at(l, b), call.d_sigma.at(l, b));
   }

@@ -13,18 +13,43 @@ namespace jax_gmm {
 
 using xla::ffi::ThreadPool;
 
-// Side of the square pixel tiles the grid forward pass works on.
+// Side of the square pixel tiles the grid kernels work on.
 constexpr int64_t kTileSize = 64;
 
+// Pixel rectangle of one tile: columns [x0, x0 + width), rows [y0, y0 + height).
+struct TileRect {
+  int64_t x0, y0, width, height;
+};
+
 // Points of one example binned into the kTileSize tiles of an H x W image.
+// Both grid kernels walk it tile by tile: the forward adds each listed point
+// to the tile's pixels, the backward gathers each listed point's sums over
+// them into one partial per (point, tile) entry.
+// Tiles a point's bounding box overlaps: columns [x0, x1], rows [y0, y1]
+// (empty when x0 > x1 or y0 > y1). int32 holds any tile index: H * W < 2^32.
+struct TileBox {
+  int32_t x0, x1, y0, y1;
+  int64_t count() const { return x0 > x1 || y0 > y1 ? 0 : int64_t{x1 - x0 + 1} * (y1 - y0 + 1); }
+};
+
 template <typename T>
 struct TiledPoints {
   int64_t height, width, tiles_x, tiles_y;
   std::vector<Gaussian<T>> gaussians;
-  CellLists tiles;
+  std::vector<TileBox> boxes;  // per point
+  CellLists tiles;             // points whose box overlaps each tile, in point order
+  // Point i's tiles, taken in row-major order over its box, are its entries
+  // point_start[i] .. point_start[i + 1] - 1 (entry_of).
+  std::vector<int64_t> point_start;
 
-  TiledPoints(const T* points, const T* sigma, int64_t n, T truncate, int64_t height,
-              int64_t width);
+  TiledPoints(ThreadPool& pool, const T* points, const T* sigma, int64_t n, T truncate,
+              int64_t height, int64_t width);
+  TileRect tile(int64_t t) const;
+  // Index, among all entries in point order, of point i's entry for tile t.
+  int64_t entry_of(int64_t i, int64_t t) const {
+    const TileBox& b = boxes[i];
+    return point_start[i] + (t / tiles_x - b.y0) * (b.x1 - b.x0 + 1) + (t % tiles_x - b.x0);
+  }
 };
 
 // Arbitrary queries of one example sorted into a uniform grid of cells about
@@ -45,12 +70,19 @@ struct CelledQueries {
 };
 
 // The kernels are compiled once per instruction set, each build in its own
-// namespace (CMakeLists.txt); handlers.cc picks one at run time.
+// namespace (CMakeLists.txt); handlers.cc picks one at run time. Headers of
+// kernel helpers put them in JAX_GMM_ISA too, so that a kernel never calls
+// another build's copy of a helper the compiler chose not to inline.
 namespace baseline {
 #include "kernel_declarations.inc"
 }  // namespace baseline
+#if defined(JAX_GMM_X86_ISAS)
 namespace avx2 {
 #include "kernel_declarations.inc"
 }  // namespace avx2
+namespace avx512 {
+#include "kernel_declarations.inc"
+}  // namespace avx512
+#endif
 
 }  // namespace jax_gmm

@@ -10,6 +10,7 @@
 #include "gmm_math.h"
 
 namespace jax_gmm {
+namespace JAX_GMM_ISA {  // one copy per instruction-set build (kernels.h)
 
 // double: f(d) = exp(a d^2) satisfies f(d + 2) = f(d) * exp(a (4d + 4)), and
 // that ratio steps by exp(2a)^4: two interleaved chains (even and odd
@@ -78,4 +79,5 @@ inline void axis_factors(float exponent, float d0, int64_t count, float* out) {
   }
 }
 
+}  // namespace JAX_GMM_ISA
 }  // namespace jax_gmm
