@@ -24,8 +24,10 @@ same process, alternating call by call with jax_gmm, it times:
 Every JAX method is compiled ahead of time and called once (warm-up, not
 timed); that first result must agree with jax_gmm's to within 1e-4 of its
 largest magnitude, leaf by leaf, or the comparator is reported as a mismatch
-and not timed. Then each method is called `repeats` times in turn and the
-medians are reported. A comparator whose cost would exceed the preset's
+and not timed. Then each method is called `repeats` times in turn, with an
+untimed pause (SETTLE_S) after every call so that the work a program leaves
+behind (freeing its temporaries) is not billed to the next one, and the
+medians are reported; the CPU time spent in those pauses is reported too. A comparator whose cost would exceed the preset's
 budget (window entries for (a), pairs for (b), pixels for (c)) is skipped and
 says so.
 
@@ -51,6 +53,7 @@ import json
 import math
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -84,6 +87,13 @@ AGREEMENT_TOL = 1e-4
 # Below about this many pairs, fixed per-call and per-pixel costs dominate;
 # the slope is also fitted above it.
 SLOPE_MIN_PAIRS = 1e6
+
+# Pause after every timed call, outside the timing. The runtime frees a
+# program's temporaries after its results are ready: for (a), hundreds of MB
+# of them, about 10 ms of kernel time on this 2-core machine. Without the
+# pause that work lands in the next call, whichever method it is. The CPU
+# time each method leaves behind is measured during the pause and reported.
+SETTLE_S = 0.05
 
 COMPARATORS = ("scatter", "reference", "griddata", "loop")
 LABELS = {"scatter": "(a) scatter", "reference": "(b) reference", "griddata": "(c) griddata",
@@ -445,11 +455,19 @@ def _repeats(preset: Preset, warm_seconds: float) -> int:
     return int(np.clip(preset.case_seconds // max(warm_seconds, 1e-9), 3, preset.repeats))
 
 
+def _process_cpu_s() -> float:
+    """User + system CPU seconds of this process so far, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def time_case(case: Case, preset: Preset) -> dict:
     """Checks and times jax_gmm and the case's comparators, alternating calls.
 
     Returns a dict with the case, its pair count and, per method, either
-    median_s (seconds per call), times_s, compile_s and rel_error, or skipped.
+    median_s (seconds per call), times_s, compile_s, rel_error and tail_cpu_s
+    (median CPU seconds the process spent in the SETTLE_S pause after a
+    call), or skipped.
     """
     inputs = make_inputs(case)
     args = inputs.device()
@@ -475,13 +493,18 @@ def time_case(case: Case, preset: Preset) -> dict:
                 continue
         runners[method] = runner
     times: dict[str, list[float]] = {m: [] for m in runners}
+    tails: dict[str, list[float]] = {m: [] for m in runners}
     for _ in range(_repeats(preset, warm)):
         for method, runner in runners.items():
             start = time.perf_counter()
             runner.run()
             times[method].append(time.perf_counter() - start)
+            before = _process_cpu_s()
+            time.sleep(SETTLE_S)
+            tails[method].append(_process_cpu_s() - before)
     for method, samples in times.items():
-        methods[method].update(median_s=float(np.median(samples)), times_s=samples)
+        methods[method].update(median_s=float(np.median(samples)), times_s=samples,
+                               tail_cpu_s=float(np.median(tails[method])))
     return {"case": dataclasses.asdict(case), "label": case.label(),
             "pairs": pairs_in_cutoff(case, inputs.points), "methods": methods}
 
@@ -768,10 +791,13 @@ def _speed_targets(rows: Sequence[dict], floor: dict) -> list[str]:
     lines = []
     for row in rows:
         if _same_config(row["case"], HEADLINE):
+            tails = ", ".join(f"{LABELS.get(m, m)} {v['tail_cpu_s'] * 1e3:.1f} ms"
+                              for m, v in row["methods"].items() if "tail_cpu_s" in v)
             lines.append(f"- {row['label']}, {row['case']['mode']}: jax_gmm "
                          f"{_fmt_time(_median(row, 'jax_gmm'))} s, (a) "
                          f"{_fmt_time(_median(row, 'scatter'))} s: (a) / jax_gmm = "
-                         f"{_fmt_ratio(row, 'scatter')} (target >= 20x)")
+                         f"{_fmt_ratio(row, 'scatter')} (target >= 20x); CPU time left behind "
+                         f"after a call (in the {SETTLE_S * 1e3:.0f} ms pause): {tails}")
     forward = [r for r in rows if r["case"]["mode"] == "forward"]
     if floor.get("pairs_per_s") and forward:
         best = max(forward, key=lambda r: r["pairs"] / _median(r, "jax_gmm"))
@@ -830,7 +856,9 @@ def markdown(results: dict) -> str:
           ["", f"**No native jax_gmm kernel on {env['platform']}: jax_gmm ran its pure-JAX "
            "reference.**"]),
         "",
-        "Median seconds per call after one warm-up call; comparators alternate with jax_gmm "
+        "Median seconds per call after one warm-up call; comparators alternate with jax_gmm, "
+        f"with an untimed {SETTLE_S * 1e3:.0f} ms pause after every call (see the targets for "
+        "the CPU work each method leaves behind during it), "
         f"and agree with it to {AGREEMENT_TOL:g} relative before they are timed (griddata is "
         "another interpolant and is not compared). pairs: exact count of (point, pixel) pairs "
         "inside the cutoff, summed over the batch; pairs/s is jax_gmm's. value_and_grad "

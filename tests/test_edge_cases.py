@@ -259,3 +259,31 @@ def test_extreme_inputs_give_finite_gradients(case, impl):
         p, v, s, q, return_density=True))
     assert finite_everywhere(f(points, values, sigma, query),
                              *jax.grad(f, argnums=(0, 1, 2, 3))(points, values, sigma, query))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_infinite_value_reaches_only_pixels_it_weighs(dtype):
+    """inf times a zero weight is NaN: the kernels must not form it for pixels a
+    point does not reach (outside its disc, or in the spare lanes of a row)."""
+    values = V.astype(dtype).copy()
+    values[0, 0] = np.inf
+    out = np.asarray(jax_gmm.interpolate(P.astype(dtype), values, 1.0, (8, 40)))
+    _, reach = gmm_grid(P[:1], V[:1], 1.0, (8, 40))
+    reached = reach > 0
+    assert np.isposinf(out[reached, 0]).all()
+    assert finite_everywhere(out[reached, 1], out[~reached])
+    want, _ = gmm_grid(P[1:], V[1:], 1.0, (8, 40))
+    np.testing.assert_allclose(out[~reached], want[~reached], rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_infinite_cotangent_reaches_only_points_that_weigh_its_pixel(dtype):
+    """Pixel (row 3, column 2) is reached by point 0 alone, but lies in point
+    1's bounding box: only point 0's gradients may be non-finite."""
+    f = lambda p, v: jax_gmm.interpolate(p, v, 1.0, (8, 40))  # noqa: E731
+    out, vjp = jax.vjp(f, P.astype(dtype), V.astype(dtype))
+    cotangent = np.ones(out.shape, dtype)
+    cotangent[3, 2] = np.inf
+    d_points, d_values = vjp(cotangent)
+    assert finite_everywhere(d_points[1:], d_values[1:])
+    assert not finite_everywhere(d_values[0])

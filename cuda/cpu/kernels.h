@@ -14,7 +14,7 @@ namespace jax_gmm {
 using xla::ffi::ThreadPool;
 
 // Side of the square pixel tiles the grid kernels work on.
-constexpr int64_t kTileSize = 64;
+constexpr int64_t kTileSize = 128;
 
 // Pixel rectangle of one tile: columns [x0, x0 + width), rows [y0, y0 + height).
 struct TileRect {
