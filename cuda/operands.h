@@ -129,13 +129,15 @@ xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer&
 }
 
 // Backward operands: the forward's, then cotangents in and out. `queries` and
-// `d_queries` are null on a grid.
+// `d_queries` are null on a grid. With `zero_d_density`, a d_density without
+// elements stands for zeros and leaves call.d_density empty (data null).
 template <typename T, typename Buffer>
 xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer& sigma,
                                           NoDeduce<Buffer>* queries, Buffer& out,
                                           Buffer& density, Buffer& d_out, Buffer& d_density,
                                           Buffer& d_points, Buffer& d_values, Buffer& d_sigma,
-                                          NoDeduce<Buffer>* d_queries) {
+                                          NoDeduce<Buffer>* d_queries,
+                                          bool zero_d_density = false) {
   auto forward = check_forward<T>(points, values, sigma, queries, out, density);
   if (forward.has_error()) return forward;
   Call<T> call = std::move(*forward);
@@ -144,7 +146,9 @@ xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer
   const std::vector<int64_t> o(out_dims.end() - qr - 1, out_dims.end());
   const std::vector<int64_t> d(density_dims.end() - qr, density_dims.end());
   JAX_GMM_CHECK(bind_operand(call.d_out, call.layout, d_out, o, "d_out"));
-  JAX_GMM_CHECK(bind_operand(call.d_density, call.layout, d_density, d, "d_density"));
+  if (!(zero_d_density && d_density.element_count() == 0)) {
+    JAX_GMM_CHECK(bind_operand(call.d_density, call.layout, d_density, d, "d_density"));
+  }
   JAX_GMM_CHECK(bind_operand(call.d_points, call.layout, d_points, {call.n, 2}, "d_points"));
   JAX_GMM_CHECK(bind_operand(call.d_values, call.layout, d_values, {call.n, call.c}, "d_values"));
   JAX_GMM_CHECK(bind_operand(call.d_sigma, call.layout, d_sigma, {call.n}, "d_sigma"));

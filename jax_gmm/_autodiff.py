@@ -1,11 +1,17 @@
 """custom_vjp rules: the forward saves its outputs, the backward kernels
-recompute the weights from them and return every cotangent in one call."""
+recompute the weights from them and return every cotangent in one call.
+
+The grid rule takes symbolic zeros: when only the image is differentiated
+(the usual case), the density cotangent is never materialised.
+"""
 
 from __future__ import annotations
 
 from functools import partial
 
 import jax
+import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 from jax_gmm import _ffi
 
@@ -17,15 +23,21 @@ def grid(points, values, sigma, height: int, width: int, truncate: float):
 
 
 def _grid_fwd(points, values, sigma, height, width, truncate):
+    points, values, sigma = points.value, values.value, sigma.value  # CustomVJPPrimal
     out, density = _ffi.grid_forward(points, values, sigma, height, width, truncate)
     return (out, density), (points, values, sigma, out, density)
 
 
 def _grid_bwd(height, width, truncate, residuals, cotangents):
-    return _ffi.grid_backward(*residuals, *cotangents, truncate)
+    d_out, d_density = cotangents
+    if isinstance(d_out, SymbolicZero):
+        d_out = jnp.zeros(d_out.shape, d_out.dtype)
+    if isinstance(d_density, SymbolicZero):
+        d_density = None
+    return _ffi.grid_backward(*residuals, d_out, d_density, truncate)
 
 
-grid.defvjp(_grid_fwd, _grid_bwd)
+grid.defvjp(_grid_fwd, _grid_bwd, symbolic_zeros=True)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))

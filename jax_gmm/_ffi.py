@@ -10,6 +10,7 @@ size-1 axes that the kernels broadcast, so nothing is copied per example.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
@@ -23,8 +24,10 @@ def _suffix(dtype: np.dtype) -> str:
     return {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[np.dtype(dtype)]
 
 
-def _dispatch(native, fallback, *args):
-    branches = {platform: native for platform in NATIVE_PLATFORMS}
+def _dispatch(native, fallback, *args, **overrides):
+    """native on each native platform unless `overrides` names another function
+    for it, fallback elsewhere."""
+    branches = {platform: overrides.get(platform, native) for platform in NATIVE_PLATFORMS}
     return lax.platform_dependent(*args, default=fallback, **branches)
 
 
@@ -59,19 +62,27 @@ def grid_forward(points, values, sigma, height: int, width: int, truncate: float
 
 
 def grid_backward(points, values, sigma, out, density, d_out, d_density, truncate: float):
-    """Cotangents (points, values, sigma) of grid_forward."""
+    """Cotangents (points, values, sigma) of grid_forward; d_density None means zero."""
     height, width = density.shape
     results = (_like(points.shape, points), _like(values.shape, values), _like(sigma.shape, sigma))
+    zero = d_density is None
 
     def native(*args):
         return _call("grid_backward", results, truncate, *args)
+
+    def cpu(*args):
+        # The CPU kernel reads an empty d_density as zero: nothing is materialised.
+        return native(*args[:-1], jnp.zeros((0,), out.dtype) if zero else args[-1])
 
     def fallback(points, values, sigma, out, density, d_out, d_density):
         _, vjp = jax.vjp(lambda p, v, s: _reference_grid(p, v, s, height, width, truncate),
                          points, values, sigma)
         return vjp((d_out, d_density))
 
-    return _dispatch(native, fallback, points, values, sigma, out, density, d_out, d_density)
+    if zero:
+        d_density = jnp.zeros_like(density)  # dead code on the CPU, which ignores it
+    return _dispatch(native, fallback, points, values, sigma, out, density, d_out, d_density,
+                     cpu=cpu)
 
 
 def scattered_forward(points, values, sigma, queries, truncate: float):

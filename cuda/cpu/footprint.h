@@ -19,14 +19,14 @@
 namespace jax_gmm {
 namespace JAX_GMM_ISA {  // one copy per instruction-set build (kernels.h)
 
-// Pixels per row segment: two AVX2 vectors of float.
+// Pixels per row segment: one AVX-512 or two AVX2 vectors of float.
 constexpr int kLanes = 16;
 // Entries per plane of a tile buffer: kTileSize^2 pixels, then room for the
 // last row's spare lanes.
 constexpr int64_t kTilePlane = kTileSize * kTileSize + kLanes;
 
-// Zero-filled scratch for one tile, aligned to a cache line so that no
-// vector load of a tile buffer splits two lines.
+// Zero-filled scratch for one tile, aligned to a cache line (kTilePlane
+// keeps every plane aligned too).
 template <typename T>
 std::unique_ptr<T[], decltype(&std::free)> tile_scratch(int64_t count) {
   constexpr size_t kLine = 64;

@@ -35,7 +35,8 @@ bool fold_tile(const TileRect& tile, int64_t width, int64_t channels, const T* o
 #pragma omp simd
     for (int j = 0; j < static_cast<int>(tile.width); ++j) {
       const int64_t p = p0 + j;
-      fold_query(d_out + p * C, out + p * C, density[p], d_density[p], C, f + j, kTilePlane);
+      const T h = d_density ? d_density[p] : T(0);
+      fold_query(d_out + p * C, out + p * C, density[p], h, C, f + j, kTilePlane);
     }
   }
   return all_finite(folded, (C + 2) * kTilePlane);

@@ -120,14 +120,16 @@ ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffe
                         ffi::ResultBuffer<DT> d_sigma, double truncate) {
   using T = ffi::NativeType<DT>;
   JAX_GMM_ASSIGN(call, check_backward<T>(points, values, sigma, nullptr, out, density, d_out,
-                                         d_density, *d_points, *d_values, *d_sigma, nullptr));
+                                         d_density, *d_points, *d_values, *d_sigma, nullptr,
+                                         /*zero_d_density=*/true));
   const auto& l = call.layout;
   BinCache<TiledPoints<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
     const auto& tiled = tiled_points(cache, pool, call, b, truncate);
     JAX_GMM_KERNEL(grid_backward)(pool, tiled, call.values.at(l, b), call.c, call.out.at(l, b),
                                   call.density.at(l, b), call.d_out.at(l, b),
-                                  call.d_density.at(l, b), call.d_points.at(l, b),
+                                  call.d_density.data ? call.d_density.at(l, b) : nullptr,
+                                  call.d_points.at(l, b),
                                   call.d_values.at(l, b), call.d_sigma.at(l, b));
   }
   return ffi::Error::Success();

@@ -21,10 +21,6 @@ struct TileRect {
   int64_t x0, y0, width, height;
 };
 
-// Points of one example binned into the kTileSize tiles of an H x W image.
-// Both grid kernels walk it tile by tile: the forward adds each listed point
-// to the tile's pixels, the backward gathers each listed point's sums over
-// them into one partial per (point, tile) entry.
 // Tiles a point's bounding box overlaps: columns [x0, x1], rows [y0, y1]
 // (empty when x0 > x1 or y0 > y1). int32 holds any tile index: H * W < 2^32.
 struct TileBox {
@@ -32,6 +28,10 @@ struct TileBox {
   int64_t count() const { return x0 > x1 || y0 > y1 ? 0 : int64_t{x1 - x0 + 1} * (y1 - y0 + 1); }
 };
 
+// Points of one example binned into the kTileSize tiles of an H x W image.
+// Both grid kernels walk it tile by tile: the forward adds each listed point
+// to the tile's pixels, the backward gathers each listed point's sums over
+// them into one partial per (point, tile) entry.
 template <typename T>
 struct TiledPoints {
   int64_t height, width, tiles_x, tiles_y;
