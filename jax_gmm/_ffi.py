@@ -67,22 +67,25 @@ def grid_backward(points, values, sigma, out, density, d_out, d_density, truncat
     results = (_like(points.shape, points), _like(values.shape, values), _like(sigma.shape, sigma))
     zero = d_density is None
 
+    def complete(args):  # d_density as zeros where the caller passed none
+        return (*args, jnp.zeros_like(args[4])) if zero else args
+
     def native(*args):
-        return _call("grid_backward", results, truncate, *args)
+        return _call("grid_backward", results, truncate, *complete(args))
 
     def cpu(*args):
         # The CPU kernel reads an empty d_density as zero: nothing is materialised.
-        return native(*args[:-1], jnp.zeros((0,), out.dtype) if zero else args[-1])
+        return _call("grid_backward", results, truncate,
+                     *(args + (jnp.zeros((0,), out.dtype),) if zero else args))
 
-    def fallback(points, values, sigma, out, density, d_out, d_density):
+    def fallback(*args):
+        points, values, sigma, out, density, d_out, d_density = complete(args)
         _, vjp = jax.vjp(lambda p, v, s: _reference_grid(p, v, s, height, width, truncate),
                          points, values, sigma)
         return vjp((d_out, d_density))
 
-    if zero:
-        d_density = jnp.zeros_like(density)  # dead code on the CPU, which ignores it
-    return _dispatch(native, fallback, points, values, sigma, out, density, d_out, d_density,
-                     cpu=cpu)
+    args = (points, values, sigma, out, density, d_out) + (() if zero else (d_density,))
+    return _dispatch(native, fallback, *args, cpu=cpu)
 
 
 def scattered_forward(points, values, sigma, queries, truncate: float):

@@ -51,7 +51,7 @@ TiledPoints<T>::TiledPoints(ThreadPool& pool, const T* points, const T* sigma, i
     }
   };
   parallel_for(pool, chunks, [&](int64_t c) {
-    int64_t* count = &slot[c * tile_count];
+    int64_t* count = slot.data() + c * tile_count;
     int64_t entries = 0;
     for (int64_t i = c * per_chunk; i < std::min(n, (c + 1) * per_chunk); ++i) {
       gaussians[i] = make_gaussian(points[2 * i], points[2 * i + 1], sigma[i], truncate);
@@ -74,7 +74,7 @@ TiledPoints<T>::TiledPoints(ThreadPool& pool, const T* points, const T* sigma, i
   for (int64_t c = 0; c < chunks; ++c) chunk_entries[c + 1] += chunk_entries[c];
   tiles.items.resize(tiles.start[tile_count]);
   parallel_for(pool, chunks, [&](int64_t c) {
-    int64_t* next = &slot[c * tile_count];
+    int64_t* next = slot.data() + c * tile_count;
     int64_t entry = chunk_entries[c];
     for (int64_t i = c * per_chunk; i < std::min(n, (c + 1) * per_chunk); ++i) {
       point_start[i] = entry;

@@ -3,7 +3,8 @@
 // (see gmm_math.h), then gathers each listed point's sums over its footprint
 // in the tile into that (point, tile) entry's partial. A second pass adds each
 // point's partials in a fixed order. No atomics: results are bitwise
-// reproducible, and no buffer grows with the image.
+// reproducible. Memory: a tile-sized buffer per task and kValues + C numbers
+// per (point, tile) entry, as many entries as the binning lists.
 #include <algorithm>
 #include <memory>
 

@@ -70,9 +70,11 @@ struct CelledQueries {
 };
 
 // The kernels are compiled once per instruction set, each build in its own
-// namespace (CMakeLists.txt); handlers.cc picks one at run time. Headers of
-// kernel helpers put them in JAX_GMM_ISA too, so that a kernel never calls
-// another build's copy of a helper the compiler chose not to inline.
+// namespace (CMakeLists.txt); handlers.cc picks one at run time. The
+// vectorised helpers (footprint.h, separable.h) live in JAX_GMM_ISA too, so
+// that a kernel never calls another build's copy of one the compiler chose
+// not to inline; the small shared ones (gmm_math.h, streaming.h) rely on the
+// link order in CMakeLists.txt, which keeps the baseline copy.
 namespace baseline {
 #include "kernel_declarations.inc"
 }  // namespace baseline
