@@ -93,11 +93,13 @@ struct NoDeduceImpl {
 template <typename X>
 using NoDeduce = typename NoDeduceImpl<X>::type;
 
-// Forward operands; `queries` is null on a grid.
+// Forward operands; `queries` is null on a grid. The batch axes are those of
+// the outputs out and density unless `layout` gives them (a backward call,
+// where out and density are operands that may be broadcast).
 template <typename T, typename Buffer>
 xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer& sigma,
                                          NoDeduce<Buffer>* queries, Buffer& out,
-                                         Buffer& density) {
+                                         Buffer& density, const BatchLayout* layout = nullptr) {
   const auto pd = points.dimensions(), od = out.dimensions(), dd = density.dimensions();
   const size_t query_rank = queries ? 1 : 2;
   if (pd.size() < 2 || od.size() < query_rank + 1 || dd.size() < query_rank) {
@@ -105,7 +107,7 @@ xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer&
         "points must be (..., N, 2), out (..., " + std::string(queries ? "M" : "H, W") +
         ", C) and density likewise without C"));
   }
-  Call<T> call{BatchLayout(dd, static_cast<int>(query_rank))};
+  Call<T> call{layout ? *layout : BatchLayout(dd, static_cast<int>(query_rank))};
   call.n = pd[pd.size() - 2];
   call.c = od.back();
   call.w = dd.back();
@@ -138,7 +140,15 @@ xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer
                                           Buffer& d_points, Buffer& d_values, Buffer& d_sigma,
                                           NoDeduce<Buffer>* d_queries,
                                           bool zero_d_density = false) {
-  auto forward = check_forward<T>(points, values, sigma, queries, out, density);
+  // The batch axes are the outputs': d_points is (..., N, 2). Every operand,
+  // the forward's results included, may be broadcast along them (vmap over
+  // the cotangent alone, as jax.jacrev does, batches d_out only).
+  if (d_points.dimensions().size() < 2) {
+    return xla::ffi::Unexpected(
+        xla::ffi::Error::InvalidArgument("d_points must be (..., N, 2)"));
+  }
+  const BatchLayout layout(d_points.dimensions(), 2);
+  auto forward = check_forward<T>(points, values, sigma, queries, out, density, &layout);
   if (forward.has_error()) return forward;
   Call<T> call = std::move(*forward);
   const auto out_dims = out.dimensions(), density_dims = density.dimensions();
