@@ -4,17 +4,10 @@
 #include <cmath>
 
 #include "kernels.h"
-#include "parallel.h"
 
 namespace jax_gmm {
 
 namespace {
-// Points per binning chunk, and a cap on chunks x tiles (the per-chunk tile
-// counts): chunks are fixed by the sizes alone, so the lists do not depend on
-// the thread count.
-constexpr int64_t kPointsPerChunk = 4096;
-constexpr int64_t kMaxChunkCounts = int64_t{1} << 22;
-
 template <typename T>
 TileBox tile_box(const Gaussian<T>& g, int64_t width, int64_t height) {
   const Range cols = pixel_range(g.x, g.box_radius, width);
@@ -32,57 +25,17 @@ TiledPoints<T>::TiledPoints(ThreadPool& pool, const T* points, const T* sigma, i
       width(width),
       tiles_x((width + kTileSize - 1) / kTileSize),
       tiles_y((height + kTileSize - 1) / kTileSize),
-      gaussians(n),
+      gaussians(make_gaussians(pool, points, sigma, n, truncate)),
       boxes(n),
-      point_start(n + 1) {
-  // Two parallel passes over chunks of points: count each chunk's entries per
-  // tile, then write them where a prefix sum over (tile, chunk) puts them, so
-  // every tile lists its points in increasing order.
-  const int64_t tile_count = tiles_x * tiles_y;
-  const int64_t chunks = std::clamp<int64_t>(
-      std::min((n + kPointsPerChunk - 1) / kPointsPerChunk, kMaxChunkCounts / std::max<int64_t>(tile_count, 1)), 1,
-      64);
-  const int64_t per_chunk = (n + chunks - 1) / chunks;
-  std::vector<int64_t> slot(chunks * tile_count, 0);  // counts, then write positions
-  std::vector<int64_t> chunk_entries(chunks + 1, 0);
-  const auto for_each_tile = [&](const TileBox& b, auto visit) {
+      point_start(n + 1, 0) {
+  parallel_over(pool, n, [&](int64_t i) { boxes[i] = tile_box(gaussians[i], width, height); });
+  for (int64_t i = 0; i < n; ++i) point_start[i + 1] = point_start[i] + boxes[i].count();
+  tiles.build(pool, tiles_x * tiles_y, n, [&](int64_t i, auto emit) {
+    const TileBox& b = boxes[i];
     for (int64_t ty = b.y0; ty <= b.y1; ++ty) {
-      for (int64_t tx = b.x0; tx <= b.x1; ++tx) visit(ty * tiles_x + tx);
-    }
-  };
-  parallel_for(pool, chunks, [&](int64_t c) {
-    int64_t* count = slot.data() + c * tile_count;
-    int64_t entries = 0;
-    for (int64_t i = c * per_chunk; i < std::min(n, (c + 1) * per_chunk); ++i) {
-      gaussians[i] = make_gaussian(points[2 * i], points[2 * i + 1], sigma[i], truncate);
-      boxes[i] = tile_box(gaussians[i], width, height);
-      for_each_tile(boxes[i], [&](int64_t t) { ++count[t]; });
-      entries += boxes[i].count();
-    }
-    chunk_entries[c + 1] = entries;
-  });
-  tiles.start.assign(tile_count + 1, 0);
-  for (int64_t t = 0; t < tile_count; ++t) {
-    int64_t next = tiles.start[t];
-    for (int64_t c = 0; c < chunks; ++c) {
-      const int64_t count = slot[c * tile_count + t];
-      slot[c * tile_count + t] = next;
-      next += count;
-    }
-    tiles.start[t + 1] = next;
-  }
-  for (int64_t c = 0; c < chunks; ++c) chunk_entries[c + 1] += chunk_entries[c];
-  tiles.items.resize(tiles.start[tile_count]);
-  parallel_for(pool, chunks, [&](int64_t c) {
-    int64_t* next = slot.data() + c * tile_count;
-    int64_t entry = chunk_entries[c];
-    for (int64_t i = c * per_chunk; i < std::min(n, (c + 1) * per_chunk); ++i) {
-      point_start[i] = entry;
-      entry += boxes[i].count();
-      for_each_tile(boxes[i], [&](int64_t t) { tiles.items[next[t]++] = static_cast<uint32_t>(i); });
+      for (int64_t tx = b.x0; tx <= b.x1; ++tx) emit(ty * tiles_x + tx);
     }
   });
-  point_start[n] = chunk_entries[chunks];
 }
 
 template <typename T>
@@ -106,9 +59,9 @@ struct Extent {
 };
 
 template <typename T>
-CelledQueries<T>::CelledQueries(const T* points, const T* sigma, int64_t n, T truncate,
-                                const T* queries, int64_t m)
-    : gaussians(make_gaussians(points, sigma, n, truncate)) {
+CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* sigma, int64_t n,
+                                T truncate, const T* queries, int64_t m)
+    : gaussians(make_gaussians(pool, points, sigma, n, truncate)) {
   // Only queries that some point's box reaches need a cell: the grid spans
   // those alone, so a far outlier query neither stretches the cells (cost
   // O(N M)) nor, at float's extremes, overflows the layout arithmetic, which
@@ -133,8 +86,8 @@ CelledQueries<T>::CelledQueries(const T* points, const T* sigma, int64_t n, T tr
     box_y.add(queries[2 * q + 1], queries[2 * q + 1]);
   }
   if (box_x.empty()) {  // no finite query within reach of a point: every output is 0
-    this->points.build(0, 0, [](int64_t, auto) {});
-    this->queries.build(0, 0, [](int64_t, auto) {});
+    this->points.build(pool, 0, 0, [](int64_t, auto) {});
+    this->queries.build(pool, 0, 0, [](int64_t, auto) {});
     return;
   }
   origin_x = box_x.lo, origin_y = box_y.lo;
@@ -152,14 +105,14 @@ CelledQueries<T>::CelledQueries(const T* points, const T* sigma, int64_t n, T tr
   };
   cells_x = cells(box_x.hi - box_x.lo);
   cells_y = cells(box_y.hi - box_y.lo);
-  this->queries.build(cells_x * cells_y, m, [&](int64_t q, auto emit) {
+  this->queries.build(pool, cells_x * cells_y, m, [&](int64_t q, auto emit) {
     if (!reachable(q)) return;
     const Range cx = cell_range<double>(queries[2 * q], queries[2 * q], origin_x, cell, cells_x);
     const Range cy =
         cell_range<double>(queries[2 * q + 1], queries[2 * q + 1], origin_y, cell, cells_y);
     if (!cx.empty() && !cy.empty()) emit(cy.lo * cells_x + cx.lo);
   });
-  this->points.build(cells_x * cells_y, n, [&](int64_t i, auto emit) {
+  this->points.build(pool, cells_x * cells_y, n, [&](int64_t i, auto emit) {
     const Gaussian<T>& g = gaussians[i];
     if (!g.valid) return;
     const Range cx = cells_x_of(g), cy = cells_y_of(g);

@@ -12,36 +12,81 @@
 #include <vector>
 
 #include "gmm_math.h"
+#include "parallel.h"
 #include "ranges.h"
 
 namespace jax_gmm {
+
+using xla::ffi::ThreadPool;
+
+// Members per chunk of the parallel passes, and a cap on chunks x cells (the
+// per-chunk counts). Chunks are fixed by the sizes alone, so no result
+// depends on the thread count.
+constexpr int64_t kMembersPerChunk = 4096;
+constexpr int64_t kMaxChunkCounts = int64_t{1} << 22;
+
+// body(i) for i in [0, count), in parallel over fixed chunks.
+template <typename Body>
+void parallel_over(ThreadPool& pool, int64_t count, const Body& body) {
+  parallel_for(pool, (count + kMembersPerChunk - 1) / kMembersPerChunk, [&](int64_t c) {
+    for (int64_t i = c * kMembersPerChunk; i < std::min(count, (c + 1) * kMembersPerChunk); ++i) {
+      body(i);
+    }
+  });
+}
 
 // Compressed lists: the members of cell k are items[start[k] .. start[k+1]).
 struct CellLists {
   std::vector<int64_t> start;
   std::vector<uint32_t> items;
 
-  // `visit(i, emit)` calls emit(cell) for every cell of member i. Called twice
-  // (count, then fill), so it must be deterministic.
+  // `visit(i, emit)` calls emit(cell) for every cell of member i. It is called
+  // twice per member (count, then fill) and from several threads at once, so
+  // it must be deterministic and write nothing shared. Two parallel passes
+  // over chunks of members: count each chunk's members per cell, then write
+  // them where a prefix sum over (cell, chunk) puts them, so that every cell
+  // lists its members in increasing order.
   template <typename Visit>
-  void build(int64_t cells, int64_t members, const Visit& visit) {
+  void build(ThreadPool& pool, int64_t cells, int64_t members, const Visit& visit) {
+    const int64_t chunks = std::clamp<int64_t>(
+        std::min((members + kMembersPerChunk - 1) / kMembersPerChunk,
+                 kMaxChunkCounts / std::max<int64_t>(cells, 1)),
+        1, 64);
+    const int64_t per_chunk = (members + chunks - 1) / chunks;
+    std::vector<int64_t> slot(chunks * cells, 0);  // counts, then write positions
+    parallel_for(pool, chunks, [&](int64_t c) {
+      int64_t* count = slot.data() + c * cells;
+      for (int64_t i = c * per_chunk; i < std::min(members, (c + 1) * per_chunk); ++i) {
+        visit(i, [&](int64_t k) { ++count[k]; });
+      }
+    });
     start.assign(cells + 1, 0);
-    for (int64_t i = 0; i < members; ++i) visit(i, [&](int64_t k) { ++start[k + 1]; });
-    for (int64_t k = 0; k < cells; ++k) start[k + 1] += start[k];
-    items.resize(start[cells]);
-    std::vector<int64_t> fill(start.begin(), start.end() - 1);
-    for (int64_t i = 0; i < members; ++i) {
-      visit(i, [&](int64_t k) { items[fill[k]++] = static_cast<uint32_t>(i); });
+    for (int64_t k = 0; k < cells; ++k) {
+      int64_t next = start[k];
+      for (int64_t c = 0; c < chunks; ++c) {
+        const int64_t count = slot[c * cells + k];
+        slot[c * cells + k] = next;
+        next += count;
+      }
+      start[k + 1] = next;
     }
+    items.resize(start[cells]);
+    parallel_for(pool, chunks, [&](int64_t c) {
+      int64_t* next = slot.data() + c * cells;
+      for (int64_t i = c * per_chunk; i < std::min(members, (c + 1) * per_chunk); ++i) {
+        visit(i, [&](int64_t k) { items[next[k]++] = static_cast<uint32_t>(i); });
+      }
+    });
   }
 };
 
 template <typename T>
-std::vector<Gaussian<T>> make_gaussians(const T* points, const T* sigma, int64_t n, T truncate) {
+std::vector<Gaussian<T>> make_gaussians(ThreadPool& pool, const T* points, const T* sigma,
+                                        int64_t n, T truncate) {
   std::vector<Gaussian<T>> g(n);
-  for (int64_t i = 0; i < n; ++i) {
+  parallel_over(pool, n, [&](int64_t i) {
     g[i] = make_gaussian(points[2 * i], points[2 * i + 1], sigma[i], truncate);
-  }
+  });
   return g;
 }
 

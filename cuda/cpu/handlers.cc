@@ -74,14 +74,14 @@ class BinCache {
 
 // Batch element b's queries in cells and points splatted into them.
 template <typename T>
-const CelledQueries<T>& celled_queries(BinCache<CelledQueries<T>>& cache, const Call<T>& call,
-                                       int64_t b, double truncate) {
+const CelledQueries<T>& celled_queries(BinCache<CelledQueries<T>>& cache, ffi::ThreadPool& pool,
+                                       const Call<T>& call, int64_t b, double truncate) {
   const auto& l = call.layout;
   const T* p = call.points.at(l, b);
   const T* s = call.sigma.at(l, b);
   const T* q = call.queries.at(l, b);
   return cache.get(p, s, q, [&] {
-    return CelledQueries<T>(p, s, call.n, static_cast<T>(truncate), q, call.m);
+    return CelledQueries<T>(pool, p, s, call.n, static_cast<T>(truncate), q, call.m);
   });
 }
 
@@ -146,7 +146,7 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
   BinCache<CelledQueries<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
     const T* qb = call.queries.at(l, b);
-    const CelledQueries<T>& celled = celled_queries(cache, call, b, truncate);
+    const CelledQueries<T>& celled = celled_queries(cache, pool, call, b, truncate);
     JAX_GMM_KERNEL(scattered_forward)(pool, celled, call.values.at(l, b), call.c, qb, call.m,
                                       call.out.at(l, b), call.density.at(l, b));
   }
@@ -169,7 +169,7 @@ ffi::Error ScatteredBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
   BinCache<CelledQueries<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
     const T* qb = call.queries.at(l, b);
-    const CelledQueries<T>& celled = celled_queries(cache, call, b, truncate);
+    const CelledQueries<T>& celled = celled_queries(cache, pool, call, b, truncate);
     JAX_GMM_KERNEL(scattered_backward)(
         pool, celled, call.values.at(l, b), call.c, qb, call.m, call.out.at(l, b),
         call.density.at(l, b), call.d_out.at(l, b), call.d_density.at(l, b),

@@ -11,8 +11,6 @@
 
 namespace jax_gmm {
 
-using xla::ffi::ThreadPool;
-
 // Side of the square pixel tiles the grid kernels work on.
 constexpr int64_t kTileSize = 128;
 
@@ -62,8 +60,8 @@ struct CelledQueries {
   CellLists points;   // points whose box overlaps each cell
   CellLists queries;  // queries inside each cell (each query in one cell)
 
-  CelledQueries(const T* points, const T* sigma, int64_t n, T truncate, const T* queries,
-                int64_t m);
+  CelledQueries(ThreadPool& pool, const T* points, const T* sigma, int64_t n, T truncate,
+                const T* queries, int64_t m);
   // Cells a point's bounding box overlaps.
   Range cells_x_of(const Gaussian<T>& g) const;
   Range cells_y_of(const Gaussian<T>& g) const;
