@@ -1,15 +1,20 @@
 // Per-pair arithmetic of GMM interpolation, shared by the CPU and CUDA kernels.
 //
 // Every kernel computes, for a query q and a point i with centre mu_i, width
-// sigma_i and values c_i,
-//   w_iq = norm_i * exp(exponent_i * |q - mu_i|^2)   if |q - mu_i|^2 <= radius2_i
-//   norm_i = 1 / (2 pi sigma_i^2),  exponent_i = -1 / (2 sigma_i^2),
-// and out(q) = sum_i c_i w_iq / Z(q), Z(q) = sum_i w_iq. Keeping the formulas
-// here means the CPU tests check exactly the arithmetic the GPU runs.
+// sigma_i and values c_i, the whitened offset e = (q - mu_i) / sigma_i and
+//   m2 = e_x^2 + e_y^2,  w_iq = norm_i * exp(-m2 / 2)   if m2 <= truncate^2,
+//   norm_i = 1 / (2 pi sigma_i^2),
+// and out(q) = sum_i c_i w_iq / Z(q), Z(q) = sum_i w_iq. Working in units of
+// sigma keeps every intermediate finite for any finite sigma (|q - mu|^2 and
+// (truncate sigma)^2 can overflow; e^2 only past the cutoff, where the pair is
+// dropped anyway). Keeping the formulas here means the CPU tests check exactly
+// the arithmetic the GPU runs.
 #pragma once
 
 #include <math.h>
 #include <stdint.h>
+
+#include <type_traits>
 
 #if defined(__CUDACC__)
 #define GMM_HD __host__ __device__ __forceinline__
@@ -19,45 +24,76 @@
 
 namespace jax_gmm {
 
-// Clamps that keep extreme sigma finite. The normaliser is clamped so that a
+// Limits that keep extreme sigma finite. The normaliser is clamped so that a
 // sum of millions of weights cannot overflow (float: sigma outside about
-// [4e-16, 4e14]; double: [4e-151, 4e149]); the exponent is clamped so that
-// exponent * 0 is never -inf * 0. Inside the clamps the formulas are exact.
+// [4e-16, 4e14]; double: [4e-151, 4e149]); 1 / sigma is capped so that the
+// position gradients, which carry 1 / sigma^2, stay finite (float: sigma
+// below 1e-18; double: 1e-150). A point needs sigma >= `tiny`, the smallest
+// normal number, whatever the denormal mode of the thread.
 template <typename T>
 struct Clamp;
 template <>
 struct Clamp<float> {
   static constexpr float norm_max = 1e30f;
   static constexpr float norm_min = 1e-30f;
-  static constexpr float exponent_min = -1e37f;
+  static constexpr float inv_sigma_max = 1e18f;
   static constexpr float epsilon = 1.1920929e-7f;
+  static constexpr float tiny = 1.17549435e-38f;
   static constexpr float max = 3.40282347e38f;
 };
 template <>
 struct Clamp<double> {
   static constexpr double norm_max = 1e300;
   static constexpr double norm_min = 1e-300;
-  static constexpr double exponent_min = -1e306;
+  static constexpr double inv_sigma_max = 1e150;
   static constexpr double epsilon = 2.220446049250313e-16;
+  static constexpr double tiny = 2.2250738585072014e-308;
   static constexpr double max = 1.7976931348623157e308;
 };
 
 GMM_HD float gmm_exp(float v) { return expf(v); }
 GMM_HD double gmm_exp(double v) { return exp(v); }
 
+// Products and sums rounded on their own, never fused into a multiply-add:
+// the pair test m2 <= truncate^2 must decide the same on every platform and
+// in every kernel. nvcc fuses by default, hence the intrinsics; the CPU
+// kernels are compiled with -ffp-contract=off (CMakeLists.txt).
+#if defined(__CUDA_ARCH__)
+GMM_HD float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+GMM_HD double mul_rn(double a, double b) { return __dmul_rn(a, b); }
+GMM_HD float add_rn(float a, float b) { return __fadd_rn(a, b); }
+GMM_HD double add_rn(double a, double b) { return __dadd_rn(a, b); }
+#else
+template <typename T>
+GMM_HD T mul_rn(T a, T b) { return a * b; }
+template <typename T>
+GMM_HD T add_rn(T a, T b) { return a + b; }
+#endif
+
 // One point's constants, computed once per point and reused for every pair.
+// Eight words with no padding, every one written by make_gaussian, so that
+// copying a record never reads an uninitialised byte.
 template <typename T>
 struct Gaussian {
+  using Flags = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+  static constexpr Flags kValid = 1;         // finite centre, finite sigma >= Clamp<T>::tiny
+  static constexpr Flags kNormClamped = 2;   // norm no longer depends on sigma
+  static constexpr Flags kScaleClamped = 4;  // inv_sigma capped: w no longer depends on mu
+
   T x, y;        // centre, pixels
   T sigma;       // width, pixels
-  T radius2;     // (truncate * sigma)^2: a pair counts iff d2 <= radius2
-  T box_radius;  // radius widened by a few ulps, for bounding boxes
-  T exponent;    // -1 / (2 sigma^2), clamped
+  T inv_sigma;   // 1 / sigma, capped at Clamp<T>::inv_sigma_max
   T norm;        // 1 / (2 pi sigma^2), clamped
-  bool norm_clamped;
-  bool exponent_clamped;
-  bool valid;  // finite centre, finite positive sigma
+  T cutoff2;     // truncate^2: a pair counts iff m2 <= cutoff2; -1 for an invalid point
+  T box_radius;  // truncate * sigma widened by a few ulps, for bounding boxes
+  Flags flags;
+
+  GMM_HD bool valid() const { return flags & kValid; }
+  GMM_HD bool norm_clamped() const { return flags & kNormClamped; }
+  GMM_HD bool scale_clamped() const { return flags & kScaleClamped; }
 };
+static_assert(sizeof(Gaussian<float>) == 8 * sizeof(float), "Gaussian<float> has padding");
+static_assert(sizeof(Gaussian<double>) == 8 * sizeof(double), "Gaussian<double> has padding");
 
 template <typename T>
 GMM_HD bool is_finite(T v) {
@@ -66,52 +102,87 @@ GMM_HD bool is_finite(T v) {
 
 template <typename T>
 GMM_HD Gaussian<T> make_gaussian(T x, T y, T sigma, T truncate) {
-  Gaussian<T> g;
+  using G = Gaussian<T>;
+  G g;
   g.x = x;
   g.y = y;
   g.sigma = sigma;
-  g.valid = is_finite(x) && is_finite(y) && is_finite(sigma) && sigma > T(0);
-  if (!g.valid) {
-    g.radius2 = T(-1);  // no d2 satisfies d2 <= -1
-    g.box_radius = T(0);
-    g.exponent = T(0);
+  if (!(is_finite(x) && is_finite(y) && is_finite(sigma) && sigma >= Clamp<T>::tiny)) {
+    g.inv_sigma = T(0);
     g.norm = T(0);
-    g.norm_clamped = g.exponent_clamped = true;
+    g.cutoff2 = T(-1);  // no m2 satisfies m2 <= -1
+    g.box_radius = T(0);
+    g.flags = G::kNormClamped | G::kScaleClamped;
     return g;
   }
-  const T radius = truncate * sigma;
-  g.radius2 = radius * radius;
+  g.flags = G::kValid;
+  const T inv = T(1) / sigma;  // finite: sigma is normal
+  const T norm = mul_rn(inv, inv) * T(0.15915494309189533577);  // 1 / (2 pi)
+  if (!(norm < Clamp<T>::norm_max) || !(norm > Clamp<T>::norm_min)) g.flags |= G::kNormClamped;
+  g.norm = norm < Clamp<T>::norm_min   ? Clamp<T>::norm_min
+           : norm > Clamp<T>::norm_max ? Clamp<T>::norm_max
+                                       : norm;
+  if (inv > Clamp<T>::inv_sigma_max) g.flags |= G::kScaleClamped;
+  g.inv_sigma = inv > Clamp<T>::inv_sigma_max ? Clamp<T>::inv_sigma_max : inv;
+  g.cutoff2 = mul_rn(truncate, truncate);
   // A pixel whose centre rounds just inside the cutoff must not fall outside
-  // the box: widen it by a relative margin far above rounding error.
+  // the box: widen it by a relative margin far above rounding error. (With a
+  // capped inv_sigma the cutoff is truncate / inv_sigma, below this radius.)
+  const T radius = truncate * sigma;  // inf beyond float's range: boxes clamp it
   const T margin = T(64) * Clamp<T>::epsilon;
   const T ax = x < T(0) ? -x : x;
   const T ay = y < T(0) ? -y : y;
   g.box_radius = radius + margin * (radius + (ax > ay ? ax : ay) + T(1));
-  const T two_var = T(2) * sigma * sigma;
-  const T exponent = T(-1) / two_var;  // -inf when sigma^2 underflows
-  g.exponent_clamped = !(exponent > Clamp<T>::exponent_min);
-  g.exponent = g.exponent_clamped ? Clamp<T>::exponent_min : exponent;
-  const T norm = T(1) / (T(3.14159265358979323846) * two_var);
-  g.norm_clamped = !(norm < Clamp<T>::norm_max) || !(norm > Clamp<T>::norm_min);
-  g.norm = norm < Clamp<T>::norm_min   ? Clamp<T>::norm_min
-           : norm > Clamp<T>::norm_max ? Clamp<T>::norm_max
-                                       : norm;
   return g;
 }
 
-// Gaussian factor of one axis: exp(exponent * d^2). The 2D weight is
-// norm * axis_factor(dx) * axis_factor(dy), which lets kernels that walk a
-// point's bounding box take O(radius) exponentials instead of O(radius^2).
+// The centre of pixel `index` along an axis, and its offset from `centre`:
+// every kernel forms a pixel's offset this way, so that all of them (CPU and
+// GPU, forward and backward) feed the same numbers to the pair test.
 template <typename T>
-GMM_HD T axis_factor(T exponent, T d) {
-  return gmm_exp(exponent * (d * d));
+GMM_HD T pixel_offset(int64_t index, T centre) {
+  return (T(index) + T(0.5)) - centre;
+}
+
+// (d / sigma)^2 for an offset d along one axis.
+template <typename T>
+GMM_HD T axis_m2(const Gaussian<T>& g, T d) {
+  const T e = mul_rn(d, g.inv_sigma);
+  return mul_rn(e, e);
+}
+
+// m2 of the pair at offset (dx, dy) = q - mu.
+template <typename T>
+GMM_HD T pair_m2(const Gaussian<T>& g, T dx, T dy) {
+  return add_rn(axis_m2(g, dx), axis_m2(g, dy));
+}
+
+// Whether the pair with this m2 exists. False for a NaN m2 (from inf * 0).
+template <typename T>
+GMM_HD bool in_cutoff(const Gaussian<T>& g, T m2) {
+  return m2 <= g.cutoff2;
+}
+
+// Gaussian factor of one axis, exp(-m2_axis / 2). The 2D weight is
+// norm * axis_factor(m2_x) * axis_factor(m2_y), which lets kernels that walk
+// a point's bounding box take O(radius) exponentials instead of O(radius^2).
+template <typename T>
+GMM_HD T axis_factor(T m2_axis) {
+  return gmm_exp(T(-0.5) * m2_axis);
 }
 
 // Weight of one pair given the offset q - mu; zero outside the cutoff.
 template <typename T>
 GMM_HD T pair_weight(const Gaussian<T>& g, T dx, T dy) {
-  const T d2 = dx * dx + dy * dy;
-  return d2 <= g.radius2 ? g.norm * gmm_exp(g.exponent * d2) : T(0);
+  const T m2 = pair_m2(g, dx, dy);
+  return in_cutoff(g, m2) ? g.norm * gmm_exp(T(-0.5) * m2) : T(0);
+}
+
+// w * v, and 0 for w = 0 even when v is inf or NaN: a value reaches only the
+// queries where its point's weight is positive.
+template <typename T>
+GMM_HD T weighted(T w, T v) {
+  return w != T(0) ? w * v : T(0);
 }
 
 // out(q) = A(q) / Z(q), or 0 where no weight reached q.
@@ -159,47 +230,50 @@ GMM_HD T weight_ratio(T weight, T inv_density) {
 
 // Backward, per pair: u = w * dL/dw = ratio * (g . c_i - offset), the factor
 // shared by the point and query cotangents; dL/dc_i += ratio * g.
-// The per-point sums of u, u*(q - mu_i) and u*d2 go to finish_point_grad.
+// The per-point sums of u, u*(q - mu_i) and u*m2 go to finish_point_grad.
+// Zero for ratio = 0, whatever g . c_i and the offset are: cotangents and
+// values reach only pairs of positive weight.
 template <typename T>
 GMM_HD T pair_cotangent(T ratio, T g_dot_values, T offset) {
-  return ratio * (g_dot_values - offset);
+  return ratio != T(0) ? ratio * (g_dot_values - offset) : T(0);
 }
 
 // 1 / sigma^2 as it enters the position gradients: d w / d mu = w (q - mu) / sigma^2.
-// Zero when the exponent is clamped, where w no longer depends on mu.
+// Zero when inv_sigma is capped, where w no longer depends on mu.
 template <typename T>
 GMM_HD T position_gain(const Gaussian<T>& g) {
-  return g.exponent_clamped ? T(0) : T(-2) * g.exponent;
+  return g.scale_clamped() ? T(0) : g.inv_sigma * g.inv_sigma;
 }
 
-// Per pair, at the query: dL/dq -= u (q - mu_i) / sigma_i^2, with (dx, dy) = q - mu_i.
-// Skipped for u = 0, where a clamped gain could otherwise make 0 * inf.
+// Per pair, at the query: dL/dq -= u (q - mu_i) / sigma_i^2, with (dx, dy) =
+// q - mu_i. (d * gain) is at most truncate * inv_sigma inside the cutoff, so
+// it is formed first: u * gain alone could overflow, and then meet d = 0.
 template <typename T>
 GMM_HD void add_query_grad(const Gaussian<T>& g, T u, T dx, T dy, T* gx, T* gy) {
   if (u != T(0)) {
     const T gain = position_gain(g);
-    *gx -= u * gain * dx;
-    *gy -= u * gain * dy;
+    *gx -= u * (dx * gain);
+    *gy -= u * (dy * gain);
   }
 }
 
 // Per-point gradients from the sums over its footprint:
 //   sum_u = sum_q u_iq, sum_u_dx = sum_q u_iq (q_x - mu_x), likewise dy,
-//   sum_u_d2 = sum_q u_iq |q - mu|^2.
-// d w / d sigma = w (d2 / sigma^3 - 2 / sigma); each term is dropped where its
-// factor is clamped, since there the clamped value does not depend on sigma.
+//   sum_u_m2 = sum_q u_iq m2_iq.
+// d w / d sigma = w (m2 - 2) / sigma; each term is dropped where its factor
+// is clamped, since there the clamped value does not depend on sigma.
 template <typename T>
 GMM_HD void finish_point_grad(const Gaussian<T>& g, T sum_u, T sum_u_dx, T sum_u_dy,
-                              T sum_u_d2, T* d_x, T* d_y, T* d_sigma) {
-  if (!g.valid) {
+                              T sum_u_m2, T* d_x, T* d_y, T* d_sigma) {
+  if (!g.valid()) {
     *d_x = *d_y = *d_sigma = T(0);
     return;
   }
   const T gain = position_gain(g);
   *d_x = gain * sum_u_dx;
   *d_y = gain * sum_u_dy;
-  const T spread = g.exponent_clamped ? T(0) : gain * sum_u_d2;
-  const T scale = g.norm_clamped ? T(0) : T(2) * sum_u;
+  const T spread = g.scale_clamped() ? T(0) : sum_u_m2;
+  const T scale = g.norm_clamped() ? T(0) : T(2) * sum_u;
   *d_sigma = (spread - scale) / g.sigma;
 }
 

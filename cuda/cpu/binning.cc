@@ -12,7 +12,7 @@ template <typename T>
 TileBox tile_box(const Gaussian<T>& g, int64_t width, int64_t height) {
   const Range cols = pixel_range(g.x, g.box_radius, width);
   const Range rows = pixel_range(g.y, g.box_radius, height);
-  if (!g.valid || cols.empty() || rows.empty()) return {1, 0, 1, 0};
+  if (!g.valid() || cols.empty() || rows.empty()) return {1, 0, 1, 0};
   return {static_cast<int32_t>(cols.lo / kTileSize), static_cast<int32_t>(cols.hi / kTileSize),
           static_cast<int32_t>(rows.lo / kTileSize), static_cast<int32_t>(rows.hi / kTileSize)};
 }
@@ -70,7 +70,7 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* sigm
   double radius_sum = 0;
   int64_t finite_radii = 0;
   for (const Gaussian<T>& g : gaussians) {
-    if (!g.valid) continue;
+    if (!g.valid()) continue;
     reach_x.add(double(g.x) - g.box_radius, double(g.x) + g.box_radius);
     reach_y.add(double(g.y) - g.box_radius, double(g.y) + g.box_radius);
     if (is_finite(g.box_radius)) radius_sum += g.box_radius, ++finite_radii;
@@ -114,7 +114,7 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* sigm
   });
   this->points.build(pool, cells_x * cells_y, n, [&](int64_t i, auto emit) {
     const Gaussian<T>& g = gaussians[i];
-    if (!g.valid) return;
+    if (!g.valid()) return;
     const Range cx = cells_x_of(g), cy = cells_y_of(g);
     if (cx.empty() || cy.empty()) return;
     for (int64_t ky = cy.lo; ky <= cy.hi; ++ky) {

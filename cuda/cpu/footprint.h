@@ -43,9 +43,11 @@ struct alignas(64) Footprint {
   int rows;
   int segments;                 // kLanes-wide segments per row
   T dx[kTileSize];              // q_x - mu_x per column; 0 in spare lanes
-  T col_factor[kTileSize];      // exp(exponent dx^2); 0 in spare lanes
+  T m2x[kTileSize];             // (dx / sigma)^2 per column; 0 in spare lanes
+  T col_factor[kTileSize];      // exp(-m2x / 2); 0 in spare lanes
   T dy[kTileSize];              // q_y - mu_y per row
-  T row_factor[kTileSize];      // norm * exp(exponent dy^2)
+  T m2y[kTileSize];             // (dy / sigma)^2 per row
+  T row_factor[kTileSize];      // norm * exp(-m2y / 2)
 
   // Offset of pixel (x0, y0) in a tile buffer with rows of kTileSize.
   int64_t offset(const TileRect& tile) const {
@@ -53,11 +55,26 @@ struct alignas(64) Footprint {
   }
 };
 
+// Fills d[k] = pixel_offset(first + k, centre), m2[k] = axis_m2(g, d[k]) and
+// factor[k] = exp(-m2[k] / 2) for k < count. The squares are stored, so the
+// pair test m2x[j] + m2y[r] <= cutoff2 is a lone rounded add on every build,
+// exactly as gmm_math.h's pair_m2.
+template <typename T>
+void axis_footprint(const Gaussian<T>& g, T centre, int64_t first, int count, T* d, T* m2,
+                    T* factor) {
+#pragma omp simd
+  for (int k = 0; k < count; ++k) {
+    d[k] = pixel_offset(first + k, centre);
+    m2[k] = axis_m2(g, d[k]);
+  }
+  axis_factors(g.inv_sigma, d[0], m2, count, factor);
+}
+
 // Clips g's bounding box to `tile`; false when they do not overlap.
 template <typename T>
 bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, int64_t height,
                     Footprint<T>& fp) {
-  if (!g.valid) return false;
+  if (!g.valid()) return false;
   const Range cols = pixel_range(g.x, g.box_radius, width);
   const Range rows = pixel_range(g.y, g.box_radius, height);
   fp.x0 = std::max(cols.lo, tile.x0);
@@ -70,20 +87,17 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
   fp.rows = ny;
   fp.segments = (nx + kLanes - 1) / kLanes;
   // Factors for whole vectors, so that the loops have no remainder.
-  const T dx0 = (T(fp.x0) + T(0.5)) - g.x, dy0 = (T(fp.y0) + T(0.5)) - g.y;
   const int col_lanes = fp.segments * kLanes, row_lanes = (ny + 7) / 8 * 8;
-  axis_factors(g.exponent, dx0, col_lanes, fp.col_factor);
-  axis_factors(g.exponent, dy0, row_lanes, fp.row_factor);
+  axis_footprint(g, g.x, fp.x0, col_lanes, fp.dx, fp.m2x, fp.col_factor);
+  axis_footprint(g, g.y, fp.y0, row_lanes, fp.dy, fp.m2y, fp.row_factor);
 #pragma omp simd
   for (int j = 0; j < col_lanes; ++j) {
-    fp.dx[j] = j < nx ? dx0 + T(j) : T(0);
+    fp.dx[j] = j < nx ? fp.dx[j] : T(0);
+    fp.m2x[j] = j < nx ? fp.m2x[j] : T(0);
     fp.col_factor[j] = j < nx ? fp.col_factor[j] : T(0);
   }
 #pragma omp simd
-  for (int r = 0; r < row_lanes; ++r) {
-    fp.dy[r] = dy0 + T(r);
-    fp.row_factor[r] *= g.norm;
-  }
+  for (int r = 0; r < row_lanes; ++r) fp.row_factor[r] *= g.norm;
   return true;
 }
 

@@ -20,7 +20,7 @@ namespace {
 constexpr int64_t kPointsPerTask = 1024;
 
 // Fields of one partial: the sums that finish_point_grad takes, then d_values.
-enum Field { kU, kUDx, kUDy, kUD2, kValues };
+enum Field { kU, kUDx, kUDy, kUM2, kValues };
 
 // Writes the tile's folded planes, kTilePlane apart, into zero-filled
 // `folded`: pixels outside the image and the spare lanes stay 0, so every lane
@@ -56,22 +56,23 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
   T* su = lanes + kU * kLanes;
   T* sdx = lanes + kUDx * kLanes;
   T* sdy = lanes + kUDy * kLanes;
-  T* sd2 = lanes + kUD2 * kLanes;
+  T* sm2 = lanes + kUM2 * kLanes;
   T* d_c = lanes + kValues * kLanes;
   for (int64_t r = 0; r < fp.rows; ++r) {
-    const T dy = fp.dy[r], dy2 = dy * dy, row_factor = fp.row_factor[r];
+    const T dy = fp.dy[r], m2y = fp.m2y[r], row_factor = fp.row_factor[r];
     for (int s = 0; s < fp.segments; ++s) {
       const T* fo = folded + r * kTileSize + s * kLanes;
       const T* offset = fo + C * kTilePlane;
       const T* inv_density = fo + (C + 1) * kTilePlane;
       const T* dx = fp.dx + s * kLanes;
+      const T* m2x = fp.m2x + s * kLanes;
       const T* col_factor = fp.col_factor + s * kLanes;
       if constexpr (kC > 0) {  // one loop over every plane: GCC vectorises it reliably
 #pragma omp simd
         for (int j = 0; j < kLanes; ++j) {
-          const T d2 = dx[j] * dx[j] + dy2;
+          const T m2 = add_rn(m2x[j], m2y);
           const T f = row_factor * col_factor[j];  // loaded unconditionally: a vector select
-          const T ratio = weight_ratio(d2 <= g.radius2 ? f : T(0), inv_density[j]);
+          const T ratio = weight_ratio(in_cutoff(g, m2) ? f : T(0), inv_density[j]);
           const bool keep = kFinite || ratio != T(0);
           T dot = 0;
           for (int ch = 0; ch < kC; ++ch) {
@@ -83,15 +84,14 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
           su[j] += u;
           sdx[j] += u * dx[j];
           sdy[j] += u * dy;
-          sd2[j] += u * d2;
+          sm2[j] += u * m2;
         }
       } else {
         T ratio[kLanes], dot[kLanes];
 #pragma omp simd
         for (int j = 0; j < kLanes; ++j) {
-          const T d2 = dx[j] * dx[j] + dy2;
           const T f = row_factor * col_factor[j];
-          ratio[j] = weight_ratio(d2 <= g.radius2 ? f : T(0), inv_density[j]);
+          ratio[j] = weight_ratio(in_cutoff(g, add_rn(m2x[j], m2y)) ? f : T(0), inv_density[j]);
           dot[j] = T(0);
         }
         for (int64_t ch = 0; ch < C; ++ch) {
@@ -111,7 +111,7 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
           su[j] += u;
           sdx[j] += u * dx[j];
           sdy[j] += u * dy;
-          sd2[j] += u * (dx[j] * dx[j] + dy2);
+          sm2[j] += u * add_rn(m2x[j], m2y);
         }
       }
     }
@@ -186,7 +186,7 @@ void grid_backward(ThreadPool& pool, const TiledPoints<T>& tiled, const T* value
         for (int f = 0; f < kValues; ++f) sums[f] += partial[f];
         for (int64_t ch = 0; ch < C; ++ch) d_value[ch] += partial[kValues + ch];
       }
-      finish_point_grad(tiled.gaussians[i], sums[kU], sums[kUDx], sums[kUDy], sums[kUD2],
+      finish_point_grad(tiled.gaussians[i], sums[kU], sums[kUDx], sums[kUDy], sums[kUM2],
                         &d_points[2 * i], &d_points[2 * i + 1], &d_sigma[i]);
     }
   });

@@ -25,20 +25,20 @@ void add_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int
                    T* acc) {
   const int64_t C = kC > 0 ? kC : channels;
   for (int r = 0; r < fp.rows; ++r) {
-    const T dy2 = fp.dy[r] * fp.dy[r], row_factor = fp.row_factor[r];
+    const T m2y = fp.m2y[r], row_factor = fp.row_factor[r];
     for (int s = 0; s < fp.segments; ++s) {
       T* a = acc + r * kTileSize + s * kLanes;
-      const T* dx = fp.dx + s * kLanes;
+      const T* m2x = fp.m2x + s * kLanes;
       const T* col_factor = fp.col_factor + s * kLanes;
       // The factor is loaded whatever the cutoff test says, so the select vectorises.
       if constexpr (kC > 0) {  // one loop over every plane: GCC vectorises it reliably
 #pragma omp simd
         for (int j = 0; j < kLanes; ++j) {
           const T f = row_factor * col_factor[j];
-          const T w = dx[j] * dx[j] + dy2 <= g.radius2 ? f : T(0);
+          const T w = in_cutoff(g, add_rn(m2x[j], m2y)) ? f : T(0);
           a[j] += w;
           for (int ch = 0; ch < kC; ++ch) {
-            a[(ch + 1) * kTilePlane + j] += kFinite || w != T(0) ? w * v[ch] : T(0);
+            a[(ch + 1) * kTilePlane + j] += kFinite ? w * v[ch] : weighted(w, v[ch]);
           }
         }
       } else {
@@ -46,7 +46,7 @@ void add_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int
 #pragma omp simd
         for (int j = 0; j < kLanes; ++j) {
           const T f = row_factor * col_factor[j];
-          w[j] = dx[j] * dx[j] + dy2 <= g.radius2 ? f : T(0);
+          w[j] = in_cutoff(g, add_rn(m2x[j], m2y)) ? f : T(0);
           a[j] += w[j];
         }
         for (int64_t ch = 0; ch < C; ++ch) {
@@ -54,7 +54,7 @@ void add_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int
           const T value = v[ch];
 #pragma omp simd
           for (int j = 0; j < kLanes; ++j) {
-            a_ch[j] += kFinite || w[j] != T(0) ? w[j] * value : T(0);
+            a_ch[j] += kFinite ? w[j] * value : weighted(w[j], value);
           }
         }
       }

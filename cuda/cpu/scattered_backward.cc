@@ -67,10 +67,10 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
     for (int64_t i = task * kPointsPerTask; i < std::min(n, (task + 1) * kPointsPerTask); ++i) {
       const Gaussian<T>& g = celled.gaussians[i];
       const T* c = values + i * C;
-      T sum_u = 0, sum_u_dx = 0, sum_u_dy = 0, sum_u_d2 = 0;
+      T sum_u = 0, sum_u_dx = 0, sum_u_dy = 0, sum_u_m2 = 0;
       std::fill(d_c.begin(), d_c.end(), T(0));
-      const Range cx = g.valid ? celled.cells_x_of(g) : Range{1, 0};
-      const Range cy = g.valid ? celled.cells_y_of(g) : Range{1, 0};
+      const Range cx = g.valid() ? celled.cells_x_of(g) : Range{1, 0};
+      const Range cy = g.valid() ? celled.cells_y_of(g) : Range{1, 0};
       for (int64_t ky = cy.lo; ky <= cy.hi; ++ky) {
         for (int64_t kx = cx.lo; kx <= cx.hi; ++kx) {
           const int64_t cell = ky * celled.cells_x + kx;
@@ -85,12 +85,12 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
               sum_u += u;
               sum_u_dx += u * dx;
               sum_u_dy += u * dy;
-              sum_u_d2 += u * (dx * dx + dy * dy);
+              sum_u_m2 += u * pair_m2(g, dx, dy);
             }
           }
         }
       }
-      finish_point_grad(g, sum_u, sum_u_dx, sum_u_dy, sum_u_d2, &d_points[2 * i],
+      finish_point_grad(g, sum_u, sum_u_dx, sum_u_dy, sum_u_m2, &d_points[2 * i],
                         &d_points[2 * i + 1], &d_sigma[i]);
       for (int64_t ch = 0; ch < C; ++ch) d_values[i * C + ch] = d_c[ch];
     }

@@ -30,7 +30,7 @@ void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T
         const Gaussian<T>& g = celled.gaussians[i];
         const T w = pair_weight(g, qx - g.x, qy - g.y);
         z += w;
-        for (int64_t ch = 0; ch < C; ++ch) acc[ch] += w * values[i * C + ch];
+        for (int64_t ch = 0; ch < C; ++ch) acc[ch] += weighted(w, values[i * C + ch]);
       }
       density[q] = z;
       for (int64_t ch = 0; ch < C; ++ch) out[q * C + ch] = normalise(acc[ch], z);

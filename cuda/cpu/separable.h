@@ -1,4 +1,4 @@
-// Axis factors exp(exponent * d^2) at unit steps d = d0, d0 + 1, ...: the CPU
+// Axis factors exp(-(d / sigma)^2 / 2) at unit steps d = d0, d0 + 1, ...: the CPU
 // kernels walk bounding boxes, so one point needs a row and a column of them.
 #pragma once
 
@@ -12,26 +12,27 @@
 namespace jax_gmm {
 namespace JAX_GMM_ISA {  // one copy per instruction-set build (kernels.h)
 
-// double: f(d) = exp(a d^2) satisfies f(d + 2) = f(d) * exp(a (4d + 4)), and
-// that ratio steps by exp(2a)^4: two interleaved chains (even and odd
-// offsets) of one multiply each, so a row costs five exponentials instead of
-// one per pixel, and the chains overlap their latencies. The recurrence loses
-// about one ulp per step, far below the tests' tolerance. Where an
-// intermediate could overflow (sigma far below a pixel) or the row is short,
-// it takes exp directly. (float has its own overload below.)
+// double: the factor at unit pixel steps is f(d) = exp(a d^2) with
+// a = -inv_sigma^2 / 2, and f(d + 2) = f(d) * exp(a (4d + 4)), a ratio that
+// steps by exp(2a)^4: two interleaved chains (even and odd offsets) of one
+// multiply each, so a row costs five exponentials instead of one per pixel,
+// and the chains overlap their latencies. The recurrence loses about one ulp
+// per step, far below the tests' tolerance. Where an intermediate could
+// overflow (sigma far below a pixel, or offsets beyond double's range) or the
+// row is short, it takes exp(-m2 / 2) directly. (float has its own overload.)
 template <typename T>
-void axis_factors(T exponent, T d0, int64_t count, T* out) {
-  const double a = exponent;
+void axis_factors(T inv_sigma, T d0, const T* m2, int64_t count, T* out) {
+  const double a = -0.5 * double(inv_sigma) * double(inv_sigma);
   const double reach = std::fabs(static_cast<double>(d0)) + static_cast<double>(count) + 2.0;
   if (count < 6 || !(-a * reach * reach * 4.0 < 600.0)) {
-    for (int64_t k = 0; k < count; ++k) out[k] = axis_factor(exponent, d0 + T(k));
+    for (int64_t k = 0; k < count; ++k) out[k] = axis_factor(m2[k]);
     return;
   }
-  const T d1 = d0 + T(1);
-  double even = gmm_exp(exponent * (d0 * d0)), odd = gmm_exp(exponent * (d1 * d1));
-  double even_ratio = gmm_exp(exponent * (T(4) * d0 + T(4)));
-  double odd_ratio = gmm_exp(exponent * (T(4) * d1 + T(4)));
-  const double step = gmm_exp(T(8) * exponent);
+  const double d1 = double(d0) + 1.0;
+  double even = std::exp(a * (double(d0) * d0)), odd = std::exp(a * (d1 * d1));
+  double even_ratio = std::exp(a * (4.0 * d0 + 4.0));
+  double odd_ratio = std::exp(a * (4.0 * d1 + 4.0));
+  const double step = std::exp(8.0 * a);
   int64_t k = 0;
   for (; k + 1 < count; k += 2) {
     out[k] = static_cast<T>(even);
@@ -71,12 +72,9 @@ inline float exp_nonpositive(float x) {
 
 // float: the factors directly, vectorised (about 2.5e-7 relative error, below
 // float32 rounding of the sums they enter).
-inline void axis_factors(float exponent, float d0, int64_t count, float* out) {
+inline void axis_factors(float, float, const float* m2, int64_t count, float* out) {
 #pragma omp simd
-  for (int k = 0; k < static_cast<int>(count); ++k) {
-    const float d = d0 + static_cast<float>(k);
-    out[k] = exp_nonpositive(exponent * (d * d));
-  }
+  for (int k = 0; k < static_cast<int>(count); ++k) out[k] = exp_nonpositive(-0.5f * m2[k]);
 }
 
 }  // namespace JAX_GMM_ISA

@@ -88,10 +88,10 @@ __global__ void __launch_bounds__((kSide / kPer) * (kSide / kPer))
           const Gaussian<T>& g = staged[j];
 #pragma unroll
           for (int py = 0; py < kPer; ++py) {
-            const T dy = (T(y0 + py * kRow) + T(0.5)) - g.y;
+            const T dy = pixel_offset(y0 + py * kRow, g.y);
 #pragma unroll
             for (int px = 0; px < kPer; ++px) {
-              const T w = pair_weight(g, (T(x0 + px * kRow) + T(0.5)) - g.x, dy);
+              const T w = pair_weight(g, pixel_offset(x0 + px * kRow, g.x), dy);
               if (!(w > T(0))) continue;  // also keeps a non-finite value out of the sums
               z[py][px] += w;
 #pragma unroll

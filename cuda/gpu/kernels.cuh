@@ -53,7 +53,7 @@ struct CellGrid {
 // The cells a valid point's bounding box overlaps; false if none.
 template <typename T>
 __device__ bool cell_box(const Gaussian<T>& g, const CellGrid<T>& grid, Range* cx, Range* cy) {
-  if (!g.valid) return false;
+  if (!g.valid()) return false;
   *cx = cell_range(g.x - g.box_radius, g.x + g.box_radius, grid.origin_x, grid.cell, grid.cells_x);
   *cy = cell_range(g.y - g.box_radius, g.y + g.box_radius, grid.origin_y, grid.cell, grid.cells_y);
   return !cx->empty() && !cy->empty();

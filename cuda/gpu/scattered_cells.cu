@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (i < n) {
       const Gaussian<T> g = gaussians[i];
-      if (g.valid && is_finite(g.box_radius)) e.radius_sum += g.box_radius, ++e.valid;
+      if (g.valid() && is_finite(g.box_radius)) e.radius_sum += g.box_radius, ++e.valid;
     }
   }
   const Extent<T> total = block_extent<T, kThreads>(e);
