@@ -7,6 +7,12 @@
 
 namespace nb = nanobind;
 
+#if defined(JAX_GMM_CPU_MODULE)
+namespace jax_gmm {
+const char* cpu_isa_name();  // cpu/handlers.cc
+}
+#endif
+
 NB_MODULE(JAX_GMM_MODULE_NAME, m) {
   m.def("registrations", [] {
     nb::dict d;
@@ -18,6 +24,9 @@ NB_MODULE(JAX_GMM_MODULE_NAME, m) {
     d["ffi_api_version"] = nb::make_tuple(XLA_FFI_API_MAJOR, XLA_FFI_API_MINOR);
     d["jaxlib_version"] = JAX_GMM_JAXLIB_VERSION;
     d["compile_flags"] = JAX_GMM_COMPILE_FLAGS;
+#if defined(JAX_GMM_CPU_MODULE)
+    d["kernel"] = jax_gmm::cpu_isa_name();
+#endif
     return d;
   });
 }

@@ -7,7 +7,8 @@ arbitrary points; both run as native XLA FFI kernels where built (see
 
 from jax_gmm import reference
 from jax_gmm._api import interpolate, interpolate_at
+from jax_gmm._ffi import FFI_TARGETS
 from jax_gmm._native import build_info
 
-__all__ = ["build_info", "interpolate", "interpolate_at", "reference"]
+__all__ = ["FFI_TARGETS", "build_info", "interpolate", "interpolate_at", "reference"]
 __version__ = "0.1.0"

@@ -3,6 +3,17 @@ recompute the weights from them and return every cotangent in one call.
 
 The grid rule takes symbolic zeros: when only the image is differentiated
 (the usual case), the density cotangent is never materialised.
+
+Second order (grad of grad, jacrev of jacrev, a Hessian as
+jacrev(jacrev(f))) works in reverse mode: each backward call is itself a
+custom_vjp whose VJP is the pure-JAX reference's backward differentiated by
+JAX, which costs O(N x M) work and memory in blocks (jax_gmm.reference). The
+forward rules call the differentiable functions, not the bare FFI calls, so
+that a derivative of the saved outputs is defined too.
+
+Forward mode (jvp, jacfwd, linearize, hessian) cannot pass through a
+custom_vjp: JAX raises "can't apply forward-mode autodiff (jvp) to a
+custom_vjp function". Use jax.jacrev, or jax_gmm.reference for forward mode.
 """
 
 from __future__ import annotations
@@ -24,20 +35,50 @@ def grid(points, values, sigma, height: int, width: int, truncate: float):
 
 def _grid_fwd(points, values, sigma, height, width, truncate):
     points, values, sigma = points.value, values.value, sigma.value  # CustomVJPPrimal
-    out, density = _ffi.grid_forward(points, values, sigma, height, width, truncate)
+    out, density = grid(points, values, sigma, height, width, truncate)
     return (out, density), (points, values, sigma, out, density)
 
 
 def _grid_bwd(height, width, truncate, residuals, cotangents):
     d_out, d_density = cotangents
+    points, values, sigma = residuals[:3]
+    if isinstance(d_out, SymbolicZero) and isinstance(d_density, SymbolicZero):
+        return jnp.zeros_like(points), jnp.zeros_like(values), jnp.zeros_like(sigma)
     if isinstance(d_out, SymbolicZero):
         d_out = jnp.zeros(d_out.shape, d_out.dtype)
     if isinstance(d_density, SymbolicZero):
         d_density = None
-    return _ffi.grid_backward(*residuals, d_out, d_density, truncate)
+    return grid_backward(*residuals, d_out, d_density, height, width, truncate)
 
 
 grid.defvjp(_grid_fwd, _grid_bwd, symbolic_zeros=True)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def grid_backward(points, values, sigma, out, density, d_out, d_density, height: int,
+                  width: int, truncate: float):
+    """Cotangents (points, values, sigma) of `grid`; d_density None means zero."""
+    return _ffi.grid_backward(points, values, sigma, out, density, d_out, d_density, truncate)
+
+
+def _grid_backward_fwd(points, values, sigma, out, density, d_out, d_density, height, width,
+                       truncate):
+    cotangents = grid_backward(points, values, sigma, out, density, d_out, d_density, height,
+                               width, truncate)
+    return cotangents, (points, values, sigma, d_out, d_density)
+
+
+def _grid_backward_bwd(height, width, truncate, residuals, cotangents):
+    # out and density are functions of (points, values, sigma) that the native
+    # backward takes precomputed: the reference recomputes them, so the whole
+    # derivative flows to (points, values, sigma) and none to out and density.
+    _, vjp = jax.vjp(partial(_ffi.reference_grid_backward, height=height, width=width,
+                             truncate=truncate), *residuals)
+    d_points, d_values, d_sigma, dd_out, dd_density = vjp(cotangents)
+    return d_points, d_values, d_sigma, None, None, dd_out, dd_density
+
+
+grid_backward.defvjp(_grid_backward_fwd, _grid_backward_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
@@ -47,12 +88,37 @@ def scattered(points, values, sigma, queries, truncate: float):
 
 
 def _scattered_fwd(points, values, sigma, queries, truncate):
-    out, density = _ffi.scattered_forward(points, values, sigma, queries, truncate)
+    out, density = scattered(points, values, sigma, queries, truncate)
     return (out, density), (points, values, sigma, queries, out, density)
 
 
 def _scattered_bwd(truncate, residuals, cotangents):
-    return _ffi.scattered_backward(*residuals, *cotangents, truncate)
+    return scattered_backward(*residuals, *cotangents, truncate)
 
 
 scattered.defvjp(_scattered_fwd, _scattered_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(8,))
+def scattered_backward(points, values, sigma, queries, out, density, d_out, d_density,
+                       truncate: float):
+    """Cotangents (points, values, sigma, queries) of `scattered`."""
+    return _ffi.scattered_backward(points, values, sigma, queries, out, density, d_out,
+                                   d_density, truncate)
+
+
+def _scattered_backward_fwd(points, values, sigma, queries, out, density, d_out, d_density,
+                            truncate):
+    cotangents = scattered_backward(points, values, sigma, queries, out, density, d_out,
+                                    d_density, truncate)
+    return cotangents, (points, values, sigma, queries, d_out, d_density)
+
+
+def _scattered_backward_bwd(truncate, residuals, cotangents):
+    # As for the grid: the whole derivative goes to the independent inputs.
+    _, vjp = jax.vjp(partial(_ffi.reference_scattered_backward, truncate=truncate), *residuals)
+    d_points, d_values, d_sigma, d_queries, dd_out, dd_density = vjp(cotangents)
+    return d_points, d_values, d_sigma, d_queries, None, None, dd_out, dd_density
+
+
+scattered_backward.defvjp(_scattered_backward_fwd, _scattered_backward_bwd)

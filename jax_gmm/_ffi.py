@@ -14,10 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jax_gmm import reference
+from jax_gmm import _native, reference
 from jax_gmm._native import NATIVE_PLATFORMS
 
 Array = jax.Array
+
+#: Every XLA custom-call target the package's calls may lower to (`_call`
+#: names them); jax.export needs each allowed with
+#: jax.export.DisabledSafetyCheck.custom_call(name).
+FFI_TARGETS: tuple[str, ...] = tuple(
+    f"jax_gmm_{op}_{suffix}" for op in ("grid_forward", "grid_backward", "scattered_forward",
+                                        "scattered_backward") for suffix in ("f32", "f64"))
 
 
 def _suffix(dtype: np.dtype) -> str:
@@ -27,6 +34,7 @@ def _suffix(dtype: np.dtype) -> str:
 def _dispatch(native, fallback, *args, **overrides):
     """native on each native platform unless `overrides` names another function
     for it, fallback elsewhere."""
+    _native.warn_if_gpu_without_module()
     branches = {platform: overrides.get(platform, native) for platform in NATIVE_PLATFORMS}
     return lax.platform_dependent(*args, default=fallback, **branches)
 
@@ -45,6 +53,25 @@ def _reference_grid(points, values, sigma, height, width, truncate):
     queries = reference.pixel_centres(height, width, points.dtype)
     out, density = reference.evaluate(points, values, sigma, queries, truncate)
     return out.reshape(height, width, values.shape[-1]), density.reshape(height, width)
+
+
+def reference_grid_backward(points, values, sigma, d_out, d_density, height: int, width: int,
+                            truncate: float):
+    """Cotangents (points, values, sigma) of the reference grid forward, in pure
+    JAX (so differentiable again); d_density None means zero."""
+    if d_density is None:
+        d_density = jnp.zeros((height, width), d_out.dtype)
+    _, vjp = jax.vjp(lambda p, v, s: _reference_grid(p, v, s, height, width, truncate),
+                     points, values, sigma)
+    return vjp((d_out, d_density))
+
+
+def reference_scattered_backward(points, values, sigma, queries, d_out, d_density,
+                                 truncate: float):
+    """Cotangents (points, values, sigma, queries) of the reference scattered
+    forward, in pure JAX."""
+    _, vjp = jax.vjp(lambda *a: reference.evaluate(*a, truncate), points, values, sigma, queries)
+    return vjp((d_out, d_density))
 
 
 def grid_forward(points, values, sigma, height: int, width: int, truncate: float):
@@ -78,11 +105,9 @@ def grid_backward(points, values, sigma, out, density, d_out, d_density, truncat
         return _call("grid_backward", results, truncate,
                      *(args + (jnp.zeros((0,), out.dtype),) if zero else args))
 
-    def fallback(*args):
-        points, values, sigma, out, density, d_out, d_density = complete(args)
-        _, vjp = jax.vjp(lambda p, v, s: _reference_grid(p, v, s, height, width, truncate),
-                         points, values, sigma)
-        return vjp((d_out, d_density))
+    def fallback(points, values, sigma, out, density, d_out, d_density=None):
+        return reference_grid_backward(points, values, sigma, d_out, d_density, height, width,
+                                       truncate)
 
     args = (points, values, sigma, out, density, d_out) + (() if zero else (d_density,))
     return _dispatch(native, fallback, *args, cpu=cpu)
@@ -111,9 +136,8 @@ def scattered_backward(points, values, sigma, queries, out, density, d_out, d_de
         return _call("scattered_backward", results, truncate, *args)
 
     def fallback(points, values, sigma, queries, out, density, d_out, d_density):
-        _, vjp = jax.vjp(lambda *a: reference.evaluate(*a, truncate), points, values, sigma,
-                         queries)
-        return vjp((d_out, d_density))
+        return reference_scattered_backward(points, values, sigma, queries, d_out, d_density,
+                                            truncate)
 
     return _dispatch(native, fallback, points, values, sigma, queries, out, density, d_out,
                      d_density)

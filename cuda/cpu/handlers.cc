@@ -41,6 +41,19 @@ Isa cpu_isa() {
   return isa;
 }
 
+}  // namespace
+
+// For build_info(): which kernel build the calls run.
+const char* cpu_isa_name() {
+  switch (cpu_isa()) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    default: return "baseline";
+  }
+}
+
+namespace {
+
 #if defined(JAX_GMM_X86_ISAS)
 #define JAX_GMM_KERNEL(name)                                                 \
   (cpu_isa() == Isa::kAvx512 ? avx512::name<T>                              \
