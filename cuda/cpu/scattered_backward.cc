@@ -1,21 +1,47 @@
 // Backward at arbitrary queries, in three gathers and no atomics:
-//  1. per query: g, offset = g . out - Z h and 1/Z (gmm_math.h);
-//  2. per query: d_queries, summed over the point list of the query's cell;
+//  1. per query: g, offset = g . out - Z h and 1/Z (gmm_math.h), written in
+//     cell order next to the query's coordinates (query_runs.h);
+//  2. per cell: d_queries of the cell's queries, summed over its point list
+//     in point order, all the cell's queries at once;
 //  3. per point: d_points, d_values, d_sigma, summed over the queries of the
 //     cells its bounding box overlaps, cell by cell in query order.
+// Pairs of zero weight contribute nothing, even where a value or cotangent is
+// inf or NaN (the selects below keep 0 * inf out of the sums).
 #include <algorithm>
-#include <memory>
 #include <vector>
 
 #include "kernels.h"
 #include "parallel.h"
+#include "query_runs.h"
 
 namespace jax_gmm {
 namespace JAX_GMM_ISA {
 
 namespace {
 constexpr int64_t kPointsPerTask = 64;
-constexpr int64_t kQueriesPerTask = 4096;
+
+// Per-pair ratio w / Z and cotangent u of point g (values c) at entries
+// [0, n) of the runs (planes: g_0 .. g_C-1, offset, 1/Z); `dot` is scratch.
+template <typename T>
+void run_cotangents(const Gaussian<T>& g, const T* c, int64_t channels, const QueryRuns<T>& runs,
+                    int64_t k0, int64_t n, T* ratio, T* dot, T* u) {
+  run_weights(g, runs.x() + k0, runs.y() + k0, n, ratio);
+  const T* inv_density = runs.plane(channels + 1) + k0;
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) {
+    ratio[k] = weight_ratio(ratio[k], inv_density[k]);
+    dot[k] = T(0);
+  }
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    const T* g_ch = runs.plane(ch) + k0;
+    const T value = c[ch];
+#pragma omp simd
+    for (int64_t k = 0; k < n; ++k) dot[k] += g_ch[k] * value;
+  }
+  const T* offset = runs.plane(channels) + k0;
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) u[k] = pair_cotangent(ratio[k], dot[k], offset[k]);
+}
 }  // namespace
 
 template <typename T>
@@ -23,48 +49,41 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
                         int64_t channels, const T* queries, int64_t m, const T* out,
                         const T* density, const T* d_out, const T* d_density, T* d_points,
                         T* d_values, T* d_sigma, T* d_queries) {
-  const int64_t C = channels, n = celled.gaussians.size();
-  // Per query [g_0 .. g_C-1, offset, 1/Z] (gmm_math.h).
-  const int64_t record = C + 2;
-  // Every entry is written by the fold below: no zero-filling of O(M) memory.
-  const std::unique_ptr<T[]> folded(new T[record * m]);
-  parallel_for(pool, (m + kQueriesPerTask - 1) / kQueriesPerTask, [&](int64_t task) {
-    for (int64_t q = task * kQueriesPerTask; q < std::min(m, (task + 1) * kQueriesPerTask); ++q) {
-      fold_query(d_out + q * C, out + q * C, density[q], d_density[q], C, &folded[q * record],
-                 int64_t{1});
-    }
+  const int64_t C = channels, n_points = celled.gaussians.size();
+  const QueryRuns<T> runs(pool, celled, queries, C + 2);
+  const uint32_t* items = celled.queries.items.data();
+  parallel_over(pool, runs.count, [&](int64_t k) {
+    const int64_t q = items[k];
+    fold_query(d_out + q * C, out + q * C, density[q], d_density[q], C, runs.plane(0) + k,
+               runs.count);
   });
-  // u for one pair, and its ratio w / Z.
-  const auto cotangent = [&](const Gaussian<T>& g, const T* c, const T* f, T dx, T dy, T* ratio) {
-    *ratio = weight_ratio(pair_weight(g, dx, dy), f[C + 1]);
-    T dot = 0;
-    for (int64_t ch = 0; ch < C; ++ch) dot += f[ch] * c[ch];
-    return pair_cotangent(*ratio, dot, f[C]);
-  };
 
-  std::fill(d_queries, d_queries + 2 * m, T(0));  // non-finite queries are in no cell
+  std::fill(d_queries, d_queries + 2 * m, T(0));  // queries in no cell reach no point
+  const CellLists& pts = celled.points;
   parallel_for(pool, celled.cells_x * celled.cells_y, [&](int64_t cell) {
-    const CellLists& pts = celled.points;
-    for (int64_t k = celled.queries.start[cell]; k < celled.queries.start[cell + 1]; ++k) {
-      const int64_t q = celled.queries.items[k];
-      const T qx = queries[2 * q], qy = queries[2 * q + 1];
-      T gx = 0, gy = 0;
-      for (int64_t l = pts.start[cell]; l < pts.start[cell + 1]; ++l) {
-        const int64_t i = pts.items[l];
-        const Gaussian<T>& g = celled.gaussians[i];
-        T ratio;
-        const T dx = qx - g.x, dy = qy - g.y;
-        const T u = cotangent(g, values + i * C, &folded[q * record], dx, dy, &ratio);
-        add_query_grad(g, u, dx, dy, &gx, &gy);
-      }
-      d_queries[2 * q] = gx;
-      d_queries[2 * q + 1] = gy;
+    const int64_t k0 = celled.queries.start[cell], n = celled.queries.start[cell + 1] - k0;
+    if (n == 0) return;
+    std::vector<T> scratch(5 * n, T(0));  // [gx | gy | ratio | dot | u]
+    T *gx = scratch.data(), *gy = gx + n, *ratio = gy + n, *dot = ratio + n, *u = dot + n;
+    const T *xs = runs.x() + k0, *ys = runs.y() + k0;
+    for (int64_t l = pts.start[cell]; l < pts.start[cell + 1]; ++l) {
+      const int64_t i = pts.items[l];
+      const Gaussian<T>& g = celled.gaussians[i];
+      run_cotangents(g, values + i * C, C, runs, k0, n, ratio, dot, u);
+#pragma omp simd
+      for (int64_t k = 0; k < n; ++k) add_query_grad(g, u[k], xs[k] - g.x, ys[k] - g.y, &gx[k], &gy[k]);
+    }
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t q = items[k0 + k];
+      d_queries[2 * q] = gx[k];
+      d_queries[2 * q + 1] = gy[k];
     }
   });
 
-  parallel_for(pool, (n + kPointsPerTask - 1) / kPointsPerTask, [&](int64_t task) {
-    std::vector<T> d_c(C);
-    for (int64_t i = task * kPointsPerTask; i < std::min(n, (task + 1) * kPointsPerTask); ++i) {
+  parallel_for(pool, (n_points + kPointsPerTask - 1) / kPointsPerTask, [&](int64_t task) {
+    std::vector<T> d_c(C), scratch;
+    for (int64_t i = task * kPointsPerTask; i < std::min(n_points, (task + 1) * kPointsPerTask);
+         ++i) {
       const Gaussian<T>& g = celled.gaussians[i];
       const T* c = values + i * C;
       T sum_u = 0, sum_u_dx = 0, sum_u_dy = 0, sum_u_m2 = 0;
@@ -74,19 +93,27 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
       for (int64_t ky = cy.lo; ky <= cy.hi; ++ky) {
         for (int64_t kx = cx.lo; kx <= cx.hi; ++kx) {
           const int64_t cell = ky * celled.cells_x + kx;
-          for (int64_t k = celled.queries.start[cell]; k < celled.queries.start[cell + 1]; ++k) {
-            const int64_t q = celled.queries.items[k];
-            const T dx = queries[2 * q] - g.x, dy = queries[2 * q + 1] - g.y;
-            const T* f = &folded[q * record];
-            T ratio;
-            const T u = cotangent(g, c, f, dx, dy, &ratio);
-            if (ratio > T(0)) {
-              for (int64_t ch = 0; ch < C; ++ch) d_c[ch] += ratio * f[ch];
-              sum_u += u;
-              sum_u_dx += u * dx;
-              sum_u_dy += u * dy;
-              sum_u_m2 += u * pair_m2(g, dx, dy);
-            }
+          const int64_t k0 = celled.queries.start[cell], n = celled.queries.start[cell + 1] - k0;
+          if (n == 0) continue;
+          if (static_cast<int64_t>(scratch.size()) < 3 * n) scratch.resize(3 * n);
+          T *ratio = scratch.data(), *dot = ratio + n, *u = dot + n;
+          run_cotangents(g, c, C, runs, k0, n, ratio, dot, u);
+          const T *xs = runs.x() + k0, *ys = runs.y() + k0;
+#pragma omp simd reduction(+ : sum_u, sum_u_dx, sum_u_dy, sum_u_m2)
+          for (int64_t k = 0; k < n; ++k) {
+            const T dx = xs[k] - g.x, dy = ys[k] - g.y;
+            const bool pair = ratio[k] != T(0);  // else u = 0, and dx or m2 may be inf
+            sum_u += u[k];
+            sum_u_dx += pair ? u[k] * dx : T(0);
+            sum_u_dy += pair ? u[k] * dy : T(0);
+            sum_u_m2 += pair ? u[k] * pair_m2(g, dx, dy) : T(0);
+          }
+          for (int64_t ch = 0; ch < C; ++ch) {
+            const T* g_ch = runs.plane(ch) + k0;
+            T sum = 0;
+#pragma omp simd reduction(+ : sum)
+            for (int64_t k = 0; k < n; ++k) sum += weighted(ratio[k], g_ch[k]);
+            d_c[ch] += sum;
           }
         }
       }

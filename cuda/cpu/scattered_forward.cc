@@ -1,12 +1,15 @@
 // Forward at arbitrary queries: queries are sorted into cells about one cutoff
 // radius wide and points are splatted into every cell their box overlaps; each
-// cell is one task and each of its queries sums over the cell's point list.
+// cell is one task, which walks its point list in point order and adds each
+// point's weights to all of the cell's queries at once (a vector loop over
+// the cell's run of queries, query_runs.h).
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "kernels.h"
 #include "parallel.h"
+#include "query_runs.h"
 
 namespace jax_gmm {
 namespace JAX_GMM_ISA {
@@ -15,25 +18,34 @@ template <typename T>
 void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T* values,
                        int64_t channels, const T* queries, int64_t m, T* out, T* density) {
   const int64_t C = channels;
-  std::fill(out, out + m * C, T(0));  // queries outside every cell (non-finite) stay 0
+  std::fill(out, out + m * C, T(0));  // queries outside every cell (non-finite, unreachable) stay 0
   std::fill(density, density + m, T(0));
+  const QueryRuns<T> runs(pool, celled, queries, 0);
+  const CellLists& pts = celled.points;
+  const uint32_t* items = celled.queries.items.data();
   parallel_for(pool, celled.cells_x * celled.cells_y, [&](int64_t cell) {
-    std::vector<T> acc(C);
-    const CellLists& pts = celled.points;
-    for (int64_t k = celled.queries.start[cell]; k < celled.queries.start[cell + 1]; ++k) {
-      const int64_t q = celled.queries.items[k];
-      const T qx = queries[2 * q], qy = queries[2 * q + 1];
-      T z = 0;
-      std::fill(acc.begin(), acc.end(), T(0));
-      for (int64_t l = pts.start[cell]; l < pts.start[cell + 1]; ++l) {
-        const int64_t i = pts.items[l];
-        const Gaussian<T>& g = celled.gaussians[i];
-        const T w = pair_weight(g, qx - g.x, qy - g.y);
-        z += w;
-        for (int64_t ch = 0; ch < C; ++ch) acc[ch] += weighted(w, values[i * C + ch]);
+    const int64_t k0 = celled.queries.start[cell], n = celled.queries.start[cell + 1] - k0;
+    if (n == 0) return;
+    // [w | Z | A_0 | ... | A_C-1], n entries each
+    std::vector<T> acc((C + 2) * n, T(0));
+    T* w = acc.data();
+    T* z = w + n;
+    for (int64_t l = pts.start[cell]; l < pts.start[cell + 1]; ++l) {
+      const int64_t i = pts.items[l];
+      run_weights(celled.gaussians[i], runs.x() + k0, runs.y() + k0, n, w);
+#pragma omp simd
+      for (int64_t k = 0; k < n; ++k) z[k] += w[k];
+      for (int64_t ch = 0; ch < C; ++ch) {
+        const T v = values[i * C + ch];
+        T* a = z + (ch + 1) * n;
+#pragma omp simd
+        for (int64_t k = 0; k < n; ++k) a[k] += weighted(w[k], v);
       }
-      density[q] = z;
-      for (int64_t ch = 0; ch < C; ++ch) out[q * C + ch] = normalise(acc[ch], z);
+    }
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t q = items[k0 + k];
+      density[q] = z[k];
+      for (int64_t ch = 0; ch < C; ++ch) out[q * C + ch] = normalise(z[(ch + 1) * n + k], z[k]);
     }
   });
 }

@@ -70,6 +70,9 @@ inline float exp_nonpositive(float x) {
   return x >= -87.0f ? y : 0.0f;
 }
 
+// double has no vectorised exponential here; the library one is exact.
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
 // float: the factors directly, vectorised (about 2.5e-7 relative error, below
 // float32 rounding of the sums they enter).
 inline void axis_factors(float, float, const float* m2, int64_t count, float* out) {
