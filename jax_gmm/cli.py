@@ -1,13 +1,19 @@
 """The ``jax-gmm`` command line (also ``python -m jax_gmm``).
 
+``jax-gmm enlarge IMAGE --factor F -o OUT`` enlarges IMAGE by F (any number
+> 1) with `jax_gmm.interpolate`, one Gaussian per input pixel.
 ``jax-gmm upsample [IMAGE] --factor F`` box-downsamples IMAGE by the integer
-factor F and renders it back at full size with `jax_gmm.interpolate`, one
-Gaussian per low-resolution pixel. ``jax-gmm reconstruct [IMAGE] --keep P``
-keeps a random fraction P of the pixels and renders the whole image from them.
-Both print PSNR and L1 against the original and the time taken, and can write
-the result (``-o``) and an original | input | result strip (``--compare``).
-Without IMAGE they use the bundled 256 x 256 photograph (jax_gmm/data/).
-The image recipes it uses live in `jax_gmm.imaging`.
+factor F and renders it back at full size; ``jax-gmm reconstruct [IMAGE]
+--keep P`` keeps a random fraction P of the pixels and renders the whole image
+from them. Those two print PSNR and L1 against the original and the time
+taken, and can write the result (``-o``) and an original | input | result
+strip (``--compare``). Without IMAGE they use the bundled 256 x 256 photograph
+(jax_gmm/data/). Grey images stay one channel; alpha is kept as a channel and
+interpolated like the colours. The image recipes live in `jax_gmm.imaging`.
+
+Example::
+
+    jax-gmm enlarge photo.png --factor 2.5 -o big.png
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+import jax_gmm
 from jax_gmm.imaging import (
     ImageFileError,
     BUNDLED_IMAGE,
@@ -32,15 +39,21 @@ from jax_gmm.imaging import (
     bundled_image,
     crop_to_multiple,
     density_sigma,
+    enlarge,
     l1,
-    load_image,
     pixel_centres,
     psnr,
+    read_image,
     render,
     sample_pixels,
     save_image,
+    to_rgb,
     upsample,
 )
+
+#: Largest output enlarge renders, in pixels: beyond it a typo in --factor
+#: would exhaust memory instead of failing with a message.
+MAX_OUTPUT_PIXELS = 1 << 28
 
 class CliError(Exception):
     """A problem with the user's input: reported as one line, exit status `status`."""
@@ -93,6 +106,36 @@ def _factor(text: str) -> int:
     return value
 
 
+def _enlarge_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 1 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number > 1, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _truncate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of sigmas, got {text!r}")
+    return value
+
+
 def _sigma(text: str) -> float | None:
     """None for 'auto', else a positive finite width in pixels."""
     if text == "auto":
@@ -116,7 +159,7 @@ def _strip(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
     draw = ImageDraw.Draw(canvas)
     x = 0
     for label, image in panels:
-        pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+        pixels = np.round(np.clip(to_rgb(image), 0, 1) * 255).astype(np.uint8)
         canvas.paste(Image.fromarray(pixels), (x, label_height))
         draw.text((x + 2, 1), label, fill="black")
         x += image.shape[1] + gap
@@ -127,21 +170,42 @@ def _check_output(path: str | None) -> None:
     """Fails early, before any work, on an output path that cannot be written."""
     if path is None:
         return
+    if os.path.isdir(path):
+        raise CliError(f"cannot write {path!r}: is a directory", status=2)
     if os.path.splitext(path)[1].lower() not in Image.registered_extensions():
         raise CliError(f"cannot write {path!r}: unknown image file extension", status=2)
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         raise CliError(f"cannot write {path!r}: no folder {folder!r}", status=2)
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        raise CliError(f"cannot write {path!r}: permission denied")
 
 
 def _input(args: argparse.Namespace) -> tuple[np.ndarray, str]:
     """The image named on the command line, or the bundled one, and a
     description; checks the output paths first."""
     _check_output(args.output)
-    _check_output(args.compare)
+    _check_output(getattr(args, "compare", None))
     if args.image is not None:
-        return load_image(args.image), os.fspath(args.image)
-    return bundled_image(), f"{BUNDLED_IMAGE} (bundled)"
+        image, kind = read_image(args.image)
+        name = f"{os.fspath(args.image)} ({kind})"
+    else:
+        image, name = bundled_image(), f"{BUNDLED_IMAGE} (bundled)"
+    return image, name
+
+
+def _print_input(name: str, image: np.ndarray) -> None:
+    height, width, channels = image.shape
+    print(f"input {name}, {width}x{height}")
+    if channels in (2, 4):
+        print("note: alpha is kept as a channel and interpolated like the colours")
+
+
+def _note_uncovered(args: argparse.Namespace, density: np.ndarray) -> None:
+    uncovered = int(np.sum(density == 0))
+    if uncovered:
+        print(f"note: {uncovered} pixels are beyond {args.truncate:g} sigma of every sample and "
+              "are black; a larger --sigma or --truncate covers them")
 
 
 def _report(args: argparse.Namespace, original: np.ndarray, result: np.ndarray,
@@ -150,10 +214,7 @@ def _report(args: argparse.Namespace, original: np.ndarray, result: np.ndarray,
     print(f"PSNR {psnr(original, result):.2f} dB, L1 {l1(original, result):.2f} / 255")
     print(f"time {1e3 * steady:.1f} ms per render ({first:.2f} s for the first, "
           "including compilation)")
-    uncovered = int(np.sum(density == 0))
-    if uncovered:
-        print(f"note: {uncovered} pixels are beyond {TRUNCATE:g} sigma of every sample and are "
-              "black; a larger --sigma covers them")
+    _note_uncovered(args, density)
     if args.output is not None:
         save_image(args.output, result)
         print(f"wrote {args.output}")
@@ -172,11 +233,11 @@ def _upsample_command(args: argparse.Namespace) -> int:
     image = crop_to_multiple(image, args.factor)
     low = box_downsample(image, args.factor)
     sigma = SIGMA_PER_FACTOR * args.factor if args.sigma is None else args.sigma
-    print(f"input {name}, {width}x{height}")
+    _print_input(name, image)
     print(f"upsample x{args.factor}: {low.shape[1]}x{low.shape[0]} -> "
           f"{image.shape[1]}x{image.shape[0]}, sigma {sigma:.2f} px"
           f"{' (auto)' if args.sigma is None else ''}")
-    (result, density), first, steady = time_twice(lambda: upsample(low, args.factor, sigma))
+    (result, density), first, steady = time_twice(lambda: upsample(low, args.factor, sigma, args.truncate))
     blocky = low.repeat(args.factor, axis=0).repeat(args.factor, axis=1)
     _report(args, image, result, density, blocky, first, steady)
     return 0
@@ -189,42 +250,79 @@ def _reconstruct_command(args: argparse.Namespace) -> int:
     points = pixel_centres(indices, width)
     values = image.reshape(-1, channels)[indices]
     sigma = density_sigma(args.keep) if args.sigma is None else args.sigma
-    print(f"input {name}, {width}x{height}")
+    _print_input(name, image)
     print(f"reconstruct from {len(indices)} of {height * width} pixels (keep {args.keep:g}, "
           f"seed {args.seed}), sigma {sigma:.2f} px{' (auto)' if args.sigma is None else ''}")
     (result, density), first, steady = time_twice(
-        lambda: render(points, values, sigma, height, width))
+        lambda: render(points, values, sigma, height, width, args.truncate))
     kept = np.zeros_like(image).reshape(-1, channels)
     kept[indices] = values
     _report(args, image, result, density, kept.reshape(image.shape), first, steady)
     return 0
 
 
+def _enlarge_command(args: argparse.Namespace) -> int:
+    image, name = _input(args)
+    rows, cols = image.shape[:2]
+    height, width = round(rows * args.factor), round(cols * args.factor)
+    if height * width > MAX_OUTPUT_PIXELS:
+        raise CliError(f"factor {args.factor:g} would make a {width}x{height} image, more than "
+                       f"{MAX_OUTPUT_PIXELS} pixels", status=2)
+    sigma = SIGMA_PER_FACTOR * args.factor if args.sigma is None else args.sigma
+    _print_input(name, image)
+    print(f"enlarge x{args.factor:g}: {cols}x{rows} -> {width}x{height}, sigma {sigma:.2f} px"
+          f"{' (auto)' if args.sigma is None else ''}")
+    start = time.perf_counter()
+    result, density = enlarge(image, height, width, sigma, args.truncate)
+    print(f"time {time.perf_counter() - start:.2f} s, including compilation")
+    _note_uncovered(args, density)
+    save_image(args.output, result)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def _add_common(parser: argparse.ArgumentParser, auto_rule: str) -> None:
-    parser.add_argument("image", nargs="?", help="image file (default: the bundled 256x256 photo)")
     parser.add_argument("--sigma", type=_sigma, default=None, metavar="auto|PX",
                         help=f"Gaussian width in output pixels (default: auto, {auto_rule})")
-    parser.add_argument("-o", "--output", help="write the reconstruction here (PNG, JPEG, ...)")
+    parser.add_argument("--truncate", type=_truncate, default=TRUNCATE, metavar="T",
+                        help=f"cutoff radius in sigmas (default: {TRUNCATE:g})")
+
+
+def _add_evaluation(parser: argparse.ArgumentParser, auto_rule: str) -> None:
+    """The arguments of the commands that score a rendering against the original."""
+    parser.add_argument("image", nargs="?", help="image file (default: the bundled 256x256 photo)")
+    _add_common(parser, auto_rule)
+    parser.add_argument("-o", "--output", help="write the result here (PNG, JPEG, ...)")
     parser.add_argument("--compare", metavar="PATH",
-                        help="write an original | input | reconstruction strip here")
+                        help="write an original | input | result strip here")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jax-gmm", description="GMM image reconstruction with jax_gmm; "
                      "prints PSNR and L1 against the original and the time taken.")
+    parser.add_argument("--version", action="version", version=f"jax-gmm {jax_gmm.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    enlarge_parser = commands.add_parser(
+        "enlarge", help="enlarge an image by any factor > 1, one Gaussian per pixel")
+    enlarge_parser.add_argument("image", help="image file")
+    enlarge_parser.add_argument("--factor", type=_enlarge_factor, required=True,
+                                help="enlargement factor > 1, e.g. 2 or 2.5")
+    enlarge_parser.add_argument("-o", "--output", required=True,
+                                help="write the enlarged image here (PNG, JPEG, ...)")
+    _add_common(enlarge_parser, f"{SIGMA_PER_FACTOR:g} x factor")
+    enlarge_parser.set_defaults(run=_enlarge_command)
     upsample_parser = commands.add_parser(
         "upsample", help="box-downsample by an integer factor, then render back at full size")
-    _add_common(upsample_parser, f"{SIGMA_PER_FACTOR:g} x factor")
+    _add_evaluation(upsample_parser, f"{SIGMA_PER_FACTOR:g} x factor")
     upsample_parser.add_argument("--factor", type=_factor, default=4,
                                  help="integer downsampling factor >= 2 (default: 4)")
     upsample_parser.set_defaults(run=_upsample_command)
     reconstruct_parser = commands.add_parser(
         "reconstruct", help="render the image from a random fraction of its pixels")
-    _add_common(reconstruct_parser, f"{SIGMA_PER_SPACING:g} / sqrt(keep)")
+    _add_evaluation(reconstruct_parser, f"{SIGMA_PER_SPACING:g} / sqrt(keep)")
     reconstruct_parser.add_argument("--keep", type=_fraction, default=0.1,
                                     help="fraction of pixels kept, in (0, 1] (default: 0.1)")
-    reconstruct_parser.add_argument("--seed", type=int, default=0,
+    reconstruct_parser.add_argument("--seed", type=_seed, default=0,
                                     help="random seed of the kept pixels (default: 0)")
     reconstruct_parser.set_defaults(run=_reconstruct_command)
     return parser

@@ -2,7 +2,7 @@
 reading and writing images, box downsampling, pixel sampling, the automatic
 sigma rules, rendering with `jax_gmm.interpolate`, and the metrics.
 
-Images are float32 arrays (H, W, 3) in [0, 1]; positions are in pixels,
+Images are float32 arrays (H, W, C) in [0, 1]; positions are in pixels,
 (x, y) = (column, row), pixel centres at +0.5.
 """
 
@@ -40,21 +40,59 @@ class ImageFileError(Exception):
     """An image file that cannot be read or written; the message is one line."""
 
 
+#: Pillow modes read as they are, with their channel count and peak value.
+#: 16-bit grey PNGs open as an "I;16" or "I" mode; Pillow itself reads 16-bit
+#: colour PNGs as 8-bit RGB.
+_DIRECT_MODES = {"L": 255, "LA": 255, "RGB": 255, "RGBA": 255, "I;16": 65535,
+                 "I;16B": 65535, "I;16L": 65535, "I": 65535}
+
+#: The mode every other one is converted to first.
+_CONVERTED_MODES = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA"}
+
+_CHANNEL_NAMES = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGB + alpha"}
 
 
-def load_image(path: PathLike) -> np.ndarray:
-    """Reads an image file as (H, W, 3) float32 RGB in [0, 1].
+def read_image(path: PathLike) -> tuple[np.ndarray, str]:
+    """Reads an image file with its own channels.
 
-    Grey and palette images are converted to RGB and alpha is dropped. Raises
-    ImageFileError with a one-line reason when the file cannot be read as an image.
+    Returns:
+      (image, description): image is (H, W, C) float32 in [0, 1] with C = 1
+      (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGB, alpha); 16-bit grey is
+      scaled by 1 / 65535, palette images become RGB (RGBA when the palette
+      has transparency). description says what was read, e.g. "16-bit grey".
+
+    Raises ImageFileError with a one-line reason when the file cannot be read
+    as an image.
     """
     try:
         with Image.open(path) as image:
-            rgb = image.convert("RGB")
+            mode = image.mode
+            if mode == "P":
+                converted = "RGBA" if "transparency" in image.info else "RGB"
+            else:
+                converted = _CONVERTED_MODES.get(mode, mode if mode in _DIRECT_MODES else "RGB")
+            pixels = np.asarray(image if converted == mode else image.convert(converted))
     except (OSError, ValueError, Image.DecompressionBombError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise ImageFileError(f"cannot read image {os.fspath(path)!r}: {reason}") from None
-    return np.asarray(rgb, dtype=np.float32) / 255
+    peak = _DIRECT_MODES[converted]
+    pixels = np.clip(pixels.astype(np.float32) / peak, 0, 1)
+    pixels = pixels.reshape(*pixels.shape[:2], -1)
+    bits = "16-bit" if peak == 65535 else "8-bit"
+    source = ", from a palette" if mode == "P" else ""
+    return pixels, f"{bits} {_CHANNEL_NAMES[pixels.shape[-1]]}{source}"
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB from an image as `read_image` returns it; alpha is dropped."""
+    colour = image[..., :1] if image.shape[-1] <= 2 else image[..., :3]
+    return np.broadcast_to(colour, (*image.shape[:2], 3))
+
+
+def load_image(path: PathLike) -> np.ndarray:
+    """Reads an image file as (H, W, 3) float32 RGB in [0, 1] (`read_image`,
+    with grey repeated and alpha dropped)."""
+    return np.ascontiguousarray(to_rgb(read_image(path)[0]))
 
 
 def bundled_image() -> np.ndarray:
@@ -65,12 +103,15 @@ def bundled_image() -> np.ndarray:
 
 
 def save_image(path: PathLike, image: np.ndarray) -> None:
-    """Writes an (H, W, 3) image in [0, 1] as 8-bit RGB; the format follows the
-    file extension. Raises ImageFileError when it cannot be written."""
+    """Writes an (H, W, C) image in [0, 1] as 8 bits per channel: C = 1 grey,
+    2 grey and alpha, 3 RGB, 4 RGBA; the format follows the file extension.
+    Raises ImageFileError when it cannot be written."""
     pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    if pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
     try:
         Image.fromarray(pixels).save(path)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, KeyError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise ImageFileError(f"cannot write {os.fspath(path)!r}: {reason}") from None
 
@@ -117,31 +158,43 @@ def grid_points(height: int, width: int, factor: int) -> np.ndarray:
 
 
 def render(points: np.ndarray, values: np.ndarray, sigma: float | np.ndarray,
-           height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+           height: int, width: int, truncate: float = TRUNCATE) -> tuple[np.ndarray, np.ndarray]:
     """GMM interpolation of N points onto a (height, width) pixel grid, in float32.
 
     Args:
       points: (N, 2) positions (x, y) in pixels.
       values: (N, C) values.
       sigma: width in pixels, a scalar or (N,).
+      truncate: cutoff radius in sigmas.
 
     Returns:
       (image (height, width, C), density (height, width)); pixels with density
-      0 are farther than TRUNCATE sigma from every point and are 0 in the image.
+      0 are farther than truncate sigma from every point and are 0 in the image.
     """
     image, density = jax_gmm.interpolate(
         np.asarray(points, np.float32), np.asarray(values, np.float32),
-        np.asarray(sigma, np.float32), (height, width), truncate=TRUNCATE, return_density=True)
+        np.asarray(sigma, np.float32), (height, width), truncate=truncate, return_density=True)
     return np.asarray(image), np.asarray(density)
 
 
-def upsample(low: np.ndarray, factor: int, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+def upsample(low: np.ndarray, factor: int, sigma: float,
+             truncate: float = TRUNCATE) -> tuple[np.ndarray, np.ndarray]:
     """Renders an (h, w, C) image at (h f, w f) with one Gaussian of width
     sigma (pixels of the output) per input pixel; returns (image, density) as
     `render` does."""
-    height, width, channels = low.shape
-    points = grid_points(height, width, factor)
-    return render(points, low.reshape(-1, channels), sigma, height * factor, width * factor)
+    height, width, _ = low.shape
+    return enlarge(low, height * factor, width * factor, sigma, truncate)
+
+
+def enlarge(image: np.ndarray, height: int, width: int, sigma: float,
+            truncate: float = TRUNCATE) -> tuple[np.ndarray, np.ndarray]:
+    """Renders an (h, w, C) image at (height, width) with one Gaussian of width
+    sigma (output pixels) per input pixel, each input pixel's centre scaled
+    to the output; returns (image, density) as `render` does."""
+    rows, cols, channels = image.shape
+    scale = np.array([width / cols, height / rows], np.float32)
+    points = grid_points(rows, cols, 1) * scale
+    return render(points, image.reshape(-1, channels), sigma, height, width, truncate)
 
 
 def sample_pixels(height: int, width: int, keep: float, rng: np.random.Generator) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The jax-gmm command line on the bundled image: outputs, metrics and one-line errors."""
 
+import os
 import re
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import jax_gmm
 from jax_gmm import cli
 
 
@@ -98,3 +100,109 @@ def test_python_dash_m_runs_without_traceback():
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "--factor" in result.stderr
+
+
+def _read_back(path):
+    return np.asarray(Image.open(path))
+
+
+def test_16_bit_grey_is_read_at_full_range(tmp_path, capsys):
+    ramp = np.tile(np.linspace(0, 65535, 40).astype(np.uint16), (30, 1))
+    source, out = tmp_path / "ramp16.png", tmp_path / "out.png"
+    Image.fromarray(ramp).save(source)
+    assert Image.open(source).mode.startswith("I")
+    assert cli.main(["enlarge", str(source), "--factor", "2", "-o", str(out)]) == 0
+    assert "16-bit grey" in capsys.readouterr().out
+    enlarged = _read_back(out)
+    assert enlarged.shape == (60, 80)  # one channel
+    # Clipping 0-65535 to 0-255 would make nearly every pixel white.
+    assert enlarged[:, :10].mean() < 40 and enlarged[:, -10:].mean() > 215
+    assert np.all(np.diff(enlarged[30].astype(int)[4:-4]) >= 0)
+
+
+def test_palette_image_is_read_as_its_colours(tmp_path, capsys):
+    colours = np.array([[255, 0, 0], [0, 0, 255]], np.uint8)
+    pixels = colours[np.indices((20, 24)).sum(0) // 6 % 2]
+    source = tmp_path / "palette.png"
+    Image.fromarray(pixels).convert("P", palette=Image.Palette.ADAPTIVE, colors=2).save(source)
+    assert Image.open(source).mode == "P"
+    out = tmp_path / "out.png"
+    assert cli.main(["upsample", str(source), "--factor", "2", "-o", str(out)]) == 0
+    assert "8-bit RGB, from a palette" in capsys.readouterr().out
+    result = _read_back(out)
+    assert result.shape == (20, 24, 3) and result[..., 1].max() < 30  # no green in a red/blue image
+
+
+def test_greyscale_stays_one_channel(tmp_path, capsys):
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.tile(np.arange(0, 250, 5, dtype=np.uint8), (30, 1))).save(grey)
+    out = tmp_path / "out.png"
+    assert cli.main(["reconstruct", str(grey), "--keep", "0.5", "-o", str(out)]) == 0
+    assert "8-bit grey" in capsys.readouterr().out
+    assert _read_back(out).shape == (30, 50)
+
+
+def test_alpha_is_kept_as_a_channel(tmp_path, capsys):
+    pixels = np.zeros((16, 20, 4), np.uint8)
+    pixels[..., 0] = 200
+    pixels[:, 10:, 3] = 255  # left half transparent
+    source, out = tmp_path / "rgba.png", tmp_path / "out.png"
+    Image.fromarray(pixels).save(source)
+    assert cli.main(["enlarge", str(source), "--factor", "2", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "RGB + alpha" in printed and "alpha is kept as a channel" in printed
+    result = _read_back(out)
+    assert result.shape == (32, 40, 4)
+    assert result[:, :15, 3].max() < 20 and result[:, 25:, 3].min() > 235
+
+
+def test_enlarge_by_a_fraction(tmp_path, capsys):
+    source, out = tmp_path / "in.png", tmp_path / "out.png"
+    Image.fromarray(np.full((10, 16, 3), 120, np.uint8)).save(source)
+    assert cli.main(["enlarge", str(source), "--factor", "2.5", "-o", str(out)]) == 0
+    assert "16x10 -> 40x25" in capsys.readouterr().out
+    np.testing.assert_allclose(_read_back(out), 120, atol=1)
+
+
+def test_truncate_option_is_used(capsys):
+    assert cli.main(["reconstruct", "--keep", "0.02", "--sigma", "1", "--truncate", "1"]) == 0
+    assert "beyond 1 sigma" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"jax-gmm {jax_gmm.__version__}"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reconstruct", "--seed", "-5"], "--seed: must be an integer >= 0"),
+    (["reconstruct", "--seed", "x"], "--seed: must be an integer >= 0"),
+    (["reconstruct", "--truncate", "0"], "--truncate: must be a positive number"),
+    (["upsample", "--truncate", "inf"], "--truncate: must be a positive number"),
+    (["enlarge", "in.png", "--factor", "1", "-o", "x.png"], "--factor: must be a number > 1"),
+    (["enlarge", "in.png", "--factor", "nan", "-o", "x.png"], "--factor: must be a number > 1"),
+    (["enlarge", "in.png", "--factor", "2"], "required: -o/--output"),
+    (["enlarge", "--factor", "2", "-o", "x.png"], "required: image"),
+    (["enlarge", "in.png", "--factor", "1e6", "-o", "x.png"], "more than"),
+    (["reconstruct", "-o", "{tmp}"], "is a directory"),
+    (["upsample", "--compare", "{tmp}"], "is a directory"),
+    (["enlarge", "in.png", "--factor", "2", "-o", "{tmp}"], "is a directory"),
+    (["reconstruct", "-o", "{tmp}/missing/out.png"], "no folder"),
+])
+def test_each_bad_argument_is_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "in.png")
+    assert cli.main([a.format(tmp=tmp_path) for a in argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and message in captured.err
+    assert "Traceback" not in captured.err
+    assert not any(tmp_path.glob("x.png"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_output_is_rejected_before_any_work(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert cli.main(["reconstruct", "-o", str(locked / "out.png")]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "permission denied" in captured.err
