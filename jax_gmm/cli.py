@@ -86,68 +86,28 @@ class _Parser(argparse.ArgumentParser):
         raise CliError(message, status=2)
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1], got {text!r}")
-    return value
+def _checked(convert: Callable[[str], object], ok: Callable[[object], bool], expected: str):
+    """An argparse type: `convert` the text and accept the value when `ok`."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+            accepted = ok(value)
+        except ValueError:
+            accepted = False
+        if not accepted:
+            raise argparse.ArgumentTypeError(f"must be {expected}, got {text!r}")
+        return value
+    return parse
 
 
-def _factor(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 2, got {text!r}")
-    return value
-
-
-def _enlarge_factor(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 1 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a number > 1, got {text!r}")
-    return value
-
-
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def _truncate(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a positive number of sigmas, got {text!r}")
-    return value
-
-
-def _sigma(text: str) -> float | None:
-    """None for 'auto', else a positive finite width in pixels."""
-    if text == "auto":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not 0 < value < math.inf:
-        raise argparse.ArgumentTypeError(
-            f"must be 'auto' or a positive number of pixels, got {text!r}")
-    return value
+_fraction = _checked(float, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
+_factor = _checked(int, lambda v: v >= 2, "an integer >= 2")
+_enlarge_factor = _checked(float, lambda v: 1 < v < math.inf, "a number > 1")
+_seed = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_truncate = _checked(float, lambda v: 0 < v < math.inf, "a positive number of sigmas")
+#: None for 'auto', else a positive finite width in pixels.
+_sigma = _checked(lambda t: None if t == "auto" else float(t),
+                  lambda v: v is None or 0 < v < math.inf, "'auto' or a positive number of pixels")
 
 
 def _strip(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
