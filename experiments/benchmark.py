@@ -42,7 +42,8 @@ subprocesses with and without JAX_GMM_NUM_THREADS=1. The throughput floor
 is experiments/floor/floor.cc, compiled here with g++ and run on all cores
 (see that file).
 
-Writes experiments/results/benchmark_<preset>_<platform>.{md,json,png}.
+Writes benchmark_<preset>_<platform>.{md,json,png} to --out (default
+~/jax_gmm_results; the committed ones are in experiments/results).
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ import numpy as np
 
 import jax_gmm
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Outside the source tree, as experiments/common.py's RESULTS.
+RESULTS_DIR = Path.home() / "jax_gmm_results"
 FLOOR_SOURCE = Path(__file__).resolve().parent / "floor" / "floor.cc"
 
 # A comparator agrees with jax_gmm when every leaf of its result is within
@@ -971,7 +973,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in PRESETS:
         which.add_argument(f"--{name}", dest="preset", action="store_const", const=name)
     which.add_argument("--probe", help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="output folder")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR,
+                        help=f"output folder (default: {RESULTS_DIR})")
     args = parser.parse_args(argv)
     if args.probe:
         request = json.loads(args.probe)

@@ -19,7 +19,9 @@ from PIL import Image
 
 from jax_gmm.imaging import load_image
 
-RESULTS = Path(__file__).resolve().parent / "results"
+#: Default output folder, outside the source tree so that a run never
+#: overwrites the committed results (pass --out experiments/results for that).
+RESULTS = Path.home() / "jax_gmm_results"
 
 # Photographs that scikit-image ships inside its package (skimage/data/), the
 # colour ones then the grey ones (loaded as RGB). Synthetic, binary and tiny
