@@ -1,5 +1,7 @@
 """jit, vmap and grad compositions: vmap equals a loop, and is one FFI call."""
 
+import doctest
+import importlib
 import itertools
 
 import jax
@@ -161,3 +163,10 @@ def test_jacrev_matches_reference(rng, where):
     reference = jax.jacrev(f(jax_gmm.reference), argnums=(0, 1))(points, values)
     for a, b in zip(native, reference):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("module", ["jax_gmm", "jax_gmm._api", "jax_gmm._native"])
+def test_docstring_examples_run(module):
+    globs = {"jax": jax, "jnp": jnp, "jax_gmm": jax_gmm}
+    result = doctest.testmod(importlib.import_module(module), extraglobs=globs)
+    assert result.attempted and not result.failed
