@@ -3,6 +3,7 @@
 import doctest
 import importlib
 import itertools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -170,3 +171,16 @@ def test_docstring_examples_run(module):
     globs = {"jax": jax, "jnp": jnp, "jax_gmm": jax_gmm}
     result = doctest.testmod(importlib.import_module(module), extraglobs=globs)
     assert result.attempted and not result.failed
+
+
+def test_gpu_without_cuda_module_warns_once(rng, monkeypatch):
+    from jax_gmm import _native
+    monkeypatch.setattr(_native, "NATIVE_PLATFORMS", ("cpu",))
+    monkeypatch.setattr(_native, "_gpu_visible", lambda: True)
+    monkeypatch.setattr(_native, "_warned_gpu", False)
+    points, values = rng.uniform(0, 5, (4, 2)), rng.normal(size=(4, 1))
+    with pytest.warns(UserWarning, match="no CUDA module.*JAX_GMM_CUDA=ON"):
+        jax_gmm.interpolate(points, values, 1.0, (5, 7))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jax_gmm.interpolate(points, values, 1.0, (5, 8))
