@@ -1,20 +1,21 @@
 // Construction of the binned points (shared by every instruction-set build
 // of the kernels, so it is compiled once).
 #include <algorithm>
-#include <cmath>
 
 #include "kernels.h"
+#include "layout.h"
 
 namespace jax_gmm {
 
 namespace {
+// The tiles a point's box overlaps (layout.h); TileBox holds them in int32,
+// enough for any tile of an image of fewer than 2^32 pixels.
 template <typename T>
-TileBox tile_box(const Gaussian<T>& g, int64_t width, int64_t height) {
-  const Range cols = pixel_range(g.x, g.box_radius, width);
-  const Range rows = pixel_range(g.y, g.box_radius, height);
-  if (!g.valid() || cols.empty() || rows.empty()) return {1, 0, 1, 0};
-  return {static_cast<int32_t>(cols.lo / kTileSize), static_cast<int32_t>(cols.hi / kTileSize),
-          static_cast<int32_t>(rows.lo / kTileSize), static_cast<int32_t>(rows.hi / kTileSize)};
+TileBox tiles_of(const Gaussian<T>& g, int64_t width, int64_t height) {
+  const Box b = tile_box(g, height, width, kTileSize);
+  if (b.empty()) return {1, 0, 1, 0};
+  return {static_cast<int32_t>(b.x.lo), static_cast<int32_t>(b.x.hi),
+          static_cast<int32_t>(b.y.lo), static_cast<int32_t>(b.y.hi)};
 }
 }  // namespace
 
@@ -23,12 +24,12 @@ TiledPoints<T>::TiledPoints(ThreadPool& pool, const T* points, const T* sigma, i
                             T truncate, int64_t height, int64_t width)
     : height(height),
       width(width),
-      tiles_x((width + kTileSize - 1) / kTileSize),
-      tiles_y((height + kTileSize - 1) / kTileSize),
+      tiles_x(tiles_along(width, kTileSize)),
+      tiles_y(tiles_along(height, kTileSize)),
       gaussians(make_gaussians(pool, points, sigma, n, truncate)),
       boxes(n),
       point_start(n + 1, 0) {
-  parallel_over(pool, n, [&](int64_t i) { boxes[i] = tile_box(gaussians[i], width, height); });
+  parallel_over(pool, n, [&](int64_t i) { boxes[i] = tiles_of(gaussians[i], width, height); });
   for (int64_t i = 0; i < n; ++i) point_start[i + 1] = point_start[i] + boxes[i].count();
   tiles.build(pool, tiles_x * tiles_y, n, [&](int64_t i, auto emit) {
     const TileBox& b = boxes[i];
@@ -44,95 +45,52 @@ TileRect TiledPoints<T>::tile(int64_t t) const {
   return {x0, y0, std::min(kTileSize, width - x0), std::min(kTileSize, height - y0)};
 }
 
-namespace {
-// Cap on cells per example: keeps memory O(M) when queries are spread far
-// wider than the cutoff radius.
-int64_t max_cells(int64_t m) { return std::max<int64_t>(1024, 2 * m); }
-}  // namespace
-
-// A 1D extent [lo, hi], grown point by point.
-struct Extent {
-  double lo = INFINITY, hi = -INFINITY;
-  void add(double a, double b) { lo = std::min(lo, a), hi = std::max(hi, b); }
-  bool empty() const { return !(lo <= hi); }
-  bool contains(double v) const { return lo <= v && v <= hi; }
-};
-
 template <typename T>
 CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* sigma, int64_t n,
                                 T truncate, const T* queries, int64_t m)
     : gaussians(make_gaussians(pool, points, sigma, n, truncate)) {
-  // Only queries that some point's box reaches need a cell: the grid spans
-  // those alone, so a far outlier query neither stretches the cells (cost
-  // O(N M)) nor, at float's extremes, overflows the layout arithmetic, which
-  // is done in double for that reason.
-  Extent reach_x, reach_y;
-  double radius_sum = 0;
-  int64_t finite_radii = 0;
-  for (const Gaussian<T>& g : gaussians) {
-    if (!g.valid()) continue;
-    reach_x.add(double(g.x) - g.box_radius, double(g.x) + g.box_radius);
-    reach_y.add(double(g.y) - g.box_radius, double(g.y) + g.box_radius);
-    if (is_finite(g.box_radius)) radius_sum += g.box_radius, ++finite_radii;
-  }
-  const auto reachable = [&](int64_t q) {
-    const T x = queries[2 * q], y = queries[2 * q + 1];
-    return is_finite(x) && is_finite(y) && reach_x.contains(x) && reach_y.contains(y);
-  };
-  Extent box_x, box_y;
+  // The layout rule is layout.h's, shared with the GPU binning: a grid over
+  // the queries some point can reach, worked out in double.
+  PointReach reach = no_reach();
+  for (const Gaussian<T>& g : gaussians) reach = combine(reach, point_reach(g));
+  Interval box_x = no_interval(), box_y = no_interval();
   for (int64_t q = 0; q < m; ++q) {
-    if (!reachable(q)) continue;
-    box_x.add(queries[2 * q], queries[2 * q]);
-    box_y.add(queries[2 * q + 1], queries[2 * q + 1]);
+    const T x = queries[2 * q], y = queries[2 * q + 1];
+    if (!query_reachable(reach, x, y)) continue;
+    box_x = hull(box_x, {double(x), double(x)});
+    box_y = hull(box_y, {double(y), double(y)});
   }
-  if (box_x.empty()) {  // no finite query within reach of a point: every output is 0
-    this->points.build(pool, 0, 0, [](int64_t, auto) {});
-    this->queries.build(pool, 0, 0, [](int64_t, auto) {});
-    return;
-  }
-  origin_x = box_x.lo, origin_y = box_y.lo;
-  const double span = std::max(box_x.hi - box_x.lo, box_y.hi - box_y.lo);
-  const double mean_radius = finite_radii ? radius_sum / finite_radii : span;
-  cell = std::max({mean_radius, span * 1e-6, 1e-300});
-  const auto count = [&](double extent) { return std::floor(extent / cell) + 1; };
-  if (!(count(box_x.hi - box_x.lo) * count(box_y.hi - box_y.lo) <= double(max_cells(m)))) {
-    cell = span / std::floor(std::sqrt(double(max_cells(m)))) * 1.0001;
-  }
-  if (!std::isfinite(cell)) cell = INFINITY;  // a span beyond double's range: one cell
-  const auto cells = [&](double extent) {
-    const double c = count(extent);
-    return c >= 1 ? static_cast<int64_t>(c) : int64_t{1};  // c is NaN for inf / inf
-  };
-  cells_x = cells(box_x.hi - box_x.lo);
-  cells_y = cells(box_y.hi - box_y.lo);
-  this->queries.build(pool, cells_x * cells_y, m, [&](int64_t q, auto emit) {
-    if (!reachable(q)) return;
-    const Range cx = cell_range<double>(queries[2 * q], queries[2 * q], origin_x, cell, cells_x);
-    const Range cy =
-        cell_range<double>(queries[2 * q + 1], queries[2 * q + 1], origin_y, cell, cells_y);
-    if (!cx.empty() && !cy.empty()) emit(cy.lo * cells_x + cx.lo);
+  const CellLayout l = cell_layout(box_x, box_y, reach, m);
+  origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;
+  cells_x = l.cells_x, cells_y = l.cells_y;
+  this->queries.build(pool, l.cells(), m, [&](int64_t q, auto emit) {
+    const int64_t k = query_cell(l, reach, queries[2 * q], queries[2 * q + 1]);
+    if (k >= 0) emit(k);
   });
-  this->points.build(pool, cells_x * cells_y, n, [&](int64_t i, auto emit) {
-    const Gaussian<T>& g = gaussians[i];
-    if (!g.valid()) return;
-    const Range cx = cells_x_of(g), cy = cells_y_of(g);
-    if (cx.empty() || cy.empty()) return;
-    for (int64_t ky = cy.lo; ky <= cy.hi; ++ky) {
-      for (int64_t kx = cx.lo; kx <= cx.hi; ++kx) emit(ky * cells_x + kx);
+  this->points.build(pool, l.cells(), n, [&](int64_t i, auto emit) {
+    const Box b = point_cells(l, gaussians[i]);
+    if (b.empty()) return;
+    for (int64_t ky = b.y.lo; ky <= b.y.hi; ++ky) {
+      for (int64_t kx = b.x.lo; kx <= b.x.hi; ++kx) emit(ky * cells_x + kx);
     }
   });
 }
 
+namespace {
+template <typename T>
+CellLayout layout_of(const CelledQueries<T>& c) {
+  return {c.origin_x, c.origin_y, c.cell, c.cells_x, c.cells_y};
+}
+}  // namespace
+
 template <typename T>
 Range CelledQueries<T>::cells_x_of(const Gaussian<T>& g) const {
-  return cell_range<double>(double(g.x) - g.box_radius, double(g.x) + g.box_radius, origin_x,
-                            cell, cells_x);
+  return point_cells(layout_of(*this), g).x;
 }
 
 template <typename T>
 Range CelledQueries<T>::cells_y_of(const Gaussian<T>& g) const {
-  return cell_range<double>(double(g.y) - g.box_radius, double(g.y) + g.box_radius, origin_y,
-                            cell, cells_y);
+  return point_cells(layout_of(*this), g).y;
 }
 
 template struct TiledPoints<float>;

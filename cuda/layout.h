@@ -1,0 +1,165 @@
+// Which (tile, point), (cell, point) and (cell, query) pairs exist: the rules
+// the CPU binning (cpu/binning.cc) and the CUDA binning (gpu/*.cu) both call,
+// written once so that the two platforms list the same pairs, and host-callable
+// so that the CPU test suite checks them (layout_bindings.cc,
+// tests/test_layout.py). Counts and keys are 64-bit: a list can outgrow 2^32
+// entries long before memory runs out.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#include "gmm_math.h"
+#include "ranges.h"
+
+namespace jax_gmm {
+
+// A rectangle of tiles or cells, columns x by rows y; empty if either is.
+struct Box {
+  Range x, y;
+  GMM_HD bool empty() const { return x.empty() || y.empty(); }
+  // Cells in the box, numbered y * cells_x + x on a grid cells_x wide.
+  GMM_HD int64_t count() const { return empty() ? 0 : (x.hi - x.lo + 1) * (y.hi - y.lo + 1); }
+};
+
+GMM_HD Box empty_box() { return {{1, 0}, {1, 0}}; }
+
+// The tiles of side `side` that point g's pixel box overlaps on an H x W
+// image; empty for an invalid point or one that reaches no pixel.
+template <typename T>
+GMM_HD Box tile_box(const Gaussian<T>& g, int64_t height, int64_t width, int64_t side) {
+  if (!g.valid()) return empty_box();
+  const Range cols = pixel_range(g.x, g.box_radius, width);
+  const Range rows = pixel_range(g.y, g.box_radius, height);
+  if (cols.empty() || rows.empty()) return empty_box();
+  return {{cols.lo / side, cols.hi / side}, {rows.lo / side, rows.hi / side}};
+}
+
+// Tiles along an axis of `pixels` pixels.
+GMM_HD int64_t tiles_along(int64_t pixels, int64_t side) { return (pixels + side - 1) / side; }
+
+// A closed interval [lo, hi] of doubles; empty unless lo <= hi. The layout is
+// worked out in double, so that float queries near +-3.4e38 cannot overflow
+// a span or a cell count.
+struct Interval {
+  double lo, hi;
+  GMM_HD bool empty() const { return !(lo <= hi); }
+  GMM_HD bool contains(double v) const { return lo <= v && v <= hi; }
+};
+
+GMM_HD Interval no_interval() { return {INFINITY, -INFINITY}; }
+
+GMM_HD Interval hull(Interval a, Interval b) {
+  return {a.lo < b.lo ? a.lo : b.lo, a.hi > b.hi ? a.hi : b.hi};
+}
+
+// What the cell layout needs from the points, combined over all of them in
+// any grouping (the GPU reduces it in blocks): the box of every point's
+// reach, and the sum and number of the finite box radii. Every field is
+// eight bytes, so a record has no padding.
+struct PointReach {
+  Interval x, y;
+  double radius_sum;
+  int64_t finite_radii;
+};
+
+GMM_HD PointReach no_reach() { return {no_interval(), no_interval(), 0.0, 0}; }
+
+GMM_HD PointReach combine(const PointReach& a, const PointReach& b) {
+  return {hull(a.x, b.x), hull(a.y, b.y), a.radius_sum + b.radius_sum,
+          a.finite_radii + b.finite_radii};
+}
+
+// One point's reach: its bounding box, [c - r, c + r] per axis; nothing for
+// an invalid point. An infinite radius reaches every query.
+template <typename T>
+GMM_HD PointReach point_reach(const Gaussian<T>& g) {
+  if (!g.valid()) return no_reach();
+  const double r = g.box_radius;
+  const bool finite = is_finite(g.box_radius);
+  return {{double(g.x) - r, double(g.x) + r},
+          {double(g.y) - r, double(g.y) + r},
+          finite ? r : 0.0,
+          finite ? 1 : 0};
+}
+
+// Whether some point's box reaches the query (x, y): only those get a cell.
+template <typename T>
+GMM_HD bool query_reachable(const PointReach& reach, T x, T y) {
+  return is_finite(x) && is_finite(y) && reach.x.contains(x) && reach.y.contains(y);
+}
+
+// A uniform grid of square cells: cell (kx, ky) holds origin + k * cell <=
+// v < origin + (k + 1) * cell. cells_x = cells_y = 0 when no query is in
+// reach of a point: then every output is 0 and no pair exists.
+struct CellLayout {
+  double origin_x, origin_y, cell;
+  int64_t cells_x, cells_y;
+  GMM_HD int64_t cells() const { return cells_x * cells_y; }
+};
+
+// Cap on cells: keeps memory O(M) when queries are spread far wider than the
+// cutoff radius.
+GMM_HD int64_t max_cells(int64_t m) { return m > 512 ? 2 * m : 1024; }
+
+// The grid over the box (qx, qy) of the reachable queries, with cells about
+// one mean box radius wide, at most max_cells(m) of them. Spanning only the
+// reachable queries means a far outlier query neither stretches the cells
+// (cost O(N M)) nor overflows the arithmetic.
+GMM_HD CellLayout cell_layout(Interval qx, Interval qy, const PointReach& reach, int64_t m) {
+  if (qx.empty() || qy.empty()) return {0.0, 0.0, 1.0, 0, 0};
+  const double span_x = qx.hi - qx.lo, span_y = qy.hi - qy.lo;
+  const double span = span_x > span_y ? span_x : span_y;
+  const double mean_radius = reach.finite_radii ? reach.radius_sum / double(reach.finite_radii)
+                                                : span;  // every box infinite: one cell
+  double cell = mean_radius;
+  if (span * 1e-6 > cell) cell = span * 1e-6;
+  if (1e-300 > cell) cell = 1e-300;
+  const double limit = double(max_cells(m));
+  if (!((floor(span_x / cell) + 1) * (floor(span_y / cell) + 1) <= limit)) {
+    cell = span / floor(sqrt(limit)) * 1.0001;
+  }
+  if (!is_finite(cell)) cell = INFINITY;  // a span beyond double's range: one cell
+  const auto count = [cell](double extent) {
+    const double c = floor(extent / cell) + 1;
+    return c >= 1 ? static_cast<int64_t>(c) : int64_t{1};  // c is NaN for inf / inf
+  };
+  return {qx.lo, qy.lo, cell, count(span_x), count(span_y)};
+}
+
+// The cell of a query (y * cells_x + x), or -1 if it is in none: not
+// reachable, or, by rounding, just past the grid.
+template <typename T>
+GMM_HD int64_t query_cell(const CellLayout& l, const PointReach& reach, T x, T y) {
+  if (l.cells() == 0 || !query_reachable(reach, x, y)) return -1;
+  const Range cx = cell_range<double>(x, x, l.origin_x, l.cell, l.cells_x);
+  const Range cy = cell_range<double>(y, y, l.origin_y, l.cell, l.cells_y);
+  return cx.empty() || cy.empty() ? -1 : cy.lo * l.cells_x + cx.lo;
+}
+
+// The cells point g's bounding box overlaps; empty for an invalid point.
+template <typename T>
+GMM_HD Box point_cells(const CellLayout& l, const Gaussian<T>& g) {
+  if (!g.valid() || l.cells() == 0) return empty_box();
+  const double r = g.box_radius;
+  return {cell_range<double>(double(g.x) - r, double(g.x) + r, l.origin_x, l.cell, l.cells_x),
+          cell_range<double>(double(g.y) - r, double(g.y) + r, l.origin_y, l.cell, l.cells_y)};
+}
+
+// Where the list of cell `cell` starts among `entries` pairs sorted by key:
+// the first j with keys[j] >= cell (entries if none).
+template <typename K>
+GMM_HD int64_t list_start(const K* keys, int64_t entries, int64_t cell) {
+  int64_t lo = 0, hi = entries;
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (static_cast<int64_t>(keys[mid]) < cell) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+}  // namespace jax_gmm

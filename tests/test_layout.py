@@ -1,0 +1,280 @@
+"""The pair-existence rules of cuda/layout.h against NumPy brute force.
+
+The CPU and the CUDA binning both decide with these functions which (tile,
+point), (cell, point) and (cell, query) pairs exist, so checking them here, on
+the CPU, checks the GPU's binning too: every pair within the cutoff must be
+listed, counts must not wrap at 2^32, and the cell grid must span only the
+queries some point can reach (a far outlier query must not stretch it).
+"""
+
+import numpy as np
+import pytest
+
+_layout = pytest.importorskip("jax_gmm._layout")
+
+DTYPES = [np.float32, np.float64]
+INV_SIGMA_MAX = {np.float32: 1e18, np.float64: 1e150}
+
+
+def m2(d_x, d_y, sigma, dtype):
+    """pair_m2 of gmm_math.h, rounded op by op in `dtype` as the kernels do."""
+    inv = np.minimum(dtype(1) / sigma.astype(dtype), dtype(INV_SIGMA_MAX[dtype]))
+    e_x, e_y = d_x * inv, d_y * inv
+    return e_x * e_x + e_y * e_y
+
+
+def valid(points, sigma, dtype):
+    return (np.isfinite(points).all(1) & np.isfinite(sigma)
+            & (sigma >= np.finfo(dtype).smallest_normal))
+
+
+def boxes(flat):
+    return np.asarray(flat, np.int64).reshape(-1, 4)  # x.lo, x.hi, y.lo, y.hi
+
+
+def in_box(b, x, y):
+    return (b[..., 0] <= x) & (x <= b[..., 1]) & (b[..., 2] <= y) & (y <= b[..., 3])
+
+
+def box_count(b):
+    return np.where((b[:, 0] > b[:, 1]) | (b[:, 2] > b[:, 3]), 0,
+                    (b[:, 1] - b[:, 0] + 1) * (b[:, 3] - b[:, 2] + 1))
+
+
+def scene(rng, n, shape, sigma_scale, dtype, margin=5.0):
+    h, w = shape
+    points = rng.uniform([-margin, -margin], [w + margin, h + margin], (n, 2))
+    sigma = sigma_scale * rng.uniform(0.5, 1.5, n)
+    return points.astype(dtype), sigma.astype(dtype)
+
+
+# Tiles ---------------------------------------------------------------------
+
+
+def check_tiles_cover_pairs(points, sigma, shape, side, truncate=3.0):
+    """Every (pixel, point) pair within the cutoff lies in a tile of the point's
+    box, and the pair count is the sum of the box areas (exact, in Python ints)."""
+    dtype = points.dtype.type
+    h, w = shape
+    flat, pairs, tiles_x, tiles_y = _layout.tile_boxes(points, sigma, truncate, h, w, side)
+    b = boxes(flat)
+    assert tiles_x == -(-w // side) and tiles_y == -(-h // side)
+    assert pairs == int(box_count(b).astype(object).sum())
+    ok = valid(points, sigma, dtype)
+    assert (box_count(b)[~ok] == 0).all()
+    for i in np.flatnonzero(ok):
+        x, y = points[i]
+        # The pixels near the point (all of them when its box is wider than the
+        # image): the brute force around each point.
+        reach = min(float(truncate) * float(sigma[i]) + 2, max(h, w) + 2.0)
+        cols = np.arange(int(np.clip(np.floor(x - reach), 0, w)),
+                         int(np.clip(np.ceil(x + reach) + 1, 0, w)))
+        rows = np.arange(int(np.clip(np.floor(y - reach), 0, h)),
+                         int(np.clip(np.ceil(y + reach) + 1, 0, h)))
+        if len(cols) * len(rows) > 4_000_000:  # a box wider than the image: corners suffice
+            cols, rows = cols[[0, -1]], rows[[0, -1]]
+        d_x = (cols.astype(dtype) + dtype(0.5)) - x
+        d_y = (rows.astype(dtype) + dtype(0.5)) - y
+        inside = m2(d_x[None, :], d_y[:, None], sigma[i:i + 1], dtype) <= dtype(truncate) ** 2
+        r, c = np.nonzero(inside)
+        assert in_box(b[i], cols[c] // side, rows[r] // side).all(), (i, b[i])
+        # Tight: per axis, the box spans the tiles of the pixels within the
+        # cutoff along that axis alone, up to the few-ulp margin of the box radius.
+        zero = np.zeros(1, dtype)
+        near_x = cols[m2(d_x, zero, sigma[i:i + 1], dtype) <= dtype(truncate) ** 2]
+        near_y = rows[m2(zero, d_y, sigma[i:i + 1], dtype) <= dtype(truncate) ** 2]
+        if len(near_x) and len(near_y) and len(cols) > 2:
+            assert (near_x.min() - 1) // side <= b[i, 0] <= near_x.min() // side
+            assert near_x.max() // side <= b[i, 1] <= (near_x.max() + 1) // side
+            assert (near_y.min() - 1) // side <= b[i, 2] <= near_y.min() // side
+            assert near_y.max() // side <= b[i, 3] <= (near_y.max() + 1) // side
+    return b, pairs
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (1, 37), (41, 1), (37, 45), (1, 70_000), (70_000, 1)])
+@pytest.mark.parametrize("side", [8, 16, 32, 128])
+def test_tiles_cover_every_pair(rng, dtype, shape, side):
+    for sigma_scale in [0.3, 2.0, 9.0]:
+        points, sigma = scene(rng, 60, shape, sigma_scale, dtype)
+        check_tiles_cover_pairs(points, sigma, shape, side)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiles_for_huge_and_tiny_sigma(dtype):
+    points = np.array([[3.5, 2.5], [3.5, 2.5], [1e30, 2.0], [-1e30, -1e30], [20.0, 7.0]], dtype)
+    for s in [1e-3, 1e-20, 1e-35, 1e6, 1e30, np.finfo(dtype).max]:
+        sigma = np.full(5, s, dtype)
+        b, _ = check_tiles_cover_pairs(points, sigma, (9, 30), 8)
+        reach_all = [0, 1, 4] if s < 1e30 else slice(None)  # far points need sigma ~ 1e30
+        if s >= 1e6:
+            assert (b[reach_all] == [0, 3, 0, 1]).all()
+        if s <= 1e-20:  # only a pixel centre exactly under the point
+            assert (b[:2] == [0, 0, 0, 0]).all() and box_count(b[2:4]).sum() == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiles_invalid_points_and_no_points(dtype):
+    points = np.array([[np.nan, 1.0], [np.inf, 2.0], [3.0, 4.0], [4.0, 4.0], [2.0, 2.0],
+                       [5.0, -np.inf]], dtype)
+    sigma = np.array([1.0, 1.0, np.nan, np.inf, -1.0, 1.0], dtype)
+    flat, pairs, _, _ = _layout.tile_boxes(points, sigma, 3.0, 8, 9, 8)
+    assert pairs == 0 and (box_count(boxes(flat)) == 0).all()
+    sigma[4] = 0.0
+    assert _layout.tile_boxes(points, sigma, 3.0, 8, 9, 8)[1] == 0
+    flat, pairs, _, _ = _layout.tile_boxes(np.zeros((0, 2), dtype), np.zeros(0, dtype), 3.0,
+                                           8, 9, 8)
+    assert flat == [] and pairs == 0
+    # An empty image: no tile, no pair.
+    for h, w in [(0, 5), (5, 0)]:
+        assert _layout.tile_boxes(points[2:3], np.ones(1, dtype), 3.0, h, w, 8)[1] == 0
+
+
+def test_tile_pairs_count_past_2_to_the_32():
+    """10^4 points covering a 70000 x 61000 image in 8-pixel tiles: 6.7e11 pairs,
+    counted exactly (a 32-bit count wraps)."""
+    points = np.full((10_000, 2), [100.0, 100.0])
+    sigma = np.full(10_000, 1e6)
+    flat, pairs, tiles_x, tiles_y = _layout.tile_boxes(points, sigma, 3.0, 61_000, 70_000, 8)
+    assert (tiles_x, tiles_y) == (8750, 7625)
+    assert pairs == 10_000 * 8750 * 7625 > 2**32
+
+
+# Cells ---------------------------------------------------------------------
+
+
+def check_cells(points, sigma, queries, truncate=3.0):
+    """Every in-cutoff (query, point) pair is found: the query has a cell and the
+    point's cell box contains it; keys match the layout; the cell count is capped."""
+    dtype = points.dtype.type
+    d = _layout.cell_binning(points, sigma, truncate, queries)
+    keys = np.asarray(d["query_keys"], np.int64)
+    b = boxes(d["point_boxes"])
+    cells_x, cells_y = d["cells"]
+    m = len(queries)
+    assert cells_x * cells_y <= _layout.max_cells(m)
+    assert d["pairs"] == int(box_count(b).astype(object).sum())
+    if cells_x * cells_y == 0:
+        assert (keys == -1).all() and d["pairs"] == 0
+        return d, keys, b
+    assert ((keys >= -1) & (keys < cells_x * cells_y)).all()
+    # Keys follow the layout: origin + k * cell <= q < origin + (k + 1) * cell,
+    # in double, up to the clamp into the last cell.
+    ox, oy = d["origin"]
+    cell = d["cell"]
+    has = keys >= 0
+    kx, ky = keys[has] % cells_x, keys[has] // cells_x
+    qd = queries[has].astype(np.float64)
+    for k, o, q, count in [(kx, ox, qd[:, 0], cells_x), (ky, oy, qd[:, 1], cells_y)]:
+        if np.isfinite(cell):
+            tol = 1e-12 * (np.abs(q) + abs(o) + (k + 1) * cell)
+            assert (o + k * cell <= q + tol).all()
+            assert ((q < o + (k + 1) * cell + tol) | (k == count - 1)).all()
+    # Coverage, by brute force over all pairs.
+    ok = valid(points, sigma, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d_x = queries[:, None, 0] - points[None, :, 0]
+        d_y = queries[:, None, 1] - points[None, :, 1]
+        pair = (m2(d_x, d_y, sigma[None, :], dtype) <= dtype(truncate) ** 2) & ok[None, :]
+    q_idx, p_idx = np.nonzero(pair)
+    assert (keys[q_idx] >= 0).all()
+    assert in_box(b[p_idx], keys[q_idx] % cells_x, keys[q_idx] // cells_x).all()
+    assert (box_count(b)[~ok] == 0).all()
+    return d, keys, b
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,m", [(0, 10), (10, 0), (1, 1), (200, 300), (50, 2000)])
+def test_cells_cover_every_pair(rng, dtype, n, m):
+    for sigma_scale in [0.3, 3.0, 40.0]:
+        points, sigma = scene(rng, n, (30, 50), sigma_scale, dtype)
+        queries = rng.uniform(-8, 60, (m, 2)).astype(dtype)
+        queries[: min(m, n)] = points[: min(m, n)]
+        check_cells(points, sigma, queries)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_far_outlier_query_does_not_stretch_the_cells(rng, dtype):
+    points, sigma = scene(rng, 300, (40, 40), 1.0, dtype)
+    queries = rng.uniform(0, 40, (500, 2)).astype(dtype)
+    base, base_keys, base_boxes = check_cells(points, sigma, queries)
+    for outlier in [1e30, -1e30, 3e38, -3e38]:
+        with_outlier = np.concatenate([queries, np.array([[outlier, outlier]], dtype)])
+        d, keys, b = check_cells(points, sigma, with_outlier)
+        assert keys[-1] == -1  # out of every point's reach: in no cell
+        assert (d["cells"], d["cell"], d["origin"]) == (base["cells"], base["cell"],
+                                                        base["origin"])
+        np.testing.assert_array_equal(keys[:-1], base_keys)
+        np.testing.assert_array_equal(b, base_boxes)
+    assert base["cell"] == pytest.approx(base["mean_radius"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cells_when_every_box_is_infinite(dtype):
+    """Points whose box radius is infinite reach every finite query: one cell
+    grid over them all, every query keyed (the output is then the mean)."""
+    points = np.array([[1.0, 2.0], [5.0, 5.0], [np.nan, 0.0]], dtype)
+    sigma = np.array([np.finfo(dtype).max, np.finfo(dtype).max, 1.0], dtype)
+    queries = np.array([[0.0, 0.0], [3e38, -3e38], [-1e30, 7.0], [np.inf, 0.0]], dtype)
+    d, keys, b = check_cells(points, sigma, queries)
+    assert d["mean_radius"] == -1.0  # no finite radius
+    assert (keys[:3] >= 0).all() and keys[3] == -1
+    assert (box_count(b)[:2] == d["cells"][0] * d["cells"][1]).all() and box_count(b)[2] == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_float32_extremes_do_not_overflow_the_layout(rng, dtype):
+    """Queries and points near +-3e38 with a huge sigma: the span exceeds float's
+    range, which the double layout absorbs."""
+    big = 3.0e38
+    points = np.array([[-big, -big], [big, big], [0.0, 0.0]], dtype)
+    sigma = np.array([1e37, 1e37, 1e37], dtype)
+    queries = np.concatenate([rng.uniform(-big, big, (100, 2)), [[-big, big], [big, -big]]])
+    d, keys, b = check_cells(points, sigma, queries.astype(dtype))
+    assert np.isfinite(d["cell"]) and (keys >= 0).all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sigma", [1e-3, 1e-20, 1e-35, 1e6, 1e30])
+def test_cells_huge_and_tiny_sigma(rng, dtype, sigma):
+    points, _ = scene(rng, 40, (20, 20), 1.0, dtype)
+    queries = np.concatenate([rng.uniform(-5, 25, (60, 2)), points[:10]]).astype(dtype)
+    check_cells(points, np.full(40, sigma, dtype), queries)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cells_every_point_invalid(rng, dtype):
+    points = np.array([[np.nan, 1.0], [np.inf, 2.0], [3.0, 4.0], [4.0, 4.0], [2.0, 2.0]], dtype)
+    sigma = np.array([1.0, 1.0, np.nan, -1.0, 0.0], dtype)
+    d, keys, b = check_cells(points, sigma, rng.uniform(0, 8, (20, 2)).astype(dtype))
+    assert d["cells"] == (0, 0) and (keys == -1).all() and d["pairs"] == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cells_are_capped_for_spread_queries(rng, dtype):
+    """Queries spread far wider than the radius, all reached by one wide point."""
+    points = np.concatenate([rng.uniform(0, 1e4, (500, 2)), [[5e3, 5e3]]]).astype(dtype)
+    sigma = np.concatenate([np.full(500, 0.1), [1e4]]).astype(dtype)
+    queries = rng.uniform(0, 1e4, (700, 2)).astype(dtype)
+    d, _, _ = check_cells(points, sigma, queries)
+    assert d["cells"][0] * d["cells"][1] <= _layout.max_cells(700) == 1400
+
+
+# Lists ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cells", [0, 1, 7, 1000])
+def test_list_starts_match_searchsorted(rng, cells):
+    for entries in [0, 1, 50, 3000]:
+        # Keys up to `cells` (the GPU's key for a query in no cell) and, to
+        # check 64-bit keys, beyond 2^32.
+        keys = np.sort(rng.integers(0, cells + 1, entries))
+        want = np.searchsorted(keys, np.arange(cells + 1), "left")
+        np.testing.assert_array_equal(_layout.list_starts(keys.tolist(), cells), want)
+    big = [2**33, 2**33, 2**40]
+    assert _layout.list_starts(big, 3) == [0, 0, 0, 0]
+
+
+def test_max_cells():
+    assert [_layout.max_cells(m) for m in [0, 1, 512, 513, 2**31]] == [1024, 1024, 1024, 1026,
+                                                                      2**32]
