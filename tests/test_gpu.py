@@ -306,6 +306,21 @@ def test_bitwise_deterministic(rng, dtype):
         np.testing.assert_array_equal(a, b)
 
 
+def test_small_every_gpu_runs_on_its_own_stream(rng):
+    """Each GPU's call works on the device of XLA's stream, not device 0 (a
+    single-GPU machine runs this on its one GPU)."""
+    points, values, sigma, queries = scene(rng, 80, 2, (17, 19), 1.5, np.float64, m=60)
+    want = grid_on(GPU, points, values, sigma, (17, 19))
+    want_at = at_on(GPU, points, values, sigma, queries)
+    for device in jax.devices("gpu"):
+        for got, expected in zip(grid_on(device, points, values, sigma, (17, 19)), want):
+            np.testing.assert_array_equal(got, expected)
+        for got, expected in zip(at_on(device, points, values, sigma, queries), want_at):
+            np.testing.assert_array_equal(got, expected)
+        grads = at_grads(jax_gmm, device, points, values, sigma, queries)
+        assert all(np.isfinite(g).all() for g in grads)
+
+
 # Degenerate input: the documented results, never a crash or NaN.
 
 
@@ -369,6 +384,8 @@ def test_small_no_channels(rng):
 
 
 def test_small_invalid_points_contribute_nothing():
+    """Non-finite centres and sigma, and sigma <= 0: the kernel drops them. Under
+    jit, as a concrete sigma <= 0 would be refused before any kernel runs."""
     bad = np.array([[np.nan, 1.0], [np.inf, 2.0], [3.0, 4.0], [4.0, 4.0], [2.0, 2.0], [5.0, 5.0],
                     [6.0, 1.0]])
     v = np.arange(14.0).reshape(7, 2)
@@ -377,12 +394,52 @@ def test_small_invalid_points_contribute_nothing():
         (grid_f((8, 9)), (bad, v, sigma), gmm_grid(bad[4:5], v[4:5], sigma[4:5], (8, 9))),
         (at_f, (bad, v, sigma, Q), gmm(bad[4:5], v[4:5], sigma[4:5], Q)),
     ]:
-        out, density, grads = value_and_grads(f, *args)
+        out, density, grads = value_and_grads(jax.jit(f), *args)
         assert_close(out, want[0], np.float64)
         assert_close(density, want[1], np.float64)
         assert all(np.isfinite(g).all() for g in grads)
         for g in grads[:3]:
             np.testing.assert_array_equal(np.delete(g, 4, axis=0), 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_every_point_invalid_or_unreaching(dtype):
+    """No valid point, or none within reach of any query: zeros, never a stale
+    binning or a NaN (the GPU's cell grid spans only reachable queries)."""
+    sigma = np.array([np.nan, -1.0, 0.0], dtype)
+    for f, args in [(grid_f((8, 9)), ()), (at_f, (Q.astype(dtype),))]:
+        out, density, grads = value_and_grads(jax.jit(f), P.astype(dtype), V.astype(dtype),
+                                              sigma, *args)
+        np.testing.assert_array_equal(out, 0)
+        np.testing.assert_array_equal(density, 0)
+        for g in grads:
+            np.testing.assert_array_equal(g, 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_far_outlier_query(dtype):
+    """A query at +-1e30 (and, in float32, near the largest float) neither
+    stretches the cells nor disturbs the other queries."""
+    big = 3e38 if dtype == np.float32 else 1e300
+    q = np.array([[2.5, 3.5], [6.0, 2.0], [1e30, -1e30], [big, -big], [-big, big]], dtype)
+    out, density = at_on(GPU, P.astype(dtype), V.astype(dtype), np.ones(3, dtype), q)
+    want, want_density = gmm(P, V, np.ones(3), q[:2].astype(np.float64))
+    assert_close(out[:2], want, dtype)
+    assert_close(density[:2], want_density, dtype)
+    np.testing.assert_array_equal(out[2:], 0)
+    np.testing.assert_array_equal(density[2:], 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_infinite_boxes_give_the_mean(dtype):
+    """Every valid point's box radius is infinite (sigma = the largest float):
+    each finite query gets the plain mean, as on the CPU."""
+    sigma = np.full(3, np.finfo(dtype).max, dtype)
+    q = np.array([[2.5, 3.5], [1e30, -1e30], [np.nan, 0.0]], dtype)
+    for device in [GPU, CPU]:
+        out, density = at_on(device, P.astype(dtype), V.astype(dtype), sigma, q)
+        np.testing.assert_allclose(out[:2], np.broadcast_to(V.mean(0), (2, 2)), rtol=1e-5)
+        assert (density[:2] > 0).all() and density[2] == 0 and (out[2] == 0).all()
 
 
 def test_small_non_finite_queries_give_zero():

@@ -10,24 +10,24 @@ namespace gpu {
 
 namespace {
 
-__global__ void count_kernel(const Rect* rects, int64_t n, uint32_t* counts) {
+__global__ void count_kernel(const Box* boxes, int64_t n, uint64_t* counts) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    counts[i] = static_cast<uint32_t>(rect_cells(rects[i]));
+    counts[i] = static_cast<uint64_t>(boxes[i].count());
   }
 }
 
 // Member i writes its pairs at offsets[i] on, so the pairs are in member order.
-__global__ void fill_kernel(const Rect* rects, int64_t n, const uint32_t* offsets,
-                            uint32_t cells_x, uint32_t* keys, uint32_t* items) {
+__global__ void fill_kernel(const Box* boxes, int64_t n, const uint64_t* offsets, int64_t cells_x,
+                            uint64_t* keys, uint32_t* items) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const Rect r = rects[i];
-    uint32_t at = offsets[i];
-    if (r.x0 > r.x1) continue;
-    for (uint32_t y = r.y0; y <= r.y1; ++y) {
-      for (uint32_t x = r.x0; x <= r.x1; ++x, ++at) {
-        keys[at] = y * cells_x + x;
+    const Box b = boxes[i];
+    if (b.empty()) continue;
+    uint64_t at = offsets[i];
+    for (int64_t y = b.y.lo; y <= b.y.hi; ++y) {
+      for (int64_t x = b.x.lo; x <= b.x.hi; ++x, ++at) {
+        keys[at] = static_cast<uint64_t>(y * cells_x + x);
         items[at] = static_cast<uint32_t>(i);
       }
     }
@@ -35,20 +35,11 @@ __global__ void fill_kernel(const Rect* rects, int64_t n, const uint32_t* offset
 }
 
 // start[c] = the first j with keys[j] >= c, for c = 0 .. cells.
-__global__ void starts_kernel(const uint32_t* keys, int64_t entries, uint32_t cells,
-                              uint32_t* start) {
+__global__ void starts_kernel(const uint64_t* keys, int64_t entries, int64_t cells,
+                              int64_t* start) {
   for (int64_t c = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; c <= cells;
        c += int64_t{gridDim.x} * blockDim.x) {
-    int64_t lo = 0, hi = entries;
-    while (lo < hi) {
-      const int64_t mid = (lo + hi) / 2;
-      if (keys[mid] < c) {
-        lo = mid + 1;
-      } else {
-        hi = mid;
-      }
-    }
-    start[c] = static_cast<uint32_t>(lo);
+    start[c] = list_start(keys, entries, c);
   }
 }
 
@@ -61,7 +52,7 @@ __global__ void gaussians_kernel(const T* points, const T* sigma, int64_t n, T t
   }
 }
 
-int bit_width(uint32_t v) { return v == 0 ? 0 : 32 - __builtin_clz(v); }
+int bit_width(uint64_t v) { return v == 0 ? 0 : 64 - __builtin_clzll(v); }
 
 }  // namespace
 
@@ -74,46 +65,44 @@ ffi::Error CellLists::reserve(Device& dev, int64_t entries) {
   return ffi::Error::Success();
 }
 
-ffi::Error CellLists::splat(Device& dev, const Rect* rects, int64_t n, uint32_t cells_x,
-                            uint32_t cells, int64_t entries) {
+ffi::Error CellLists::splat(Device& dev, const Box* boxes, int64_t n, int64_t cells_x,
+                            int64_t cells, int64_t entries) {
   JAX_GMM_RETURN_IF_ERROR(reserve(dev, entries));
   if (entries > 0) {  // then n > 0 and cells > 0
     JAX_GMM_RETURN_IF_ERROR(counts_.reserve(dev, n));
     JAX_GMM_RETURN_IF_ERROR(offsets_.reserve(dev, n));
-    count_kernel<<<blocks_for(n), kThreads, 0, dev.stream>>>(rects, n, counts_.data());
+    count_kernel<<<blocks_for(n), kThreads, 0, dev.stream>>>(boxes, n, counts_.data());
     JAX_GMM_LAUNCHED("count_kernel");
     size_t bytes = 0;
-    const auto members = static_cast<uint32_t>(n);  // < 2^32 (operands.h)
     JAX_GMM_CUDA(cub::DeviceScan::ExclusiveSum(nullptr, bytes, counts_.data(), offsets_.data(),
-                                               members, dev.stream));
+                                               n, dev.stream));
     JAX_GMM_RETURN_IF_ERROR(temp_.reserve(dev, static_cast<int64_t>(bytes)));
     JAX_GMM_CUDA(cub::DeviceScan::ExclusiveSum(temp_.data(), bytes, counts_.data(),
-                                               offsets_.data(), members, dev.stream));
-    fill_kernel<<<blocks_for(n), kThreads, 0, dev.stream>>>(rects, n, offsets_.data(), cells_x,
+                                               offsets_.data(), n, dev.stream));
+    fill_kernel<<<blocks_for(n), kThreads, 0, dev.stream>>>(boxes, n, offsets_.data(), cells_x,
                                                            keys(), items());
     JAX_GMM_LAUNCHED("fill_kernel");
   }
-  return sort(dev, entries, cells - 1, cells);
+  return sort(dev, entries, static_cast<uint64_t>(cells - 1), cells);
 }
 
-ffi::Error CellLists::sort(Device& dev, int64_t entries, uint32_t max_key, uint32_t cells) {
+ffi::Error CellLists::sort(Device& dev, int64_t entries, uint64_t max_key, int64_t cells) {
   const int end_bit = bit_width(max_key);
   if (entries > 1 && end_bit > 0) {  // with one key value the pairs are already in order
-    cub::DoubleBuffer<uint32_t> keys(keys_[0].data(), keys_[1].data());
+    cub::DoubleBuffer<uint64_t> keys(keys_[0].data(), keys_[1].data());
     cub::DoubleBuffer<uint32_t> items(items_[0].data(), items_[1].data());
-    const auto count = static_cast<uint32_t>(entries);  // callers check < 2^32
     size_t bytes = 0;
-    JAX_GMM_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, bytes, keys, items, count, 0, end_bit,
+    JAX_GMM_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, bytes, keys, items, entries, 0, end_bit,
                                                  dev.stream));
     JAX_GMM_RETURN_IF_ERROR(temp_.reserve(dev, static_cast<int64_t>(bytes)));
-    JAX_GMM_CUDA(cub::DeviceRadixSort::SortPairs(temp_.data(), bytes, keys, items, count, 0,
+    JAX_GMM_CUDA(cub::DeviceRadixSort::SortPairs(temp_.data(), bytes, keys, items, entries, 0,
                                                  end_bit, dev.stream));
     // SortPairs flips the key and item buffers together.
     current_ = keys.selector;
   }
-  JAX_GMM_RETURN_IF_ERROR(start_.reserve(dev, int64_t{cells} + 1));
-  starts_kernel<<<blocks_for(int64_t{cells} + 1), kThreads, 0, dev.stream>>>(keys(), entries,
-                                                                             cells, start_.data());
+  JAX_GMM_RETURN_IF_ERROR(start_.reserve(dev, cells + 1));
+  starts_kernel<<<blocks_for(cells + 1), kThreads, 0, dev.stream>>>(keys(), entries, cells,
+                                                                   start_.data());
   JAX_GMM_LAUNCHED("starts_kernel");
   return ffi::Error::Success();
 }

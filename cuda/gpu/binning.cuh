@@ -12,40 +12,44 @@
 
 #include "device.cuh"
 #include "gmm_math.h"
-#include "ranges.cuh"
+#include "layout.h"
 
 namespace jax_gmm {
 namespace gpu {
 
 // Kernel view of the lists: the members of cell k are
 // items[start[k] .. start[k + 1]), and keys[j] is the cell of items[j].
+// Members (points, queries) number fewer than 2^32 (operands.h); cells and
+// (cell, member) pairs may not, so keys and positions are 64-bit.
 struct ListsView {
-  const uint32_t* start;
+  const int64_t* start;
   const uint32_t* items;
-  const uint32_t* keys;
+  const uint64_t* keys;
 };
 
 class CellLists {
  public:
-  // Member i of n is listed in every cell of rects[i], on a grid `cells_x`
+  // Member i of n is listed in every cell of boxes[i], on a grid `cells_x`
   // wide with `cells` > 0 cells; `entries` is the number of (cell, member) pairs.
-  ffi::Error splat(Device& dev, const Rect* rects, int64_t n, uint32_t cells_x, uint32_t cells,
+  ffi::Error splat(Device& dev, const Box* boxes, int64_t n, int64_t cells_x, int64_t cells,
                    int64_t entries);
 
   // For members with one key each: room for `entries` pairs, which the caller
   // writes to keys() and items() in member order before calling sort().
   ffi::Error reserve(Device& dev, int64_t entries);
-  uint32_t* keys() const { return keys_[current_].data(); }
+  uint64_t* keys() const { return keys_[current_].data(); }
   uint32_t* items() const { return items_[current_].data(); }
 
   // Sorts the pairs by key (every key <= max_key) and finds where each of
   // the cells 0 .. cells starts (start[cells] is where keys >= cells begin).
-  ffi::Error sort(Device& dev, int64_t entries, uint32_t max_key, uint32_t cells);
+  ffi::Error sort(Device& dev, int64_t entries, uint64_t max_key, int64_t cells);
 
   ListsView view() const { return {start_.data(), items(), keys()}; }
 
  private:
-  Scratch<uint32_t> keys_[2], items_[2], start_, counts_, offsets_;
+  Scratch<uint64_t> keys_[2], counts_, offsets_;
+  Scratch<uint32_t> items_[2];
+  Scratch<int64_t> start_;
   Scratch<char> temp_;
   int current_ = 0;  // which of keys_/items_ holds the pairs
 };

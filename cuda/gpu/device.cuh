@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 // nvcc's front end and the host compiler flag the XLA headers' switches over
 // every enumerator as "missing return" (940, -Wreturn-type) and their
@@ -47,11 +50,111 @@ inline ffi::Error cuda_error(cudaError_t code, const char* what) {
 // After a <<<...>>> launch: a bad configuration is only reported here.
 #define JAX_GMM_LAUNCHED(kernel) JAX_GMM_CUDA_NAMED(cudaGetLastError(), "launch of " kernel)
 
+// The FFI API and the execution context of a call, decoded as a context
+// (Ctx<CallContext>() in the binding), for the C API calls that ffi.h's
+// wrappers do not expose as needed: ScratchAllocator reports a failed
+// allocation only to a diagnostic engine that no one reads.
+struct CallContext {
+  const XLA_FFI_Api* api;
+  XLA_FFI_ExecutionContext* ctx;
+};
+
+}  // namespace gpu
+}  // namespace jax_gmm
+
+template <>
+struct xla::ffi::CtxDecoding<jax_gmm::gpu::CallContext> {
+  using Type = jax_gmm::gpu::CallContext;
+  static std::optional<Type> Decode(const XLA_FFI_Api* api, XLA_FFI_ExecutionContext* ctx,
+                                    DiagnosticEngine&) {
+    return Type{api, ctx};
+  }
+};
+
+namespace jax_gmm {
+namespace gpu {
+
+// XLA's device memory for the call's temporaries, all freed when the handler
+// returns (as ffi::ScratchAllocator does), with XLA's own error text when an
+// allocation fails.
+class ScratchArena {
+ public:
+  explicit ScratchArena(CallContext call) : call_(call) {}
+  ScratchArena(const ScratchArena&) = delete;
+  ScratchArena& operator=(const ScratchArena&) = delete;
+  ~ScratchArena() {
+    for (const Block& b : blocks_) {
+      XLA_FFI_DeviceMemory_Free_Args args{XLA_FFI_DeviceMemory_Free_Args_STRUCT_SIZE, nullptr,
+                                          call_.ctx, b.bytes, b.data};
+      if (XLA_FFI_Error* error = call_.api->XLA_FFI_DeviceMemory_Free(&args)) destroy(error);
+    }
+  }
+
+  // XLA's allocator rejects any alignment above 16 ("Unsupported alignment");
+  // its blocks are 256-byte aligned anyway, and CUB aligns its own temporaries.
+  ffi::Error allocate(size_t bytes, void** data) {
+    XLA_FFI_DeviceMemory_Allocate_Args args{XLA_FFI_DeviceMemory_Allocate_Args_STRUCT_SIZE,
+                                            nullptr, call_.ctx, bytes, 16, nullptr};
+    if (XLA_FFI_Error* error = call_.api->XLA_FFI_DeviceMemory_Allocate(&args)) {
+      XLA_FFI_Error_GetMessage_Args message{XLA_FFI_Error_GetMessage_Args_STRUCT_SIZE, nullptr,
+                                            error, nullptr};
+      call_.api->XLA_FFI_Error_GetMessage(&message);
+      std::string text = "jax_gmm: could not allocate " + std::to_string(bytes) +
+                         " bytes of GPU scratch memory: " +
+                         (message.message ? message.message : "(no message)");
+      destroy(error);
+      return ffi::Error(ffi::ErrorCode::kResourceExhausted, std::move(text));
+    }
+    blocks_.push_back({args.data, bytes});
+    *data = args.data;
+    return ffi::Error::Success();
+  }
+
+ private:
+  struct Block {
+    void* data;
+    size_t bytes;
+  };
+  void destroy(XLA_FFI_Error* error) {
+    XLA_FFI_Error_Destroy_Args args{XLA_FFI_Error_Destroy_Args_STRUCT_SIZE, nullptr, error};
+    call_.api->XLA_FFI_Error_Destroy(&args);
+  }
+
+  CallContext call_;
+  std::vector<Block> blocks_;
+};
+
+// Makes the device of XLA's stream (the call's device ordinal) current on
+// the calling thread while a handler runs, and then restores the previous
+// one: kernels and CUB launch on the current device, which in a process with
+// several GPUs need not be the stream's.
+class DeviceScope {
+ public:
+  DeviceScope() = default;
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+  ffi::Error enter(int32_t ordinal) {
+    JAX_GMM_CUDA(cudaGetDevice(&previous_));
+    if (previous_ != ordinal) {
+      JAX_GMM_CUDA(cudaSetDevice(ordinal));
+      restore_ = true;
+    }
+    return ffi::Error::Success();
+  }
+  ~DeviceScope() {
+    if (restore_) cudaSetDevice(previous_);
+  }
+
+ private:
+  int previous_ = 0;
+  bool restore_ = false;
+};
+
 // What every stage needs from the FFI call: XLA's stream, on which all work
-// is queued, and its scratch allocator, the only source of temporary memory.
+// is queued, and the call's scratch memory, the only source of temporaries.
 struct Device {
   cudaStream_t stream;
-  ffi::ScratchAllocator& scratch;
+  ScratchArena& scratch;
 };
 
 // A scratch array that lives for the whole FFI call. The batch elements of a
@@ -64,14 +167,9 @@ class Scratch {
   ffi::Error reserve(Device& dev, int64_t count) {
     if (count <= capacity_) return ffi::Error::Success();
     const int64_t grown = std::max(count, capacity_ + capacity_ / 2);
-    const size_t bytes = static_cast<size_t>(grown) * sizeof(U);
-    const auto data = dev.scratch.Allocate(bytes, 256);
-    if (!data.has_value()) {
-      return ffi::Error(ffi::ErrorCode::kResourceExhausted,
-                        "jax_gmm: could not allocate " + std::to_string(bytes) +
-                            " bytes of GPU scratch memory");
-    }
-    data_ = static_cast<U*>(*data);
+    void* data = nullptr;
+    JAX_GMM_RETURN_IF_ERROR(dev.scratch.allocate(static_cast<size_t>(grown) * sizeof(U), &data));
+    data_ = static_cast<U*>(data);
     capacity_ = grown;
     return ffi::Error::Success();
   }

@@ -5,7 +5,6 @@
 // sums do not depend on scheduling.
 #include <algorithm>
 #include <cstdint>
-#include <limits>
 
 #include "kernels.cuh"
 
@@ -28,28 +27,20 @@ __global__ void tile_pairs_kernel(const Gaussian<T>* gaussians, int64_t n, int64
   unsigned long long count[kTileSides] = {};
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    Range cols, rows;
-    if (!pixel_box(gaussians[i], height, width, &cols, &rows)) continue;
+    const Gaussian<T> g = gaussians[i];
     for (int s = 0; s < kTileSides; ++s) {
-      const int64_t side = int64_t{8} << s;
-      count[s] += static_cast<unsigned long long>(cols.hi / side - cols.lo / side + 1) *
-                  (rows.hi / side - rows.lo / side + 1);
+      count[s] += static_cast<unsigned long long>(tile_box(g, height, width, 8 << s).count());
     }
   }
   add_block_totals(count, totals->count);
 }
 
 template <typename T>
-__global__ void tile_rects_kernel(const Gaussian<T>* gaussians, int64_t n, int64_t height,
-                                  int64_t width, int64_t side, Rect* rects) {
+__global__ void tile_boxes_kernel(const Gaussian<T>* gaussians, int64_t n, int64_t height,
+                                  int64_t width, int64_t side, Box* boxes) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    Range cols{1, 0}, rows{1, 0};
-    if (pixel_box(gaussians[i], height, width, &cols, &rows)) {
-      cols = {cols.lo / side, cols.hi / side};
-      rows = {rows.lo / side, rows.hi / side};
-    }
-    rects[i] = make_rect(cols, rows);
+    boxes[i] = tile_box(gaussians[i], height, width, side);
   }
 }
 
@@ -69,13 +60,13 @@ __global__ void __launch_bounds__((kSide / kPer) * (kSide / kPer))
   for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
     const int64_t x0 = (tile % tiles_x) * kSide + tx;
     const int64_t y0 = (tile / tiles_x) * kSide + ty;
-    const uint32_t begin = lists.start[tile], end = lists.start[tile + 1];
+    const int64_t begin = lists.start[tile], end = lists.start[tile + 1];
     for (int64_t chunk = blockIdx.y; chunk < chunks; chunk += gridDim.y) {
       const int64_t c0 = chunk * K;
       T z[kPer][kPer] = {};
       T a[kPer][kPer][K] = {};
-      for (uint32_t l0 = begin; l0 < end; l0 += kBlock) {
-        const int count = static_cast<int>(min(uint32_t{kBlock}, end - l0));
+      for (int64_t l0 = begin; l0 < end; l0 += kBlock) {
+        const int count = static_cast<int>(min(int64_t{kBlock}, end - l0));
         if (threadIdx.x < count) {
           const int64_t i = lists.items[l0 + threadIdx.x];
           staged[threadIdx.x] = gaussians[i];
@@ -154,34 +145,25 @@ ffi::Error TileBinning<T>::build(Device& dev, const T* points, const T* sigma, i
   TilePairs totals;
   JAX_GMM_RETURN_IF_ERROR(read_back(dev, totals_.data(), &totals));
 
-  // The lists index with 32 bits: a side is usable if its pairs and tiles fit.
-  constexpr uint64_t kLimit = std::numeric_limits<uint32_t>::max() - 1;
-  int best = -1;
+  // Pair counts are 64-bit: any side works, so take the cheapest.
+  int best = 0;
   double best_cost = 0;
   for (int s = 0; s < kTileSides; ++s) {
     const int64_t side = int64_t{8} << s;
-    const int64_t count = ((height + side - 1) / side) * ((width + side - 1) / side);
     const double cost = static_cast<double>(totals.count[s]) * (kPairCost + side * side);
-    if (totals.count[s] > kLimit || static_cast<uint64_t>(count) > kLimit) continue;
-    if (best < 0 || cost < best_cost) best = s, best_cost = cost;
-  }
-  if (best < 0) {
-    return ffi::Error::InvalidArgument(
-        "jax_gmm: too many (tile, point) pairs for the GPU kernel: " +
-        std::to_string(totals.count[kTileSides - 1]) + "; use fewer points or a smaller sigma");
+    if (s == 0 || cost < best_cost) best = s, best_cost = cost;
   }
   tile_side = 8 << best;
-  tiles_x = (width + tile_side - 1) / tile_side;
-  tiles = tiles_x * ((height + tile_side - 1) / tile_side);
+  tiles_x = tiles_along(width, tile_side);
+  tiles = tiles_x * tiles_along(height, tile_side);
   pairs = static_cast<int64_t>(totals.count[best]);
   if (pairs == 0) return ffi::Error::Success();
 
-  JAX_GMM_RETURN_IF_ERROR(rects_.reserve(dev, n));
-  tile_rects_kernel<<<blocks_for(n), kThreads, 0, dev.stream>>>(gaussians_.data(), n, height,
-                                                               width, tile_side, rects_.data());
-  JAX_GMM_LAUNCHED("tile_rects_kernel");
-  return lists_.splat(dev, rects_.data(), n, static_cast<uint32_t>(tiles_x),
-                      static_cast<uint32_t>(tiles), pairs);
+  JAX_GMM_RETURN_IF_ERROR(boxes_.reserve(dev, n));
+  tile_boxes_kernel<<<blocks_for(n), kThreads, 0, dev.stream>>>(gaussians_.data(), n, height,
+                                                               width, tile_side, boxes_.data());
+  JAX_GMM_LAUNCHED("tile_boxes_kernel");
+  return lists_.splat(dev, boxes_.data(), n, tiles_x, tiles, pairs);
 }
 
 template <typename T>

@@ -35,12 +35,15 @@ ffi::Error for_each_example(const Call<T>& call, const Build& build, const Body&
 }
 
 template <ffi::DataType DT>
-ffi::Error GridForward(cudaStream_t stream, ffi::ScratchAllocator scratch,
+ffi::Error GridForward(cudaStream_t stream, int32_t device, CallContext context,
                        ffi::Buffer<DT> points, ffi::Buffer<DT> values, ffi::Buffer<DT> sigma,
                        ffi::ResultBuffer<DT> out, ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
   JAX_GMM_ASSIGN(call, check_forward<T>(points, values, sigma, nullptr, *out, *density));
   const auto& l = call.layout;
+  DeviceScope scope;
+  JAX_GMM_RETURN_IF_ERROR(scope.enter(device));
+  ScratchArena scratch(context);
   Device dev{stream, scratch};
   TileBinning<T> tiles;
   return for_each_example(
@@ -55,7 +58,7 @@ ffi::Error GridForward(cudaStream_t stream, ffi::ScratchAllocator scratch,
 }
 
 template <ffi::DataType DT>
-ffi::Error GridBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
+ffi::Error GridBackward(cudaStream_t stream, int32_t device, CallContext context,
                         ffi::Buffer<DT> points, ffi::Buffer<DT> values, ffi::Buffer<DT> sigma,
                         ffi::Buffer<DT> out, ffi::Buffer<DT> density, ffi::Buffer<DT> d_out,
                         ffi::Buffer<DT> d_density, ffi::ResultBuffer<DT> d_points,
@@ -65,6 +68,9 @@ ffi::Error GridBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
   JAX_GMM_ASSIGN(call, check_backward<T>(points, values, sigma, nullptr, out, density, d_out,
                                          d_density, *d_points, *d_values, *d_sigma, nullptr));
   const auto& l = call.layout;
+  DeviceScope scope;
+  JAX_GMM_RETURN_IF_ERROR(scope.enter(device));
+  ScratchArena scratch(context);
   Device dev{stream, scratch};
   Scratch<T> folded;
   for (int64_t b = 0; b < l.count(); ++b) {  // no binning: a point's pixels form its box
@@ -78,13 +84,16 @@ ffi::Error GridBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
 }
 
 template <ffi::DataType DT>
-ffi::Error ScatteredForward(cudaStream_t stream, ffi::ScratchAllocator scratch,
+ffi::Error ScatteredForward(cudaStream_t stream, int32_t device, CallContext context,
                             ffi::Buffer<DT> points, ffi::Buffer<DT> values, ffi::Buffer<DT> sigma,
                             ffi::Buffer<DT> queries, ffi::ResultBuffer<DT> out,
                             ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
   JAX_GMM_ASSIGN(call, check_forward<T>(points, values, sigma, &queries, *out, *density));
   const auto& l = call.layout;
+  DeviceScope scope;
+  JAX_GMM_RETURN_IF_ERROR(scope.enter(device));
+  ScratchArena scratch(context);
   Device dev{stream, scratch};
   CellBinning<T> cells;
   return for_each_example(
@@ -99,7 +108,7 @@ ffi::Error ScatteredForward(cudaStream_t stream, ffi::ScratchAllocator scratch,
 }
 
 template <ffi::DataType DT>
-ffi::Error ScatteredBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
+ffi::Error ScatteredBackward(cudaStream_t stream, int32_t device, CallContext context,
                              ffi::Buffer<DT> points, ffi::Buffer<DT> values,
                              ffi::Buffer<DT> sigma, ffi::Buffer<DT> queries, ffi::Buffer<DT> out,
                              ffi::Buffer<DT> density, ffi::Buffer<DT> d_out,
@@ -111,6 +120,9 @@ ffi::Error ScatteredBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
                                          d_density, *d_points, *d_values, *d_sigma,
                                          &*d_queries));
   const auto& l = call.layout;
+  DeviceScope scope;
+  JAX_GMM_RETURN_IF_ERROR(scope.enter(device));
+  ScratchArena scratch(context);
   Device dev{stream, scratch};
   CellBinning<T> cells;
   Scratch<T> folded;
@@ -128,11 +140,14 @@ ffi::Error ScatteredBackward(cudaStream_t stream, ffi::ScratchAllocator scratch,
       });
 }
 
-// XLA's stream and scratch allocator, then the buffers (operands.h).
+// XLA's stream, the ordinal of its device and the call's context (for
+// scratch memory), then the buffers (operands.h).
 template <ffi::DataType DT, int kArgs, int kRets>
 auto bind() {
-  return bind_buffers<DT, kArgs, kRets>(
-      ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>().Ctx<ffi::ScratchAllocator>());
+  return bind_buffers<DT, kArgs, kRets>(ffi::Ffi::Bind()
+                                            .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                            .Ctx<ffi::DeviceOrdinal>()
+                                            .Ctx<CallContext>());
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include "binning.cuh"
 #include "device.cuh"
 #include "gmm_math.h"
+#include "layout.h"
 #include "ranges.cuh"
 
 namespace jax_gmm {
@@ -37,41 +38,17 @@ class TileBinning {
  private:
   Scratch<Gaussian<T>> gaussians_;
   Scratch<TilePairs> totals_;
-  Scratch<Rect> rects_;
+  Scratch<Box> boxes_;
   CellLists lists_;
 };
 
-// Uniform grid of cells about one cutoff radius wide over the finite queries,
-// as cpu/scattered_forward.cc lays it out. cells_x = cells_y = 0 when no
-// finite query or no valid point exists: then every output is 0.
-template <typename T>
-struct CellGrid {
-  T origin_x, origin_y, cell;
-  int64_t cells_x, cells_y;
-};
-
-// The cells a valid point's bounding box overlaps; false if none.
-template <typename T>
-__device__ bool cell_box(const Gaussian<T>& g, const CellGrid<T>& grid, Range* cx, Range* cy) {
-  if (!g.valid()) return false;
-  *cx = cell_range(g.x - g.box_radius, g.x + g.box_radius, grid.origin_x, grid.cell, grid.cells_x);
-  *cy = cell_range(g.y - g.box_radius, g.y + g.box_radius, grid.origin_y, grid.cell, grid.cells_y);
-  return !cx->empty() && !cy->empty();
-}
-
-// Bounds of the finite queries and the sum and count of the finite box radii
-// of the valid points, reduced in a fixed order.
-template <typename T>
-struct Extent {
-  T x_lo, x_hi, y_lo, y_hi, radius_sum;
-  unsigned long long valid;
-};
-
-// What the host reads back after the cell setup kernels.
-template <typename T>
+// What the host reads back after the cell setup kernels: the layout (on
+// layout.h's rule, as the CPU's), the points' reach it was made from, and
+// the number of (cell, point) pairs. Eight-byte fields only: no padding.
 struct CellSetup {
-  CellGrid<T> grid;
-  unsigned long long pairs;  // (cell, point) pairs
+  CellLayout layout;
+  PointReach reach;
+  unsigned long long pairs;
 };
 
 // Arbitrary queries of one example sorted into cells, and the points splatted
@@ -82,8 +59,10 @@ class CellBinning {
   ffi::Error build(Device& dev, const T* points, const T* sigma, int64_t n, T truncate,
                    const T* queries, int64_t m);
 
-  CellGrid<T> grid{};
-  int64_t cells() const { return grid.cells_x * grid.cells_y; }
+  // cells() == 0 when no finite query is within reach of a valid point:
+  // then every output is 0.
+  CellLayout grid{};
+  int64_t cells() const { return grid.cells(); }
   int64_t point_count() const { return n_; }
 
   const Gaussian<T>* gaussians() const { return gaussians_.data(); }
@@ -94,9 +73,10 @@ class CellBinning {
 
  private:
   Scratch<Gaussian<T>> gaussians_;
-  Scratch<Extent<T>> partials_;
-  Scratch<CellSetup<T>> setup_;
-  Scratch<Rect> rects_;
+  Scratch<PointReach> reach_partials_;
+  Scratch<Interval> box_partials_;  // x then y per block
+  Scratch<CellSetup> setup_;
+  Scratch<Box> boxes_;
   CellLists points_, queries_;
   int64_t n_ = 0;
 };

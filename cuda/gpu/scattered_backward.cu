@@ -19,12 +19,12 @@ namespace {
 __host__ __device__ inline int64_t row_size(int64_t channels) { return channels + 4; }
 
 template <typename T>
-__global__ void fold_queries_kernel(const T* queries, int64_t m, ListsView sorted, uint32_t cells,
+__global__ void fold_queries_kernel(const T* queries, int64_t m, ListsView sorted, int64_t cells,
                                     const T* out, const T* density, const T* d_out,
                                     const T* d_density, int64_t channels, T* table) {
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < m;
        k += int64_t{gridDim.x} * blockDim.x) {
-    if (sorted.keys[k] >= cells) continue;  // non-finite: in no cell, never read
+    if (static_cast<int64_t>(sorted.keys[k]) >= cells) continue;  // in no cell: never read
     const int64_t q = sorted.items[k];
     T* row = table + k * row_size(channels);
     row[0] = queries[2 * q];
@@ -37,17 +37,17 @@ __global__ void fold_queries_kernel(const T* queries, int64_t m, ListsView sorte
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     query_grad_kernel(const Gaussian<T>* __restrict__ gaussians, const T* __restrict__ values,
-                      int64_t channels, ListsView points, ListsView sorted, uint32_t cells,
+                      int64_t channels, ListsView points, ListsView sorted, int64_t cells,
                       const T* __restrict__ table, int64_t m, T* __restrict__ d_queries) {
   for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < m;
        k += int64_t{gridDim.x} * blockDim.x) {
     const int64_t q = sorted.items[k];
-    const uint32_t cell = sorted.keys[k];
+    const int64_t cell = static_cast<int64_t>(sorted.keys[k]);
     T gx = 0, gy = 0;
-    if (cell < cells) {  // else a non-finite query: zero gradient
+    if (cell < cells) {  // else no point reaches the query: zero gradient
       const T* row = table + k * row_size(channels);
       const T qx = row[0], qy = row[1];
-      for (uint32_t l = points.start[cell]; l < points.start[cell + 1]; ++l) {
+      for (int64_t l = points.start[cell]; l < points.start[cell + 1]; ++l) {
         const int64_t i = points.items[l];
         const Gaussian<T> g = gaussians[i];
         const T dx = qx - g.x, dy = qy - g.y;
@@ -68,15 +68,15 @@ template <typename T>
 struct CellFootprint {
   Range cx, cy;
   int64_t cells_x, row_stride;
-  const uint32_t* start;
+  const int64_t* start;
   const T* table;
 
   template <typename F>
   __device__ void visit(int lane, F&& f) const {
     if (cx.empty() || cy.empty()) return;
     for (int64_t ky = cy.lo; ky <= cy.hi; ++ky) {
-      const uint32_t end = start[ky * cells_x + cx.hi + 1];
-      for (uint32_t k = start[ky * cells_x + cx.lo] + lane; k < end; k += kWarp) {
+      const int64_t end = start[ky * cells_x + cx.hi + 1];
+      for (int64_t k = start[ky * cells_x + cx.lo] + lane; k < end; k += kWarp) {
         const T* row = table + k * row_stride;
         f(row[0], row[1], row + 2, int64_t{1});
       }
@@ -86,13 +86,13 @@ struct CellFootprint {
 
 template <typename T, int K>
 __global__ void __launch_bounds__(kThreads)
-    scattered_gather_kernel(const Gaussian<T>* gaussians, int64_t n, CellGrid<T> grid,
-                            const uint32_t* start, const T* table, const T* values,
+    scattered_gather_kernel(const Gaussian<T>* gaussians, int64_t n, CellLayout grid,
+                            const int64_t* start, const T* table, const T* values,
                             int64_t channels, T* d_points, T* d_values, T* d_sigma) {
   for_each_point_warp(n, [&](int64_t i) {
     const Gaussian<T> g = gaussians[i];
-    CellFootprint<T> footprint{{1, 0}, {1, 0}, grid.cells_x, row_size(channels), start, table};
-    cell_box(g, grid, &footprint.cx, &footprint.cy);
+    const Box cells = point_cells(grid, g);
+    CellFootprint<T> footprint{cells.x, cells.y, grid.cells_x, row_size(channels), start, table};
     gather_point<T, K>(g, values + i * channels, channels, footprint, d_points + 2 * i,
                        d_values + i * channels, d_sigma + i);
   });
@@ -112,7 +112,7 @@ ffi::Error scattered_backward(Device& dev, Scratch<T>& folded, const CellBinning
     JAX_GMM_RETURN_IF_ERROR(zero(dev, d_sigma, n));
     return zero(dev, d_queries, 2 * m);
   }
-  const uint32_t cell_count = static_cast<uint32_t>(cells.cells());
+  const int64_t cell_count = cells.cells();
   JAX_GMM_RETURN_IF_ERROR(folded.reserve(dev, m * row_size(channels)));
   fold_queries_kernel<<<blocks_for(m), kThreads, 0, dev.stream>>>(
       queries, m, cells.queries(), cell_count, out, density, d_out, d_density, channels,

@@ -18,19 +18,19 @@ __global__ void __launch_bounds__(kThreads)
     scattered_forward_kernel(const Gaussian<T>* __restrict__ gaussians,
                              const T* __restrict__ values, int64_t channels,
                              const T* __restrict__ queries, int64_t m, ListsView points,
-                             ListsView sorted, uint32_t cells, int64_t chunks, T* __restrict__ out,
+                             ListsView sorted, int64_t cells, int64_t chunks, T* __restrict__ out,
                              T* __restrict__ density) {
   for (int64_t chunk = blockIdx.y; chunk < chunks; chunk += gridDim.y) {
     const int64_t c0 = chunk * K;
     for (int64_t k = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; k < m;
          k += int64_t{gridDim.x} * blockDim.x) {
       const int64_t q = sorted.items[k];
-      const uint32_t cell = sorted.keys[k];
+      const int64_t cell = static_cast<int64_t>(sorted.keys[k]);
       T z = 0;
       T a[K] = {};
-      if (cell < cells) {  // else a non-finite query: out = density = 0
+      if (cell < cells) {  // else no point reaches the query: out = density = 0
         const T qx = queries[2 * q], qy = queries[2 * q + 1];
-        for (uint32_t l = points.start[cell]; l < points.start[cell + 1]; ++l) {
+        for (int64_t l = points.start[cell]; l < points.start[cell + 1]; ++l) {
           const int64_t i = points.items[l];
           const Gaussian<T> g = gaussians[i];
           const T w = pair_weight(g, qx - g.x, qy - g.y);
@@ -55,7 +55,7 @@ __global__ void __launch_bounds__(kThreads)
 template <typename T>
 ffi::Error scattered_forward(Device& dev, const CellBinning<T>& cells, const T* values,
                              int64_t channels, const T* queries, int64_t m, T* out, T* density) {
-  if (cells.cells() == 0) {  // no finite query, or no point: every output is 0
+  if (cells.cells() == 0) {  // no query within reach of a point: every output is 0
     JAX_GMM_RETURN_IF_ERROR(zero(dev, out, m * channels));
     return zero(dev, density, m);
   }
@@ -65,7 +65,7 @@ ffi::Error scattered_forward(Device& dev, const CellBinning<T>& cells, const T* 
     const dim3 grid(blocks_for(m), static_cast<unsigned int>(std::min<int64_t>(chunks, 65535)));
     scattered_forward_kernel<T, K><<<grid, kThreads, 0, dev.stream>>>(
         cells.gaussians(), values, channels, queries, m, cells.points(), cells.queries(),
-        static_cast<uint32_t>(cells.cells()), chunks, out, density);
+        cells.cells(), chunks, out, density);
     JAX_GMM_LAUNCHED("scattered_forward_kernel");
     return ffi::Error::Success();
   });
