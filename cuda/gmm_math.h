@@ -144,10 +144,16 @@ GMM_HD T pixel_offset(int64_t index, T centre) {
   return (T(index) + T(0.5)) - centre;
 }
 
+// The whitened offset d / sigma along one axis.
+template <typename T>
+GMM_HD T whiten(const Gaussian<T>& g, T d) {
+  return mul_rn(d, g.inv_sigma);
+}
+
 // (d / sigma)^2 for an offset d along one axis.
 template <typename T>
 GMM_HD T axis_m2(const Gaussian<T>& g, T d) {
-  const T e = mul_rn(d, g.inv_sigma);
+  const T e = whiten(g, d);
   return mul_rn(e, e);
 }
 
@@ -230,7 +236,7 @@ GMM_HD T weight_ratio(T weight, T inv_density) {
 
 // Backward, per pair: u = w * dL/dw = ratio * (g . c_i - offset), the factor
 // shared by the point and query cotangents; dL/dc_i += ratio * g.
-// The per-point sums of u, u*(q - mu_i) and u*m2 go to finish_point_grad.
+// The per-point sums of u, u*e and u*m2 go to finish_point_grad.
 // Zero for ratio = 0, whatever g . c_i and the offset are: cotangents and
 // values reach only pairs of positive weight.
 template <typename T>
@@ -238,40 +244,42 @@ GMM_HD T pair_cotangent(T ratio, T g_dot_values, T offset) {
   return ratio != T(0) ? ratio * (g_dot_values - offset) : T(0);
 }
 
-// 1 / sigma^2 as it enters the position gradients: d w / d mu = w (q - mu) / sigma^2.
-// Zero when inv_sigma is capped, where w no longer depends on mu.
+// 1 / sigma as it enters the position gradients, d w / d mu = w e / sigma with
+// e = (q - mu) / sigma: zero when inv_sigma is capped, where w no longer
+// depends on mu. Gradients are formed from e (at most truncate inside the
+// cutoff) times this, never from d / sigma^2: 1 / sigma^2 underflows for huge
+// sigma and overflows for tiny sigma, where it could meet d = 0.
 template <typename T>
 GMM_HD T position_gain(const Gaussian<T>& g) {
-  return g.scale_clamped() ? T(0) : g.inv_sigma * g.inv_sigma;
+  return g.scale_clamped() ? T(0) : g.inv_sigma;
 }
 
-// Per pair, at the query: dL/dq -= u (q - mu_i) / sigma_i^2, with (dx, dy) =
-// q - mu_i. (d * gain) is at most truncate * inv_sigma inside the cutoff, so
-// it is formed first: u * gain alone could overflow, and then meet d = 0.
+// Per pair, at the query: dL/dq -= u e / sigma, with (dx, dy) = q - mu_i.
+// Skipped for u = 0, where e may be inf (a pair beyond the cutoff).
 template <typename T>
 GMM_HD void add_query_grad(const Gaussian<T>& g, T u, T dx, T dy, T* gx, T* gy) {
   if (u != T(0)) {
     const T gain = position_gain(g);
-    *gx -= u * (dx * gain);
-    *gy -= u * (dy * gain);
+    *gx -= u * (whiten(g, dx) * gain);
+    *gy -= u * (whiten(g, dy) * gain);
   }
 }
 
 // Per-point gradients from the sums over its footprint:
-//   sum_u = sum_q u_iq, sum_u_dx = sum_q u_iq (q_x - mu_x), likewise dy,
-//   sum_u_m2 = sum_q u_iq m2_iq.
+//   sum_u = sum_q u_iq, sum_u_ex = sum_q u_iq e_x (e = (q - mu) / sigma),
+//   likewise ey, and sum_u_m2 = sum_q u_iq m2_iq.
 // d w / d sigma = w (m2 - 2) / sigma; each term is dropped where its factor
 // is clamped, since there the clamped value does not depend on sigma.
 template <typename T>
-GMM_HD void finish_point_grad(const Gaussian<T>& g, T sum_u, T sum_u_dx, T sum_u_dy,
+GMM_HD void finish_point_grad(const Gaussian<T>& g, T sum_u, T sum_u_ex, T sum_u_ey,
                               T sum_u_m2, T* d_x, T* d_y, T* d_sigma) {
   if (!g.valid()) {
     *d_x = *d_y = *d_sigma = T(0);
     return;
   }
   const T gain = position_gain(g);
-  *d_x = gain * sum_u_dx;
-  *d_y = gain * sum_u_dy;
+  *d_x = gain * sum_u_ex;
+  *d_y = gain * sum_u_ey;
   const T spread = g.scale_clamped() ? T(0) : sum_u_m2;
   const T scale = g.norm_clamped() ? T(0) : T(2) * sum_u;
   *d_sigma = (spread - scale) / g.sigma;

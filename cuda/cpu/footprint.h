@@ -42,11 +42,11 @@ struct alignas(64) Footprint {
   int64_t x0, y0;  // first pixel, image coordinates
   int rows;
   int segments;                 // kLanes-wide segments per row
-  T dx[kTileSize];              // q_x - mu_x per column; 0 in spare lanes
-  T m2x[kTileSize];             // (dx / sigma)^2 per column; 0 in spare lanes
+  T ex[kTileSize];              // (q_x - mu_x) / sigma per column; 0 in spare lanes
+  T m2x[kTileSize];             // ex^2; 0 in spare lanes
   T col_factor[kTileSize];      // exp(-m2x / 2); 0 in spare lanes
-  T dy[kTileSize];              // q_y - mu_y per row
-  T m2y[kTileSize];             // (dy / sigma)^2 per row
+  T ey[kTileSize];              // (q_y - mu_y) / sigma per row
+  T m2y[kTileSize];             // ey^2
   T row_factor[kTileSize];      // norm * exp(-m2y / 2)
 
   // Offset of pixel (x0, y0) in a tile buffer with rows of kTileSize.
@@ -55,19 +55,19 @@ struct alignas(64) Footprint {
   }
 };
 
-// Fills d[k] = pixel_offset(first + k, centre), m2[k] = axis_m2(g, d[k]) and
+// Fills e[k] = whiten(g, pixel_offset(first + k, centre)), m2[k] = e[k]^2 and
 // factor[k] = exp(-m2[k] / 2) for k < count. The squares are stored, so the
 // pair test m2x[j] + m2y[r] <= cutoff2 is a lone rounded add on every build,
 // exactly as gmm_math.h's pair_m2.
 template <typename T>
-void axis_footprint(const Gaussian<T>& g, T centre, int64_t first, int count, T* d, T* m2,
+void axis_footprint(const Gaussian<T>& g, T centre, int64_t first, int count, T* e, T* m2,
                     T* factor) {
 #pragma omp simd
   for (int k = 0; k < count; ++k) {
-    d[k] = pixel_offset(first + k, centre);
-    m2[k] = axis_m2(g, d[k]);
+    e[k] = whiten(g, pixel_offset(first + k, centre));
+    m2[k] = mul_rn(e[k], e[k]);
   }
-  axis_factors(g.inv_sigma, d[0], m2, count, factor);
+  axis_factors(g.inv_sigma, pixel_offset(first, centre), m2, count, factor);
 }
 
 // Clips g's bounding box to `tile`; false when they do not overlap.
@@ -88,11 +88,11 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
   fp.segments = (nx + kLanes - 1) / kLanes;
   // Factors for whole vectors, so that the loops have no remainder.
   const int col_lanes = fp.segments * kLanes, row_lanes = (ny + 7) / 8 * 8;
-  axis_footprint(g, g.x, fp.x0, col_lanes, fp.dx, fp.m2x, fp.col_factor);
-  axis_footprint(g, g.y, fp.y0, row_lanes, fp.dy, fp.m2y, fp.row_factor);
+  axis_footprint(g, g.x, fp.x0, col_lanes, fp.ex, fp.m2x, fp.col_factor);
+  axis_footprint(g, g.y, fp.y0, row_lanes, fp.ey, fp.m2y, fp.row_factor);
 #pragma omp simd
   for (int j = 0; j < col_lanes; ++j) {
-    fp.dx[j] = j < nx ? fp.dx[j] : T(0);
+    fp.ex[j] = j < nx ? fp.ex[j] : T(0);
     fp.m2x[j] = j < nx ? fp.m2x[j] : T(0);
     fp.col_factor[j] = j < nx ? fp.col_factor[j] : T(0);
   }

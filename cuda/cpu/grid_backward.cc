@@ -20,7 +20,7 @@ namespace {
 constexpr int64_t kPointsPerTask = 1024;
 
 // Fields of one partial: the sums that finish_point_grad takes, then d_values.
-enum Field { kU, kUDx, kUDy, kUM2, kValues };
+enum Field { kU, kUEx, kUEy, kUM2, kValues };
 
 // Writes the tile's folded planes, kTilePlane apart, into zero-filled
 // `folded`: pixels outside the image and the spare lanes stay 0, so every lane
@@ -54,17 +54,17 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
   const int64_t C = kC > 0 ? kC : channels, fields = kValues + C;
   std::fill(lanes, lanes + fields * kLanes, T(0));
   T* su = lanes + kU * kLanes;
-  T* sdx = lanes + kUDx * kLanes;
-  T* sdy = lanes + kUDy * kLanes;
+  T* sex = lanes + kUEx * kLanes;
+  T* sey = lanes + kUEy * kLanes;
   T* sm2 = lanes + kUM2 * kLanes;
   T* d_c = lanes + kValues * kLanes;
   for (int64_t r = 0; r < fp.rows; ++r) {
-    const T dy = fp.dy[r], m2y = fp.m2y[r], row_factor = fp.row_factor[r];
+    const T ey = fp.ey[r], m2y = fp.m2y[r], row_factor = fp.row_factor[r];
     for (int s = 0; s < fp.segments; ++s) {
       const T* fo = folded + r * kTileSize + s * kLanes;
       const T* offset = fo + C * kTilePlane;
       const T* inv_density = fo + (C + 1) * kTilePlane;
-      const T* dx = fp.dx + s * kLanes;
+      const T* ex = fp.ex + s * kLanes;
       const T* m2x = fp.m2x + s * kLanes;
       const T* col_factor = fp.col_factor + s * kLanes;
       if constexpr (kC > 0) {  // one loop over every plane: GCC vectorises it reliably
@@ -82,8 +82,8 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
           }
           const T u = keep ? pair_cotangent(ratio, dot, offset[j]) : T(0);
           su[j] += u;
-          sdx[j] += u * dx[j];
-          sdy[j] += u * dy;
+          sex[j] += u * ex[j];
+          sey[j] += u * ey;
           sm2[j] += u * m2;
         }
       } else {
@@ -109,8 +109,8 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
           const T u = kFinite || ratio[j] != T(0) ? pair_cotangent(ratio[j], dot[j], offset[j])
                                                   : T(0);
           su[j] += u;
-          sdx[j] += u * dx[j];
-          sdy[j] += u * dy;
+          sex[j] += u * ex[j];
+          sey[j] += u * ey;
           sm2[j] += u * add_rn(m2x[j], m2y);
         }
       }
@@ -186,7 +186,7 @@ void grid_backward(ThreadPool& pool, const TiledPoints<T>& tiled, const T* value
         for (int f = 0; f < kValues; ++f) sums[f] += partial[f];
         for (int64_t ch = 0; ch < C; ++ch) d_value[ch] += partial[kValues + ch];
       }
-      finish_point_grad(tiled.gaussians[i], sums[kU], sums[kUDx], sums[kUDy], sums[kUM2],
+      finish_point_grad(tiled.gaussians[i], sums[kU], sums[kUEx], sums[kUEy], sums[kUM2],
                         &d_points[2 * i], &d_points[2 * i + 1], &d_sigma[i]);
     }
   });

@@ -6,9 +6,11 @@
 // one gather per query.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "binning.h"
 #include "gmm_math.h"
@@ -18,11 +20,18 @@
 namespace jax_gmm {
 namespace JAX_GMM_ISA {  // one copy per instruction-set build (kernels.h)
 
-// Entry k (in cell order) is the query celled.queries.items[k]; cell c owns
-// entries celled.queries.start[c] .. start[c + 1] - 1. `fields` extra planes
-// of `count` entries follow x and y for per-query data the caller fills.
+// Queries per vector loop: each cell's run is padded to a multiple of it with
+// entries at NaN, which no pair test passes (weight 0), so the loops have no
+// scalar remainder.
+constexpr int64_t kRunLanes = 16;
+
+// Cell c's run is entries begin[c] .. begin[c] + n - 1, n = its query count,
+// then padding up to begin[c + 1]; run entry begin[c] + k is the query
+// celled.queries.items[start[c] + k]. `fields` extra planes, zero in the
+// padding, follow x and y for per-query data the caller fills in the rest.
 template <typename T>
 struct QueryRuns {
+  std::vector<int64_t> begin;
   int64_t count;
   std::unique_ptr<T[]> data;
   T* x() const { return data.get(); }
@@ -30,15 +39,42 @@ struct QueryRuns {
   T* plane(int64_t f) const { return data.get() + (2 + f) * count; }
 
   QueryRuns(ThreadPool& pool, const CelledQueries<T>& celled, const T* queries, int64_t fields)
-      : count(celled.queries.start.empty() ? 0 : celled.queries.start.back()),
+      : begin(padded_starts(celled.queries.start)),
+        count(begin.back()),
         data(new T[(2 + fields) * count]) {
     const uint32_t* items = celled.queries.items.data();
-    parallel_over(pool, count, [&](int64_t k) {
-      x()[k] = queries[2 * items[k]];
-      y()[k] = queries[2 * items[k] + 1];
+    parallel_for(pool, static_cast<int64_t>(begin.size()) - 1, [&](int64_t c) {
+      const int64_t first = celled.queries.start[c], n = celled.queries.start[c + 1] - first;
+      for (int64_t k = 0; k < begin[c + 1] - begin[c]; ++k) {
+        const bool real = k < n;
+        x()[begin[c] + k] = real ? queries[2 * items[first + k]] : T(NAN);
+        y()[begin[c] + k] = real ? queries[2 * items[first + k] + 1] : T(NAN);
+        if (!real) {
+          for (int64_t f = 0; f < fields; ++f) plane(f)[begin[c] + k] = T(0);
+        }
+      }
     });
   }
+
+ private:
+  static std::vector<int64_t> padded_starts(const std::vector<int64_t>& start) {
+    std::vector<int64_t> begin(std::max<size_t>(start.size(), 1), 0);
+    for (size_t c = 0; c + 1 < start.size(); ++c) {
+      const int64_t n = start[c + 1] - start[c];
+      begin[c + 1] = begin[c] + (n + kRunLanes - 1) / kRunLanes * kRunLanes;
+    }
+    return begin;
+  }
 };
+
+// A cell's point list is in point order, not in memory order of the cell:
+// fetch point i's record and values ahead of use (nothing for i < 0).
+template <typename T>
+void prefetch_point(const CelledQueries<T>& celled, const T* values, int64_t channels, int64_t i) {
+  if (i < 0) return;
+  __builtin_prefetch(&celled.gaussians[i]);
+  __builtin_prefetch(values + i * channels);
+}
 
 // Weight of g at entries [0, n) of the runs xs, ys, into w: the same pair
 // test as pair_weight (gmm_math.h), with the vectorised exponential of the

@@ -52,29 +52,35 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
   const int64_t C = channels, n_points = celled.gaussians.size();
   const QueryRuns<T> runs(pool, celled, queries, C + 2);
   const uint32_t* items = celled.queries.items.data();
-  parallel_over(pool, runs.count, [&](int64_t k) {
-    const int64_t q = items[k];
-    fold_query(d_out + q * C, out + q * C, density[q], d_density[q], C, runs.plane(0) + k,
-               runs.count);
+  parallel_for(pool, celled.cells_x * celled.cells_y, [&](int64_t cell) {
+    const int64_t first = celled.queries.start[cell];
+    for (int64_t k = 0; k < celled.queries.start[cell + 1] - first; ++k) {
+      const int64_t q = items[first + k];
+      fold_query(d_out + q * C, out + q * C, density[q], d_density[q], C,
+                 runs.plane(0) + runs.begin[cell] + k, runs.count);
+    }
   });
 
   std::fill(d_queries, d_queries + 2 * m, T(0));  // queries in no cell reach no point
   const CellLists& pts = celled.points;
   parallel_for(pool, celled.cells_x * celled.cells_y, [&](int64_t cell) {
-    const int64_t k0 = celled.queries.start[cell], n = celled.queries.start[cell + 1] - k0;
+    const int64_t k0 = runs.begin[cell], n = runs.begin[cell + 1] - k0;
     if (n == 0) return;
     std::vector<T> scratch(5 * n, T(0));  // [gx | gy | ratio | dot | u]
     T *gx = scratch.data(), *gy = gx + n, *ratio = gy + n, *dot = ratio + n, *u = dot + n;
     const T *xs = runs.x() + k0, *ys = runs.y() + k0;
-    for (int64_t l = pts.start[cell]; l < pts.start[cell + 1]; ++l) {
+    const int64_t last = pts.start[cell + 1];
+    for (int64_t l = pts.start[cell]; l < last; ++l) {
+      prefetch_point(celled, values, C, l + 4 < last ? pts.items[l + 4] : -1);
       const int64_t i = pts.items[l];
       const Gaussian<T>& g = celled.gaussians[i];
       run_cotangents(g, values + i * C, C, runs, k0, n, ratio, dot, u);
 #pragma omp simd
       for (int64_t k = 0; k < n; ++k) add_query_grad(g, u[k], xs[k] - g.x, ys[k] - g.y, &gx[k], &gy[k]);
     }
-    for (int64_t k = 0; k < n; ++k) {
-      const int64_t q = items[k0 + k];
+    const int64_t first = celled.queries.start[cell];
+    for (int64_t k = 0; k < celled.queries.start[cell + 1] - first; ++k) {
+      const int64_t q = items[first + k];
       d_queries[2 * q] = gx[k];
       d_queries[2 * q + 1] = gy[k];
     }
@@ -86,26 +92,26 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
          ++i) {
       const Gaussian<T>& g = celled.gaussians[i];
       const T* c = values + i * C;
-      T sum_u = 0, sum_u_dx = 0, sum_u_dy = 0, sum_u_m2 = 0;
+      T sum_u = 0, sum_u_ex = 0, sum_u_ey = 0, sum_u_m2 = 0;
       std::fill(d_c.begin(), d_c.end(), T(0));
       const Range cx = g.valid() ? celled.cells_x_of(g) : Range{1, 0};
       const Range cy = g.valid() ? celled.cells_y_of(g) : Range{1, 0};
       for (int64_t ky = cy.lo; ky <= cy.hi; ++ky) {
         for (int64_t kx = cx.lo; kx <= cx.hi; ++kx) {
           const int64_t cell = ky * celled.cells_x + kx;
-          const int64_t k0 = celled.queries.start[cell], n = celled.queries.start[cell + 1] - k0;
+          const int64_t k0 = runs.begin[cell], n = runs.begin[cell + 1] - k0;
           if (n == 0) continue;
           if (static_cast<int64_t>(scratch.size()) < 3 * n) scratch.resize(3 * n);
           T *ratio = scratch.data(), *dot = ratio + n, *u = dot + n;
           run_cotangents(g, c, C, runs, k0, n, ratio, dot, u);
           const T *xs = runs.x() + k0, *ys = runs.y() + k0;
-#pragma omp simd reduction(+ : sum_u, sum_u_dx, sum_u_dy, sum_u_m2)
+#pragma omp simd reduction(+ : sum_u, sum_u_ex, sum_u_ey, sum_u_m2)
           for (int64_t k = 0; k < n; ++k) {
             const T dx = xs[k] - g.x, dy = ys[k] - g.y;
-            const bool pair = ratio[k] != T(0);  // else u = 0, and dx or m2 may be inf
+            const bool pair = ratio[k] != T(0);  // else u = 0, and e or m2 may be inf
             sum_u += u[k];
-            sum_u_dx += pair ? u[k] * dx : T(0);
-            sum_u_dy += pair ? u[k] * dy : T(0);
+            sum_u_ex += pair ? u[k] * whiten(g, dx) : T(0);
+            sum_u_ey += pair ? u[k] * whiten(g, dy) : T(0);
             sum_u_m2 += pair ? u[k] * pair_m2(g, dx, dy) : T(0);
           }
           for (int64_t ch = 0; ch < C; ++ch) {
@@ -117,7 +123,7 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
           }
         }
       }
-      finish_point_grad(g, sum_u, sum_u_dx, sum_u_dy, sum_u_m2, &d_points[2 * i],
+      finish_point_grad(g, sum_u, sum_u_ex, sum_u_ey, sum_u_m2, &d_points[2 * i],
                         &d_points[2 * i + 1], &d_sigma[i]);
       for (int64_t ch = 0; ch < C; ++ch) d_values[i * C + ch] = d_c[ch];
     }

@@ -24,13 +24,15 @@ void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T
   const CellLists& pts = celled.points;
   const uint32_t* items = celled.queries.items.data();
   parallel_for(pool, celled.cells_x * celled.cells_y, [&](int64_t cell) {
-    const int64_t k0 = celled.queries.start[cell], n = celled.queries.start[cell + 1] - k0;
+    const int64_t k0 = runs.begin[cell], n = runs.begin[cell + 1] - k0;
     if (n == 0) return;
-    // [w | Z | A_0 | ... | A_C-1], n entries each
+    // [w | Z | A_0 | ... | A_C-1], n entries each (the run, padding included)
     std::vector<T> acc((C + 2) * n, T(0));
     T* w = acc.data();
     T* z = w + n;
-    for (int64_t l = pts.start[cell]; l < pts.start[cell + 1]; ++l) {
+    const int64_t last = pts.start[cell + 1];
+    for (int64_t l = pts.start[cell]; l < last; ++l) {
+      prefetch_point(celled, values, C, l + 4 < last ? pts.items[l + 4] : -1);
       const int64_t i = pts.items[l];
       run_weights(celled.gaussians[i], runs.x() + k0, runs.y() + k0, n, w);
 #pragma omp simd
@@ -42,8 +44,9 @@ void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T
         for (int64_t k = 0; k < n; ++k) a[k] += weighted(w[k], v);
       }
     }
-    for (int64_t k = 0; k < n; ++k) {
-      const int64_t q = items[k0 + k];
+    const int64_t first = celled.queries.start[cell];
+    for (int64_t k = 0; k < celled.queries.start[cell + 1] - first; ++k) {
+      const int64_t q = items[first + k];
       density[q] = z[k];
       for (int64_t ch = 0; ch < C; ++ch) out[q * C + ch] = normalise(z[(ch + 1) * n + k], z[k]);
     }

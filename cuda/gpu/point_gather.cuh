@@ -50,7 +50,7 @@ __device__ void gather_point(const Gaussian<T>& g, const T* c, int64_t channels,
   const bool lead = threadIdx.x % kWarp == 0;
   for (int64_t c0 = 0; c0 == 0 || c0 < channels; c0 += K) {
     const bool first = c0 == 0;
-    T sum_u = 0, sum_u_dx = 0, sum_u_dy = 0, sum_u_m2 = 0;
+    T sum_u = 0, sum_u_ex = 0, sum_u_ey = 0, sum_u_m2 = 0;
     T d_c[K] = {};
     footprint.visit(threadIdx.x % kWarp, [&](T qx, T qy, const T* f, int64_t stride) {
       const T dx = qx - g.x, dy = qy - g.y;
@@ -59,8 +59,8 @@ __device__ void gather_point(const Gaussian<T>& g, const T* c, int64_t channels,
       if (first) {
         const T u = pair_u(ratio, f, stride, c, channels);
         sum_u += u;
-        sum_u_dx += u * dx;
-        sum_u_dy += u * dy;
+        sum_u_ex += u * whiten(g, dx);
+        sum_u_ey += u * whiten(g, dy);
         sum_u_m2 += u * pair_m2(g, dx, dy);
       }
 #pragma unroll
@@ -70,11 +70,11 @@ __device__ void gather_point(const Gaussian<T>& g, const T* c, int64_t channels,
     });
     if (first) {
       sum_u = warp_sum(sum_u);
-      sum_u_dx = warp_sum(sum_u_dx);
-      sum_u_dy = warp_sum(sum_u_dy);
+      sum_u_ex = warp_sum(sum_u_ex);
+      sum_u_ey = warp_sum(sum_u_ey);
       sum_u_m2 = warp_sum(sum_u_m2);
       if (lead) {
-        finish_point_grad(g, sum_u, sum_u_dx, sum_u_dy, sum_u_m2, d_point, d_point + 1, d_sigma);
+        finish_point_grad(g, sum_u, sum_u_ex, sum_u_ey, sum_u_m2, d_point, d_point + 1, d_sigma);
       }
     }
 #pragma unroll
