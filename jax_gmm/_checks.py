@@ -68,11 +68,18 @@ def check_sigma(sigma: Any, n: int) -> None:
 def check_shape(shape: Any) -> tuple[int, int]:
     """Checks a static (H, W) image shape."""
     try:
-        height, width = (operator.index(s) for s in shape)
+        height, width = shape
+        if isinstance(height, (bool, np.bool_)) or isinstance(width, (bool, np.bool_)):
+            raise TypeError  # a bool is an int to operator.index, but never a size
+        height, width = operator.index(height), operator.index(width)
     except (TypeError, ValueError):
         raise ValueError(f"shape must be a static (H, W) pair of integers, got {shape!r}") from None
     if height < 0 or width < 0:
         raise ValueError(f"shape must have non-negative sizes (H, W), got {(height, width)}")
+    # Each size on its own too: with the other one 0 the product says nothing,
+    # and XLA aborts the process on a dimension near 2**63.
+    _check_count("shape's H", height)
+    _check_count("shape's W", width)
     _check_count("shape's H * W", height * width)
     return height, width
 
@@ -83,7 +90,7 @@ def check_truncate(truncate: Any) -> float:
         raise ValueError(f"truncate must be a static positive number, got {truncate!r}")
     try:
         value = float(truncate)
-    except (TypeError, jax.errors.ConcretizationTypeError):
+    except (TypeError, OverflowError, jax.errors.ConcretizationTypeError):
         raise ValueError(f"truncate must be a static positive number, got {truncate!r}") from None
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"truncate must be positive and finite, got {truncate!r}")
@@ -97,10 +104,23 @@ def compute_dtype(*args: Any) -> tuple[np.dtype, np.dtype]:
     return np.dtype(result), np.dtype(kernel)
 
 
-
-def _as_array(x: Any) -> Any:
-    """Array-likes (nested lists, say) as NumPy arrays; arrays and scalars as they are."""
-    return x if hasattr(x, "dtype") or isinstance(x, (int, float)) else np.asarray(x)
+def _as_array(name: str, x: Any) -> Any:
+    """Array-likes (nested lists, say) as NumPy arrays; arrays and scalars as
+    they are, except Python integers too large for a float."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        try:
+            float(x)
+        except OverflowError:
+            raise ValueError(f"{name} must fit in a float64, got an integer of "
+                             f"{x.bit_length()} bits") from None
+        return x
+    if hasattr(x, "dtype") or isinstance(x, float):
+        return x
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError, OverflowError) as error:  # ragged lists, say
+        raise ValueError(f"{name} must be an array or a rectangular nested list of numbers: "
+                         f"{error}") from None
 
 
 def check_inputs(points: Any, values: Any, sigma: Any, queries: Any | None = None
@@ -108,13 +128,14 @@ def check_inputs(points: Any, values: Any, sigma: Any, queries: Any | None = Non
     """Checks points (N, 2), values (N, C), sigma () or (N,) and, if given,
     queries (M, 2). Returns them (array-likes as arrays), the result dtype and
     the dtype the kernels compute in."""
-    args = [_as_array(x) for x in (points, values, sigma)]
+    args = [_as_array(name, x) for name, x in zip(("points", "values", "sigma"),
+                                                  (points, values, sigma))]
     n = check_points(args[0])
     _check_count("the number of points", n)
     check_values(args[1], n)
     check_sigma(args[2], n)
     if queries is not None:
-        args.append(_as_array(queries))
+        args.append(_as_array("queries", queries))
         _check_count("the number of queries", check_points(args[3], "queries"))
     return args, *compute_dtype(*args)
 

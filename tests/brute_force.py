@@ -1,6 +1,15 @@
-"""Float64 NumPy brute force over all (point, query) pairs: the tests' oracle."""
+"""Float64 NumPy brute force over all (point, query) pairs: the tests' oracle.
+
+It follows the kernels' rules (README Conventions): which pairs exist is
+decided in the kernel dtype, operation for operation as cuda/gmm_math.h does
+it, so that cutoffs agree exactly; the weights, outputs and gradients are then
+computed in float64 from the pairs that exist.
+"""
 
 import numpy as np
+
+INV_MAX = {np.dtype(np.float32): 1e18, np.dtype(np.float64): 1e150}
+NORM_CLAMPS = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-300, 1e300)}
 
 
 def pixel_centres(height: int, width: int) -> np.ndarray:
@@ -8,27 +17,113 @@ def pixel_centres(height: int, width: int) -> np.ndarray:
     return np.stack([x.ravel() + 0.5, y.ravel() + 0.5], -1).astype(np.float64)
 
 
-def gmm(points, values, sigma, queries, truncate=3.0):
+def kernel_dtype(*arrays) -> np.dtype:
+    """float64 if any argument is float64, else float32 (narrower floats too)."""
+    dtypes = [np.asarray(a).dtype for a in arrays]
+    return np.dtype(np.float64 if np.dtype(np.float64) in dtypes else np.float32)
+
+
+def _flush(x: np.ndarray, tiny) -> np.ndarray:
+    """Subnormal results as the kernels see them: zero."""
+    return np.where(np.abs(x) < tiny, 0 * x, x)
+
+
+def pairs(points, sigma, queries, truncate=3.0, dtype=None):
+    """The pair terms of every (query, point) pair, in float64:
+    w (M, N) (0 for pairs that do not exist or whose weight underflows), gx and
+    gy (d w / d mu per unit w), gs (d w / d sigma per unit w), and
+    w_exact, the weight before that underflow test (to tell borderline cases)."""
+    dtype = np.dtype(dtype or kernel_dtype(points, sigma, queries))
+    k = dtype.type
+    tiny = np.finfo(dtype).tiny
+    points, queries = np.asarray(points, dtype), np.asarray(queries, dtype)
+    sigma = np.broadcast_to(np.asarray(sigma, dtype), points.shape[:1])
+    with np.errstate(all="ignore"):
+        valid = np.isfinite(points).all(-1) & np.isfinite(sigma) & (sigma >= tiny)
+        query_ok = np.isfinite(queries).all(-1)
+        s = np.where(valid, sigma, k(1))
+        # The cutoff decision, in the kernel dtype.
+        inv = _flush(k(1) / s, tiny)
+        inv_clamped = inv > k(INV_MAX[dtype])
+        inv = np.minimum(inv, k(INV_MAX[dtype]))
+        ex = _flush((queries[:, None, 0] - points[None, :, 0]) * inv, tiny)
+        ey = _flush((queries[:, None, 1] - points[None, :, 1]) * inv, tiny)
+        m2 = _flush(ex * ex, tiny) + _flush(ey * ey, tiny)
+        inside = query_ok[:, None] & valid[None, :] & (m2 <= k(truncate) * k(truncate))
+        # The weights and their derivatives, in float64.
+        s, inv = s.astype(np.float64), inv.astype(np.float64)
+        ex64 = (queries[:, None, 0].astype(np.float64) - points[None, :, 0]) * inv
+        ey64 = (queries[:, None, 1].astype(np.float64) - points[None, :, 1]) * inv
+        m2_64 = np.where(inside, ex64**2 + ey64**2, 0)
+        norm_min, norm_max = NORM_CLAMPS[dtype]
+        norm = 1 / (2 * np.pi * s**2)
+        norm_clamped = (norm <= norm_min) | (norm >= norm_max)
+        norm = np.clip(norm, norm_min, norm_max)
+        w_exact = np.where(inside, norm * np.exp(-0.5 * m2_64), 0)
+        w = np.where(w_exact >= tiny, w_exact, 0)
+        # Only where the pair weighs: elsewhere ex may be NaN (a NaN query).
+        moves = (w > 0) & ~inv_clamped
+        gx = np.where(moves, ex64 * inv, 0)
+        gy = np.where(moves, ey64 * inv, 0)
+        gs = np.where(w > 0, (np.where(moves, m2_64, 0) - np.where(norm_clamped, 0, 2)) * inv, 0)
+    return w, gx, gy, gs, w_exact
+
+
+def _values(values, dtype):
+    return np.asarray(values, dtype).astype(np.float64)
+
+
+def gmm(points, values, sigma, queries, truncate=3.0, dtype=None):
     """(out (M, C), density (M,)); invalid points and queries contribute nothing."""
-    points, values, queries = (np.asarray(a, np.float64) for a in (points, values, queries))
-    sigma = np.broadcast_to(np.asarray(sigma, np.float64), points.shape[:1])
-    ok = np.isfinite(points).all(-1) & np.isfinite(sigma) & (sigma > 0)
-    points, values, sigma = points[ok], values[ok], sigma[ok]
-    out = np.zeros((len(queries), values.shape[1]))
-    density = np.zeros(len(queries))
-    q_ok = np.isfinite(queries).all(-1)
-    d2 = ((queries[q_ok, None, :] - points[None]) ** 2).sum(-1)
-    w = np.exp(-d2 / (2 * sigma**2)) / (2 * np.pi * sigma**2)
-    w[d2 > (truncate * sigma) ** 2] = 0
-    z = w.sum(-1)
-    density[q_ok] = z
-    out[q_ok] = np.divide(w @ values, z[:, None], out=np.zeros_like(out[q_ok]),
-                          where=z[:, None] > 0)
+    dtype = dtype or kernel_dtype(points, values, sigma, queries)
+    w = pairs(points, sigma, queries, truncate, dtype)[0]
+    values = _values(values, dtype)
+    density = w.sum(-1)
+    with np.errstate(all="ignore"):
+        # Relative to each query's largest weight, so that w * c cannot
+        # underflow; only pairs with a weight carry their value (inf or NaN too).
+        w = w / np.maximum(w.max(-1, keepdims=True, initial=0), np.finfo(np.float64).tiny)
+        num = np.where(w[:, :, None] > 0, w[:, :, None] * values[None], 0).sum(1)
+        out = np.where(density[:, None] > 0, num / w.sum(-1, keepdims=True), 0)
     return out, density
 
 
-def gmm_grid(points, values, sigma, shape, truncate=3.0):
+def gmm_grid(points, values, sigma, shape, truncate=3.0, dtype=None):
     """(out (H, W, C), density (H, W)) at the pixel centres."""
     h, w = shape
-    out, density = gmm(points, values, sigma, pixel_centres(h, w), truncate)
+    dtype = dtype or kernel_dtype(points, values, sigma)
+    out, density = gmm(points, values, sigma, pixel_centres(h, w), truncate, dtype)
     return out.reshape(h, w, -1), density.reshape(h, w)
+
+
+def gmm_vjp(points, values, sigma, queries, d_out, d_density, truncate=3.0, dtype=None):
+    """Gradients of sum(d_out * out) + sum(d_density * density) in points (N, 2),
+    values (N, C), sigma (N,) and queries (M, 2), and beside each a bound on
+    the magnitude of the terms it adds up, the scale of its rounding error
+    (out's error moves c - out, whatever the cancellation in it). Pairs with
+    no weight, and queries with Z = 0, add nothing."""
+    dtype = dtype or kernel_dtype(points, values, sigma, queries)
+    w, gx, gy, gs, _ = pairs(points, sigma, queries, truncate, dtype)
+    values = _values(values, dtype)
+    out, density = gmm(points, values, sigma, queries, truncate, dtype)
+    d_out = np.asarray(d_out, np.float64).reshape(out.shape)
+    d_density = np.asarray(d_density, np.float64).reshape(density.shape)
+    weighed = w > 0
+    with np.errstate(all="ignore"):
+        inv_z = np.where(density > 0, 1 / density, 0)[:, None]
+        ratio = w * inv_z  # w / Z, in [0, 1]
+        # w dL/dw = w (g . (c - out) / Z + h), per pair, only where w > 0.
+        g_dot_c = (d_out[:, None, :] * values[None]).sum(-1)
+        g_dot_out = (d_out * out).sum(-1, keepdims=True)
+        u = np.where(weighed, ratio * (g_dot_c - g_dot_out) + w * d_density[:, None], 0)
+        u_bound = np.where(weighed, ratio * (np.abs(d_out) @ np.abs(values).T
+                                             + np.abs(d_out * out).sum(-1, keepdims=True))
+                           + w * np.abs(d_density[:, None]), 0)
+        point_terms = np.stack([u * gx, u * gy], -1)
+        point_bound = np.stack([u_bound * np.abs(gx), u_bound * np.abs(gy)], -1)
+        value_terms = np.where(weighed[:, :, None], ratio[:, :, None] * d_out[:, None, :], 0)
+        grads = (point_terms.sum(0), value_terms.sum(0), (u * gs).sum(0),
+                 -point_terms.sum(1))
+        bounds = (point_bound.sum(0), np.abs(value_terms).sum(0),
+                  (u_bound * np.abs(gs)).sum(0), point_bound.sum(1))
+    return grads, bounds

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jax_gmm
-from brute_force import gmm, gmm_grid
+from brute_force import gmm, gmm_grid, gmm_vjp
 
 P = np.array([[2.0, 3.0], [5.5, 1.0], [7.0, 6.0]])
 V = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
@@ -37,6 +37,17 @@ V = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     (lambda: jax_gmm.interpolate(P, V, 1.0, (8, 8), truncate="3"), "truncate must be a static"),
     (lambda: jax_gmm.interpolate(P, V, 1.0, (70000, 70000)), r"H \* W must be at most 2\*\*32"),
     (lambda: jax_gmm.reference.interpolate(P, V[:2], 1.0, (8, 8)), "values must have shape"),
+    # issue 9, defect 4
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (True, 5)), r"shape must be a static \(H, W\)"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (2, np.True_)), r"shape must be a static \(H, W\)"),
+    (lambda: jax_gmm.interpolate([[1.0, 2.0], [3.0]], V[:2], 1.0, (8, 8)),
+     "points must be an array or a rectangular nested list"),
+    (lambda: jax_gmm.interpolate_at(P, V, 1.0, [[1.0, 2.0], [3.0]]),
+     "queries must be an array or a rectangular nested list"),
+    (lambda: jax_gmm.interpolate(P, V, 10**400, (8, 8)), "sigma must fit in a float64"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (8, 8), truncate=10**400), "truncate must be a static"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (2**32, 1)), r"shape's H must be at most 2\*\*32 - 1"),
+    (lambda: jax_gmm.reference.interpolate(P, V, 1.0, (0, 2**32)), r"shape's W must be at most"),
 ])
 
 def test_bad_input_raises_value_error(call, match):
@@ -287,3 +298,144 @@ def test_infinite_cotangent_reaches_only_points_that_weigh_its_pixel(dtype):
     d_points, d_values = vjp(cotangent)
     assert finite_everywhere(d_points[1:], d_values[1:])
     assert not finite_everywhere(d_values[0])
+
+
+# Regressions of issue 9 (an adversarial run against a float64 brute force).
+# Each runs on the native kernels and on the reference, which must agree.
+IMPLS = {"native": jax_gmm, "reference": jax_gmm.reference}
+
+
+def all_grads(module, points, values, sigma, queries, **kwargs):
+    """(out, density) and the gradients of sum(out) + sum(density) in every argument."""
+    f = lambda *a: module.interpolate_at(*a, return_density=True, **kwargs)  # noqa: E731
+    return f(points, values, sigma, queries), jax.grad(
+        lambda *a: sum(x.sum() for x in f(*a)), argnums=(0, 1, 2, 3))(points, values, sigma, queries)
+
+
+def assert_matches_brute_force(result, grads, points, values, sigma, queries, rtol, **kwargs):
+    out, density = result
+    want_out, want_density = gmm(points, values, sigma, queries, **kwargs)
+    np.testing.assert_allclose(out, want_out, rtol=rtol)
+    np.testing.assert_allclose(density, want_density, rtol=rtol)
+    want, scale = gmm_vjp(points, values, sigma, queries, np.ones(want_out.shape),
+                          np.ones(want_density.shape), **kwargs)
+    want = list(want)
+    scale = list(scale)
+    if np.ndim(sigma) == 0:  # a scalar sigma's gradient is the sum over the points
+        want[2], scale[2] = want[2].sum(), scale[2].sum()
+    # Results below the smallest normal number may flush to 0.
+    floor = 2 * np.finfo(np.asarray(out).dtype).tiny
+    for got, w, s in zip(grads, want, scale):
+        np.testing.assert_allclose(got, w, rtol=0, atol=rtol * s.max(initial=0) + floor)
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLS))
+def test_infinite_value_stays_out_of_queries_it_does_not_reach(impl):
+    """Defect 1: the point with an inf value reaches neither query; the other
+    point reaches only the first. 0 x inf must never be formed."""
+    p = np.array([[-0.5, 0.5], [5.0, 1.5]], np.float32)
+    v = np.array([[np.inf], [1.0]], np.float32)
+    q = np.array([[2.5, 1.5], [2.3, 2.9]], np.float32)
+    (out, density), grads = all_grads(IMPLS[impl], p, v, np.float32(1.0), q)
+    np.testing.assert_array_equal(out, [[1.0], [0.0]])
+    np.testing.assert_allclose(density, [np.exp(-3.125) / (2 * np.pi), 0.0], rtol=1e-6)
+    d_points, d_values, d_sigma, d_queries = grads
+    # out = c_1 wherever point 1 reaches, so only Z moves with it.
+    np.testing.assert_allclose(d_points, [[0.0, 0.0], [-2.5 * density[0], 0.0]], rtol=1e-5)
+    np.testing.assert_allclose(d_values, [[0.0], [1.0]])
+    np.testing.assert_allclose(d_queries[1], 0)  # unreached
+    np.testing.assert_allclose(d_sigma, (6.25 - 2) * density[0], rtol=1e-5)  # from Z alone
+    np.testing.assert_allclose(d_queries[0], [2.5 * density[0], 0.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLS))
+def test_infinite_value_reaches_every_query_it_weighs(impl):
+    """...but with a positive weight it does propagate, and only there."""
+    p = np.array([[-0.5, 0.5], [5.0, 1.5]])
+    v = np.array([[np.inf], [1.0]])
+    q = np.array([[0.0, 0.0], [2.5, 1.5], [4.0, 1.0]])
+    out = IMPLS[impl].interpolate_at(p, v, 1.0, q)
+    np.testing.assert_array_equal(out, [[np.inf], [1.0], [1.0]])
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLS))
+@pytest.mark.parametrize("dtype,sigma", [(np.float32, 3e-11), (np.float32, 1e-18),
+                                         (np.float64, 1e-80), (np.float64, 1e-149)])
+def test_query_on_a_point_with_tiny_sigma(impl, dtype, sigma):
+    """Defect 2: d w / d q = -w (q - mu) / sigma^2 is exactly 0 there, though
+    w / sigma^2 overflows; the old formula made inf x 0 = NaN."""
+    p = np.array([[1.25, 2.5], [1.25, 3.5]], dtype)  # the second one out of reach
+    v = np.array([[3.0], [5.0]], dtype)
+    (out, density), grads = all_grads(IMPLS[impl], p, v, dtype(sigma), p[:1])
+    np.testing.assert_allclose(out, [[3.0]], rtol=1e-6)
+    for g in grads[0], grads[3]:
+        np.testing.assert_array_equal(g, 0)
+    np.testing.assert_allclose(grads[1], [[1.0], [0.0]], rtol=1e-6)
+    assert_matches_brute_force((out, density), grads, p, v, dtype(sigma), p[:1], rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLS))
+@pytest.mark.parametrize("sigma", [1e20, 1e30, 3e38])
+def test_huge_float32_sigma_where_the_squared_distance_overflows(impl, sigma):
+    """Defect 3: |q - mu|^2 = 9e38 overflows float32, but (q - mu) / sigma does
+    not: the point reaches the query with the clamped normaliser 1e-30."""
+    p = np.array([[-1.5e19, 2.0], [1.5e19, 0.0]], np.float32)
+    v = np.array([[2.0], [4.0]], np.float32)
+    q = np.array([[1.0, 1.0], [1.5e19, 0.5]], np.float32)
+    result, grads = all_grads(IMPLS[impl], p, v, np.float32(sigma), q)
+    np.testing.assert_allclose(result[0][0], [3.0], rtol=1e-6)  # equidistant
+    assert (np.asarray(result[1]) > 0).all()
+    assert_matches_brute_force(result, grads, p, v, np.float32(sigma), q, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLS))
+def test_huge_float32_sigma_on_the_grid(impl):
+    """Defect 3 on the grid, which dropped the point: it reaches every pixel."""
+    p = np.array([[3e19, 0.0]], np.float32)
+    out, density = IMPLS[impl].interpolate(p, np.full((1, 1), 2.0, np.float32), np.float32(1e20),
+                                           (3, 4), return_density=True)
+    np.testing.assert_array_equal(out, 2.0)
+    np.testing.assert_allclose(density, 1e-30 * np.exp(-0.5 * 0.09), rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLS))
+@pytest.mark.parametrize("constant", [False, True])
+def test_subnormal_sigma_under_jit_contributes_nothing(impl, constant):
+    """Defect 5: sigma below the smallest normal number is invalid, whether XLA
+    flushes it (a traced argument) or folds it as a constant (which does not)."""
+    p = np.array([[2.5, 1.5], [0.5, 0.5]], np.float32)
+    v = np.array([[7.0], [1.0]], np.float32)
+    s = np.array([1e-40, 1.0], np.float32)
+    if constant:
+        f = jax.jit(lambda p: IMPLS[impl].interpolate(p, v, s, (3, 4), return_density=True))
+        out, density = f(p)
+    else:
+        f = jax.jit(lambda p, s: IMPLS[impl].interpolate(p, v, s, (3, 4), return_density=True))
+        out, density = f(p, s)
+    want, want_density = gmm_grid(p[1:], v[1:], s[1:], (3, 4))
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+    np.testing.assert_allclose(density, want_density, rtol=1e-6)
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLS))
+def test_far_points_when_the_float32_cutoff_radius_squared_overflows(impl):
+    """Defect 5: (truncate sigma)^2 = inf let far points pass inf <= inf."""
+    p = np.array([[0.0, 0.0], [3e38, 0.0], [-3e38, 3e38]], np.float32)
+    v = np.array([[1.0], [2.0], [3.0]], np.float32)
+    q = np.array([[0.0, 5e18]], np.float32)
+    result, grads = all_grads(IMPLS[impl], p, v, np.float32(2e19), q)
+    np.testing.assert_array_equal(result[0], [[1.0]])
+    assert_matches_brute_force(result, grads, p, v, np.float32(2e19), q, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLS))
+def test_sigma_gradient_when_sigma_dwarfs_the_distances(impl):
+    """Defect 5: with sigma >> |q - mu|, d out / d sigma_i is the small
+    difference of d2 / sigma^3 and 2 / sigma terms; no cancellation may eat it."""
+    p = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]], np.float32)
+    v = np.array([[1.0], [-2.0], [0.5]], np.float32)
+    s = np.array([1e3, 2e3, 3e3], np.float32)
+    q = np.array([[0.3, 0.7]], np.float32)
+    g = jax.grad(lambda s: IMPLS[impl].interpolate_at(p, v, s, q).sum())(s)
+    (_, _, want, _), _ = gmm_vjp(p, v, s, q, np.ones((1, 1)), np.zeros(1))
+    np.testing.assert_allclose(g, want, rtol=1e-3)
