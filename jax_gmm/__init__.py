@@ -16,10 +16,10 @@ imported, which registers the kernels):
     (8, 8, 1)
 """
 
-from jax_gmm import reference
+from jax_gmm import reference, sharding
 from jax_gmm._api import interpolate, interpolate_at
 from jax_gmm._ffi import FFI_TARGETS
 from jax_gmm._native import build_info
 
-__all__ = ["FFI_TARGETS", "build_info", "interpolate", "interpolate_at", "reference"]
+__all__ = ["FFI_TARGETS", "build_info", "interpolate", "interpolate_at", "reference", "sharding"]
 __version__ = "0.1.0"

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.custom_derivatives import SymbolicZero
 
-from jax_gmm import _ffi
+from jax_gmm import _ffi, _partition
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -43,9 +43,9 @@ def _grid_bwd(height, width, truncate, residuals, cotangents):
     d_out, d_density = cotangents
     points, values, sigma = residuals[:3]
     if isinstance(d_out, SymbolicZero) and isinstance(d_density, SymbolicZero):
-        return jnp.zeros_like(points), jnp.zeros_like(values), jnp.zeros_like(sigma)
+        return tuple(map(_partition.zeros_like, (points, values, sigma)))
     if isinstance(d_out, SymbolicZero):
-        d_out = jnp.zeros(d_out.shape, d_out.dtype)
+        d_out = _partition.zeros_like(residuals[3])
     if isinstance(d_density, SymbolicZero):
         d_density = None
     return grid_backward(*residuals, d_out, d_density, height, width, truncate)

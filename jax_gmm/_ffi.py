@@ -3,8 +3,9 @@
 Each operation runs the native kernel on platforms that have one
 (`_native.NATIVE_PLATFORMS`) and the pure-JAX reference elsewhere, chosen at
 lowering time by `lax.platform_dependent`. Under vmap the FFI calls take every
-batch axis at once (``vmap_method="expand_dims"``): unbatched operands get
-size-1 axes that the kernels broadcast, so nothing is copied per example.
+batch axis at once: unbatched operands get size-1 axes that the kernels
+broadcast, so nothing is copied per example; under jit the batch axes may be
+sharded across devices (`_partition`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jax_gmm import _native, reference
+from jax_gmm import _native, _partition, reference
 from jax_gmm._native import NATIVE_PLATFORMS
 
 Array = jax.Array
@@ -36,13 +37,13 @@ def _dispatch(native, fallback, *args, **overrides):
     for it, fallback elsewhere."""
     _native.warn_if_gpu_without_module()
     branches = {platform: overrides.get(platform, native) for platform in NATIVE_PLATFORMS}
-    return lax.platform_dependent(*args, default=fallback, **branches)
+    return lax.platform_dependent(
+        *args, default=lambda *a: _partition.varying_like(fallback(*a), a), **branches)
 
 
 def _call(name: str, results, truncate: float, *args):
     target = f"jax_gmm_{name}_{_suffix(args[0].dtype)}"
-    call = jax.ffi.ffi_call(target, results, vmap_method="expand_dims")
-    return call(*args, truncate=np.float64(truncate))
+    return _partition.ffi_call(target, results, truncate=np.float64(truncate))(*args)
 
 
 def _like(shape, x: Array) -> jax.ShapeDtypeStruct:
@@ -61,17 +62,22 @@ def reference_grid_backward(points, values, sigma, d_out, d_density, height: int
     JAX (so differentiable again); d_density None means zero."""
     if d_density is None:
         d_density = jnp.zeros((height, width), d_out.dtype)
-    _, vjp = jax.vjp(lambda p, v, s: _reference_grid(p, v, s, height, width, truncate),
-                     points, values, sigma)
-    return vjp((d_out, d_density))
+    # Inside shard_map: every operand varying alike, so that the cotangents
+    # are this device's share, summed once by the caller (_partition.summed_like).
+    args = _partition.varying_like((points, values, sigma, d_out, d_density),
+                                   (points, values, sigma, d_out, d_density))
+    _, vjp = jax.vjp(lambda p, v, s: _reference_grid(p, v, s, height, width, truncate), *args[:3])
+    return vjp(args[3:])
 
 
 def reference_scattered_backward(points, values, sigma, queries, d_out, d_density,
                                  truncate: float):
     """Cotangents (points, values, sigma, queries) of the reference scattered
     forward, in pure JAX."""
-    _, vjp = jax.vjp(lambda *a: reference.evaluate(*a, truncate), points, values, sigma, queries)
-    return vjp((d_out, d_density))
+    args = (points, values, sigma, queries, d_out, d_density)
+    args = _partition.varying_like(args, args)  # as in reference_grid_backward
+    _, vjp = jax.vjp(lambda *a: reference.evaluate(*a, truncate), *args[:4])
+    return vjp(args[4:])
 
 
 def grid_forward(points, values, sigma, height: int, width: int, truncate: float):
@@ -110,7 +116,8 @@ def grid_backward(points, values, sigma, out, density, d_out, d_density, truncat
                                        truncate)
 
     args = (points, values, sigma, out, density, d_out) + (() if zero else (d_density,))
-    return _dispatch(native, fallback, *args, cpu=cpu)
+    return _partition.summed_like(_dispatch(native, fallback, *args, cpu=cpu),
+                                  (points, values, sigma))
 
 
 def scattered_forward(points, values, sigma, queries, truncate: float):
@@ -139,5 +146,6 @@ def scattered_backward(points, values, sigma, queries, out, density, d_out, d_de
         return reference_scattered_backward(points, values, sigma, queries, d_out, d_density,
                                             truncate)
 
-    return _dispatch(native, fallback, points, values, sigma, queries, out, density, d_out,
-                     d_density)
+    cotangents = _dispatch(native, fallback, points, values, sigma, queries, out, density, d_out,
+                           d_density)
+    return _partition.summed_like(cotangents, (points, values, sigma, queries))

@@ -1,0 +1,103 @@
+"""Run by test_sharding.py in a subprocess with N fake CPU devices (XLA_FLAGS
+must be set before JAX starts, so it cannot run in the test process). Prints
+one JSON object of measurements; the test asserts on them."""
+
+import json
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+
+import jax_gmm
+import jax_gmm.sharding
+
+jax.config.update("jax_enable_x64", True)
+DEVICES = int(sys.argv[1])
+H, W, N, C = 12, 16, 40, 3
+BATCH = 2 * DEVICES
+rng = np.random.default_rng(DEVICES)
+points = rng.uniform(-2, 14, (N, 2))
+values = rng.uniform(-1, 1, (BATCH, N, C))
+sigma = rng.uniform(0.8, 2.5, N)
+queries = rng.uniform(0, 12, (BATCH, 30, 2))
+results = {}
+
+
+def max_error(a, b):
+    return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)), initial=0))
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def specs(tree):
+    return [str(tuple(x.sharding.spec)) for x in jax.tree.leaves(tree)]
+
+
+def collectives(fn, *args):
+    text = jax.jit(fn).lower(*args).compile().as_text()
+    return {"all_gather": "all-gather" in text, "all_reduce": "all-reduce" in text}
+
+
+def grid_batch(p, v):
+    return jax.vmap(lambda vv: jax_gmm.interpolate(p, vv, sigma, (H, W), return_density=True))(v)
+
+
+def grid_loss(p, v):
+    out, density = grid_batch(p, v)
+    return jnp.sum(out ** 2) + jnp.sum(jnp.sin(density))
+
+
+def scattered_batch(v, q):
+    return jax.vmap(lambda vv, qq: jax_gmm.interpolate_at(points, vv, sigma, qq))(v, q)
+
+
+def scattered_loss(p, v, q):
+    out = jax.vmap(lambda vv, qq: jax_gmm.interpolate_at(p, vv, sigma, qq))(v, q)
+    return jnp.sum(out ** 3)
+
+
+for mode in ("Auto", "Explicit"):
+    mesh = jax.make_mesh((DEVICES,), ("batch",), axis_types=(getattr(AxisType, mode),))
+    with jax.set_mesh(mesh):
+        put = lambda x: jax.device_put(x, NamedSharding(mesh, PartitionSpec("batch")))  # noqa: E731
+        v, q = put(values), put(queries)
+        grid_grad = jax.grad(grid_loss, argnums=(0, 1))
+        scattered_grad = jax.grad(scattered_loss, argnums=(0, 1, 2))
+        outs = {
+            "grid": (jax.jit(grid_batch)(points, v), grid_batch(points, values), grid_batch, (points, v)),
+            "grid_grad": (jax.jit(grid_grad)(points, v), grid_grad(points, values), grid_grad, (points, v)),
+            "scattered": (jax.jit(scattered_batch)(v, q), scattered_batch(values, queries),
+                          scattered_batch, (v, q)),
+            "scattered_grad": (jax.jit(scattered_grad)(points, v, q),
+                               scattered_grad(points, values, queries), scattered_grad,
+                               (points, v, q)),
+        }
+        for name, (sharded, plain, fn, args) in outs.items():
+            results[f"{mode}/{name}"] = {"error": max_error(sharded, plain), "specs": specs(sharded),
+                                         **collectives(fn, *args)}
+
+mesh = jax.make_mesh((DEVICES,), ("batch",), axis_types=(AxisType.Auto,))
+inside = jax.shard_map(lambda p, v: grid_batch(p, v), mesh=mesh,
+                       in_specs=(PartitionSpec(), PartitionSpec("batch")),
+                       out_specs=PartitionSpec("batch"))
+inside_loss = lambda p, v: jnp.sum(inside(p, v)[0] ** 2) + jnp.sum(jnp.sin(inside(p, v)[1]))  # noqa: E731
+results["shard_map"] = {
+    "error": max_error(jax.jit(inside)(points, values), grid_batch(points, values)),
+    "grad_error": max_error(jax.jit(jax.grad(inside_loss, argnums=(0, 1)))(points, values),
+                            jax.grad(grid_loss, argnums=(0, 1))(points, values)),
+}
+
+rows_mesh = jax.make_mesh((DEVICES,), ("rows",), axis_types=(AxisType.Auto,))
+rows = lambda p, v, s: jax_gmm.sharding.interpolate_rows(  # noqa: E731
+    p, v, s, (H, W), mesh=rows_mesh, axis="rows", return_density=True)
+rows_loss = lambda f: lambda p, v, s: jnp.sum(f(p, v, s)[0] ** 2) + jnp.sum(f(p, v, s)[1])  # noqa: E731
+plain = lambda p, v, s: jax_gmm.interpolate(p, v, s, (H, W), return_density=True)  # noqa: E731
+split = jax.jit(rows)(points, values[0], sigma)
+results["rows"] = {
+    "error": max_error(split, plain(points, values[0], sigma)),
+    "grad_error": max_error(jax.jit(jax.grad(rows_loss(rows), argnums=(0, 1, 2)))(points, values[0], sigma),
+                            jax.grad(rows_loss(plain), argnums=(0, 1, 2))(points, values[0], sigma)),
+    "specs": specs(split),
+}
+print(json.dumps(results))
