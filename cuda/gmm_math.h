@@ -128,11 +128,14 @@ GMM_HD Gaussian<T> make_gaussian(T x, T y, T sigma, T truncate) {
   // A pixel whose centre rounds just inside the cutoff must not fall outside
   // the box: widen it by a relative margin far above rounding error. (With a
   // capped inv_sigma the cutoff is truncate / inv_sigma, below this radius.)
-  const T radius = truncate * sigma;  // inf beyond float's range: boxes clamp it
+  const T radius = mul_rn(truncate, sigma);  // inf beyond float's range: boxes clamp it
   const T margin = T(64) * Clamp<T>::epsilon;
   const T ax = x < T(0) ? -x : x;
   const T ay = y < T(0) ? -y : y;
-  g.box_radius = radius + margin * (radius + (ax > ay ? ax : ay) + T(1));
+  // Rounded op by op, so that boxes, and the cell layout that averages them,
+  // are the same bits on every platform.
+  const T reach = add_rn(add_rn(radius, ax > ay ? ax : ay), T(1));
+  g.box_radius = add_rn(radius, mul_rn(margin, reach));
   return g;
 }
 
