@@ -33,6 +33,11 @@ template <typename T>
 struct QueryRuns {
   std::vector<int64_t> begin;
   int64_t count;
+  // Entries the loops over cell c's run walk: the padded run, or only its
+  // queries when they are too few to fill half a vector (a sparse call, a
+  // few queries per cell: scalar loops beat mostly-padding vectors). Either
+  // way each query's sums are taken in the same order, so results agree.
+  std::vector<int64_t> walk;
   std::unique_ptr<T[]> data;
   T* x() const { return data.get(); }
   T* y() const { return data.get() + count; }
@@ -41,10 +46,12 @@ struct QueryRuns {
   QueryRuns(ThreadPool& pool, const CelledQueries<T>& celled, const T* queries, int64_t fields)
       : begin(padded_starts(celled.queries.start)),
         count(begin.back()),
+        walk(begin.size() - 1),
         data(new T[(2 + fields) * count]) {
     const uint32_t* items = celled.queries.items.data();
     parallel_for(pool, static_cast<int64_t>(begin.size()) - 1, [&](int64_t c) {
       const int64_t first = celled.queries.start[c], n = celled.queries.start[c + 1] - first;
+      walk[c] = n < kRunLanes / 2 ? n : begin[c + 1] - begin[c];
       for (int64_t k = 0; k < begin[c + 1] - begin[c]; ++k) {
         const bool real = k < n;
         x()[begin[c] + k] = real ? queries[2 * items[first + k]] : T(NAN);

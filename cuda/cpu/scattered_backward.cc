@@ -64,7 +64,7 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
   std::fill(d_queries, d_queries + 2 * m, T(0));  // queries in no cell reach no point
   const CellLists& pts = celled.points;
   parallel_for(pool, celled.cells_x * celled.cells_y, [&](int64_t cell) {
-    const int64_t k0 = runs.begin[cell], n = runs.begin[cell + 1] - k0;
+    const int64_t k0 = runs.begin[cell], n = runs.walk[cell];
     if (n == 0) return;
     std::vector<T> scratch(5 * n, T(0));  // [gx | gy | ratio | dot | u]
     T *gx = scratch.data(), *gy = gx + n, *ratio = gy + n, *dot = ratio + n, *u = dot + n;
@@ -99,7 +99,7 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
       for (int64_t ky = cy.lo; ky <= cy.hi; ++ky) {
         for (int64_t kx = cx.lo; kx <= cx.hi; ++kx) {
           const int64_t cell = ky * celled.cells_x + kx;
-          const int64_t k0 = runs.begin[cell], n = runs.begin[cell + 1] - k0;
+          const int64_t k0 = runs.begin[cell], n = runs.walk[cell];
           if (n == 0) continue;
           if (static_cast<int64_t>(scratch.size()) < 3 * n) scratch.resize(3 * n);
           T *ratio = scratch.data(), *dot = ratio + n, *u = dot + n;
