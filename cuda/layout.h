@@ -132,6 +132,9 @@ GMM_HD CellLayout cell_layout(Interval qx, Interval qy, const PointReach& reach,
 template <typename T>
 GMM_HD int64_t query_cell(const CellLayout& l, const PointReach& reach, T x, T y) {
   if (l.cells() == 0 || !query_reachable(reach, x, y)) return -1;
+  // A span beyond double's range: the one cell (v - origin may overflow, and
+  // inf / inf is NaN, which cell_range reads as no cell).
+  if (!is_finite(l.cell)) return 0;
   const Range cx = cell_range<double>(x, x, l.origin_x, l.cell, l.cells_x);
   const Range cy = cell_range<double>(y, y, l.origin_y, l.cell, l.cells_y);
   return cx.empty() || cy.empty() ? -1 : cy.lo * l.cells_x + cx.lo;
@@ -141,6 +144,7 @@ GMM_HD int64_t query_cell(const CellLayout& l, const PointReach& reach, T x, T y
 template <typename T>
 GMM_HD Box point_cells(const CellLayout& l, const Gaussian<T>& g) {
   if (!g.valid() || l.cells() == 0) return empty_box();
+  if (!is_finite(l.cell)) return {{0, 0}, {0, 0}};  // the one cell, as in query_cell
   const double r = g.box_radius;
   return {cell_range<double>(double(g.x) - r, double(g.x) + r, l.origin_x, l.cell, l.cells_x),
           cell_range<double>(double(g.y) - r, double(g.y) + r, l.origin_y, l.cell, l.cells_y)};

@@ -222,6 +222,15 @@ def test_cells_when_every_box_is_infinite(dtype):
     assert (box_count(b)[:2] == d["cells"][0] * d["cells"][1]).all() and box_count(b)[2] == 0
 
 
+def test_span_beyond_double_range_is_one_cell():
+    """float64 queries at +-1e308 reached by one point: the span overflows,
+    the layout is one cell, and every query and the point are in it."""
+    points = np.array([[0.0, 0.0]])
+    queries = np.array([[-1e308, 0.0], [1e308, 0.0], [0.0, 0.0]])
+    d, keys, b = check_cells(points, np.array([3e307]), queries, truncate=4.0)
+    assert d["cells"] == (1, 1) and (keys == 0).all() and box_count(b)[0] == 1
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_float32_extremes_do_not_overflow_the_layout(rng, dtype):
     """Queries and points near +-3e38 with a huge sigma: the span exceeds float's
@@ -278,3 +287,14 @@ def test_list_starts_match_searchsorted(rng, cells):
 def test_max_cells():
     assert [_layout.max_cells(m) for m in [0, 1, 512, 513, 2**31]] == [1024, 1024, 1024, 1026,
                                                                       2**32]
+
+
+def test_span_beyond_double_range_end_to_end():
+    """The kernels on the one-cell layout above: every query is reached."""
+    import jax_gmm
+
+    queries = np.array([[-1e308, 0.0], [1e308, 0.0], [0.0, 0.0]])
+    out, density = jax_gmm.interpolate_at(np.zeros((1, 2)), np.ones((1, 1)), np.array([3e307]),
+                                          queries, truncate=4.0, return_density=True)
+    np.testing.assert_array_equal(out, 1.0)
+    assert (np.asarray(density) > 0).all()

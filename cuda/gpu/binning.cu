@@ -2,6 +2,11 @@
 // then a binary search per cell for where its list starts.
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
+#include <cub/version.cuh>
+
+// The counts below are 64-bit; cub::DeviceScan took an int num_items before
+// CCCL 2.7 and would wrap them.
+static_assert(CUB_VERSION >= 200700, "jax_gmm needs CCCL >= 2.7 (CUDA 12.8 or newer)");
 
 #include "binning.cuh"
 
