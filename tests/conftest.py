@@ -15,7 +15,7 @@ jax.config.update("jax_enable_x64", True)
 # tests/test_properties.py (or pytest's --hypothesis-profile=long). Every new
 # example compiles its shapes, so neither has a deadline.
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
-settings.register_profile("ci", max_examples=12, deadline=None, derandomize=True,
+settings.register_profile("ci", max_examples=50, deadline=None, derandomize=True,
                           suppress_health_check=_SLOW_OK, print_blob=True,
                           phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink])
 settings.register_profile("long", max_examples=1500, deadline=None,

@@ -119,15 +119,19 @@ def _run(points, values, sigma, queries, d_out, d_density, *, impl, truncate, sh
     return primal, vjp((d_out, d_density))
 
 
-def unambiguous(points, sigma, queries, truncate):
-    """False where rounding alone may decide a result: a weight at the
-    underflow threshold, or sigma at the edge of the normaliser's clamp (where
-    the sigma gradient drops a term). Cutoffs are never ambiguous: the brute
-    force takes them in the kernel dtype, as the kernels do."""
+def unambiguous(points, values, sigma, queries, truncate):
+    """False where rounding alone may decide a result: a weight, or a weight
+    times a value, at the underflow threshold (the native kernels round w * c
+    to the dtype, the reference scales w first), or sigma at the edge of a
+    clamp (where the sigma gradient drops a term). Cutoffs are never
+    ambiguous: the brute force takes them in the kernel dtype, as the kernels do."""
     dtype = np.dtype(points.dtype)
     tiny = np.finfo(dtype).tiny
     w_exact = pairs(points, sigma, queries, truncate, dtype)[4]
-    if ((w_exact > tiny / 4) & (w_exact < 4 * tiny)).any():
+    with np.errstate(all="ignore"):
+        products = w_exact[:, :, None] * np.abs(values.astype(np.float64))[None]
+    if (((w_exact > tiny / 4) & (w_exact < 4 * tiny)).any()
+            or ((products > 0) & (products < 4 * tiny)).any()):
         return False
     norm_min, norm_max = NORM_CLAMPS[dtype]
     with np.errstate(all="ignore"):
@@ -180,7 +184,7 @@ def check(impl, points, values, sigma, queries, truncate, d_out, d_density, shap
 @pytest.mark.parametrize("impl", sorted(IMPLS))
 def test_queries_match_brute_force(impl, data, problem):
     points, values, sigma, queries, truncate = problem
-    assume(unambiguous(points, sigma, queries, truncate))
+    assume(unambiguous(points, values, sigma, queries, truncate))
     d_out, d_density = cotangents(data.draw, (len(queries), values.shape[1]), (len(queries),),
                                   points.dtype)
     check(impl, points, values, sigma, queries, truncate, d_out, d_density)
@@ -191,6 +195,6 @@ def test_queries_match_brute_force(impl, data, problem):
 def test_grid_matches_brute_force(impl, data, problem):
     points, values, sigma, shape, truncate = problem
     queries = pixel_centres(*shape).astype(points.dtype)
-    assume(unambiguous(points, sigma, queries, truncate))
+    assume(unambiguous(points, values, sigma, queries, truncate))
     d_out, d_density = cotangents(data.draw, (*shape, values.shape[1]), shape, points.dtype)
     check(impl, points, values, sigma, queries, truncate, d_out, d_density, shape=shape)
