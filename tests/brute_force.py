@@ -31,8 +31,9 @@ def _flush(x: np.ndarray, tiny) -> np.ndarray:
 def pairs(points, sigma, queries, truncate=3.0, dtype=None):
     """The pair terms of every (query, point) pair, in float64:
     w (M, N) (0 for pairs that do not exist or whose weight underflows), gx and
-    gy (d w / d mu per unit w), gs (d w / d sigma per unit w), and
-    w_exact, the weight before that underflow test (to tell borderline cases)."""
+    gy (d w / d mu per unit w), gs (d w / d sigma per unit w), w_exact, the
+    weight before that underflow test (to tell borderline cases), and the sum
+    of the sizes of gs's two terms."""
     dtype = np.dtype(dtype or kernel_dtype(points, sigma, queries))
     k = dtype.type
     tiny = np.finfo(dtype).tiny
@@ -65,8 +66,11 @@ def pairs(points, sigma, queries, truncate=3.0, dtype=None):
         moves = (w > 0) & ~inv_clamped
         gx = np.where(moves, ex64 * inv, 0)
         gy = np.where(moves, ey64 * inv, 0)
-        gs = np.where(w > 0, (np.where(moves, m2_64, 0) - np.where(norm_clamped, 0, 2)) * inv, 0)
-    return w, gx, gy, gs, w_exact
+        spread, scale = np.where(moves, m2_64, 0), np.where(norm_clamped, 0, 2)
+        gs = np.where(w > 0, (spread - scale) * inv, 0)
+        # A kernel may sum the two terms over the queries apart and subtract last.
+        gs_size = np.where(w > 0, (spread + scale) * inv, 0)
+    return w, gx, gy, gs, w_exact, gs_size
 
 
 def _values(values, dtype):
@@ -103,7 +107,7 @@ def gmm_vjp(points, values, sigma, queries, d_out, d_density, truncate=3.0, dtyp
     (out's error moves c - out, whatever the cancellation in it). Pairs with
     no weight, and queries with Z = 0, add nothing."""
     dtype = dtype or kernel_dtype(points, values, sigma, queries)
-    w, gx, gy, gs, _ = pairs(points, sigma, queries, truncate, dtype)
+    w, gx, gy, gs, _, gs_size = pairs(points, sigma, queries, truncate, dtype)
     values = _values(values, dtype)
     out, density = gmm(points, values, sigma, queries, truncate, dtype)
     d_out = np.asarray(d_out, np.float64).reshape(out.shape)
@@ -125,5 +129,5 @@ def gmm_vjp(points, values, sigma, queries, d_out, d_density, truncate=3.0, dtyp
         grads = (point_terms.sum(0), value_terms.sum(0), (u * gs).sum(0),
                  -point_terms.sum(1))
         bounds = (point_bound.sum(0), np.abs(value_terms).sum(0),
-                  (u_bound * np.abs(gs)).sum(0), point_bound.sum(1))
+                  (u_bound * gs_size).sum(0), point_bound.sum(1))
     return grads, bounds
