@@ -7,27 +7,27 @@ from typing import Any
 
 import jax
 
-from jax_gmm import _autodiff, _checks
+from jax_gmm import _autodiff, _checks, reference
 
 ArrayLike = Any
 
 
-@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7))
-def _grid(points, values, sigma, height, width, truncate, kernel_dtype, result_dtype):
+@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
+def _grid(points, values, sigma, height, width, truncate, eps, kernel_dtype, result_dtype):
     args = _checks.to_kernel(kernel_dtype, points, values, sigma)
     out, density = _autodiff.grid(*args, height, width, truncate)
-    return out.astype(result_dtype), density.astype(result_dtype)
+    return reference.smoothed(out, density, eps).astype(result_dtype), density.astype(result_dtype)
 
 
-@partial(jax.jit, static_argnums=(4, 5, 6))
-def _scattered(points, values, sigma, queries, truncate, kernel_dtype, result_dtype):
+@partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _scattered(points, values, sigma, queries, truncate, eps, kernel_dtype, result_dtype):
     args = _checks.to_kernel(kernel_dtype, points, values, sigma, queries)
     out, density = _autodiff.scattered(*args, truncate)
-    return out.astype(result_dtype), density.astype(result_dtype)
+    return reference.smoothed(out, density, eps).astype(result_dtype), density.astype(result_dtype)
 
 
 def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: tuple[int, int],
-                *, truncate: float = 3.0, return_density: bool = False):
+                *, truncate: float = 3.0, eps: float = 0.0, return_density: bool = False):
     """Renders the (H, W, C) image of a Gaussian-weighted mean of scattered values.
 
     The pixel at row i, column j is the query q = (j + 0.5, i + 0.5), and
@@ -44,6 +44,12 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
       sigma: widths sigma_i in pixels, a scalar or (N,).
       shape: static (H, W) of the output image.
       truncate: static cutoff radius in units of sigma (default 3).
+      eps: static smoothing of the normaliser (default 0): out = sum_i c_i
+        N_i / (Z + eps). With eps > 0 the image fades to 0 where the Gaussians
+        thin out, instead of holding the nearest colour up to the cutoff and
+        then dropping to 0, so that gradients see pixels that are barely
+        covered (fitting, optimisation); Image-GS uses 1e-4 with sigma of a
+        few pixels. eps is in the units of Z, 1 / pixel^2.
       return_density: also return Z, to mask pixels that no point reaches.
 
     Returns:
@@ -78,13 +84,13 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
     """
     args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma)
     height, width = _checks.check_shape(shape)
-    truncate = _checks.check_truncate(truncate)
-    out, density = _grid(*args, height, width, truncate, kernel_dtype, result_dtype)
+    truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
+    out, density = _grid(*args, height, width, truncate, eps, kernel_dtype, result_dtype)
     return (out, density) if return_density else out
 
 
 def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queries: ArrayLike,
-                   *, truncate: float = 3.0, return_density: bool = False):
+                   *, truncate: float = 3.0, eps: float = 0.0, return_density: bool = False):
     """Evaluates the Gaussian-weighted mean of scattered values at arbitrary queries.
 
     Same function as `interpolate`, at query points instead of pixel centres.
@@ -95,6 +101,7 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
       sigma: widths sigma_i in pixels, a scalar or (N,).
       queries: (M, 2) query positions (x, y), in pixels.
       truncate: static cutoff radius in units of sigma (default 3).
+      eps: static smoothing of the normaliser, as in `interpolate`.
       return_density: also return Z at the queries.
 
     Returns:
@@ -114,6 +121,6 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
       ((1, 1), (1,))
     """
     args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma, queries)
-    truncate = _checks.check_truncate(truncate)
-    out, density = _scattered(*args, truncate, kernel_dtype, result_dtype)
+    truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
+    out, density = _scattered(*args, truncate, eps, kernel_dtype, result_dtype)
     return (out, density) if return_density else out

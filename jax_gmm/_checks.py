@@ -84,16 +84,29 @@ def check_shape(shape: Any) -> tuple[int, int]:
     return height, width
 
 
+def _static_number(name: str, x: Any, kind: str) -> float:
+    """x as a Python float, or a ValueError that names the argument."""
+    if isinstance(x, (bool, str, bytes)):
+        raise ValueError(f"{name} must be a static {kind} number, got {x!r}")
+    try:
+        return float(x)
+    except (TypeError, OverflowError, jax.errors.ConcretizationTypeError):
+        raise ValueError(f"{name} must be a static {kind} number, got {x!r}") from None
+
+
 def check_truncate(truncate: Any) -> float:
     """Checks the static cutoff, in units of sigma."""
-    if isinstance(truncate, (bool, str, bytes)):
-        raise ValueError(f"truncate must be a static positive number, got {truncate!r}")
-    try:
-        value = float(truncate)
-    except (TypeError, OverflowError, jax.errors.ConcretizationTypeError):
-        raise ValueError(f"truncate must be a static positive number, got {truncate!r}") from None
+    value = _static_number("truncate", truncate, "positive")
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"truncate must be positive and finite, got {truncate!r}")
+    return value
+
+
+def check_eps(eps: Any) -> float:
+    """Checks the static smoothing of the normaliser, Z + eps."""
+    value = _static_number("eps", eps, "non-negative")
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"eps must be non-negative and finite, got {eps!r}")
     return value
 
 

@@ -152,24 +152,33 @@ def evaluate(points, values, sigma, queries, truncate: float):
     return out.reshape(-1, c)[:m], density.reshape(-1)[:m]
 
 
+def smoothed(out, density, eps: float):
+    """sum_i c_i w_i / (Z + eps) from out = sum_i c_i w_i / Z (the `eps` option):
+    out Z / (Z + eps), 0 where Z = 0; JAX differentiates the product."""
+    if eps == 0:
+        return out
+    return out * (density / (density + eps))[..., None]
+
+
 def interpolate(points: Any, values: Any, sigma: Any, shape: tuple[int, int], *,
-                truncate: float = 3.0, return_density: bool = False):
+                truncate: float = 3.0, eps: float = 0.0, return_density: bool = False):
     """Reference version of `jax_gmm.interpolate` (same arguments and result)."""
     args, result, kernel = _checks.check_inputs(points, values, sigma)
     height, width = _checks.check_shape(shape)
-    truncate = _checks.check_truncate(truncate)
+    truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
     out, density = evaluate(*_checks.to_kernel(kernel, *args),
                             pixel_centres(height, width, kernel), truncate)
+    out = smoothed(out, density, eps)
     out = out.reshape(height, width, out.shape[-1]).astype(result)
     density = density.reshape(height, width).astype(result)
     return (out, density) if return_density else out
 
 
 def interpolate_at(points: Any, values: Any, sigma: Any, queries: Any, *,
-                   truncate: float = 3.0, return_density: bool = False):
+                   truncate: float = 3.0, eps: float = 0.0, return_density: bool = False):
     """Reference version of `jax_gmm.interpolate_at` (same arguments and result)."""
     args, result, kernel = _checks.check_inputs(points, values, sigma, queries)
-    truncate = _checks.check_truncate(truncate)
+    truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
     out, density = evaluate(*_checks.to_kernel(kernel, *args), truncate)
-    out, density = out.astype(result), density.astype(result)
+    out, density = smoothed(out, density, eps).astype(result), density.astype(result)
     return (out, density) if return_density else out

@@ -23,7 +23,7 @@ ArrayLike = Any
 
 def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
                      shape: tuple[int, int], *, mesh: Mesh, axis: str, truncate: float = 3.0,
-                     return_density: bool = False):
+                     eps: float = 0.0, return_density: bool = False):
     """`jax_gmm.interpolate` with the image's rows split over a mesh axis.
 
     Device k of the axis renders rows [k H / n, (k + 1) H / n) from every
@@ -33,7 +33,7 @@ def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
     any replicated input of `jax.shard_map`.
 
     Args:
-      points, values, sigma, truncate, return_density: as in `jax_gmm.interpolate`.
+      points, values, sigma, truncate, eps, return_density: as in `jax_gmm.interpolate`.
       shape: static (H, W); H must be a multiple of the axis size n.
       mesh: the device mesh.
       axis: the name of the mesh axis to split the rows over.
@@ -62,7 +62,7 @@ def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
     def render(points, values, sigma):
         top = jax.lax.axis_index(axis) * band
         shifted = points - jnp.stack([0, top]).astype(points.dtype)
-        return interpolate(shifted, values, sigma, (band, width), truncate=truncate,
+        return interpolate(shifted, values, sigma, (band, width), truncate=truncate, eps=eps,
                            return_density=True)
 
     args, _, _ = _checks.check_inputs(points, values, sigma)

@@ -77,8 +77,9 @@ def _values(values, dtype):
     return np.asarray(values, dtype).astype(np.float64)
 
 
-def gmm(points, values, sigma, queries, truncate=3.0, dtype=None):
-    """(out (M, C), density (M,)); invalid points and queries contribute nothing."""
+def gmm(points, values, sigma, queries, truncate=3.0, dtype=None, eps=0.0):
+    """(out (M, C), density (M,)); invalid points and queries contribute nothing.
+    With eps, out = sum_i c_i w_i / (Z + eps)."""
     dtype = dtype or kernel_dtype(points, values, sigma, queries)
     w = pairs(points, sigma, queries, truncate, dtype)[0]
     values = _values(values, dtype)
@@ -89,14 +90,15 @@ def gmm(points, values, sigma, queries, truncate=3.0, dtype=None):
         w = w / np.maximum(w.max(-1, keepdims=True, initial=0), np.finfo(np.float64).tiny)
         num = np.where(w[:, :, None] > 0, w[:, :, None] * values[None], 0).sum(1)
         out = np.where(density[:, None] > 0, num / w.sum(-1, keepdims=True), 0)
+        out = out * np.where(density > 0, density / (density + eps), 0)[:, None]
     return out, density
 
 
-def gmm_grid(points, values, sigma, shape, truncate=3.0, dtype=None):
+def gmm_grid(points, values, sigma, shape, truncate=3.0, dtype=None, eps=0.0):
     """(out (H, W, C), density (H, W)) at the pixel centres."""
     h, w = shape
     dtype = dtype or kernel_dtype(points, values, sigma)
-    out, density = gmm(points, values, sigma, pixel_centres(h, w), truncate, dtype)
+    out, density = gmm(points, values, sigma, pixel_centres(h, w), truncate, dtype, eps)
     return out.reshape(h, w, -1), density.reshape(h, w)
 
 
