@@ -4,9 +4,11 @@
 // in the tile into that (point, tile) entry's partial. A second pass adds each
 // point's partials in a fixed order. No atomics: results are bitwise
 // reproducible. Memory: a tile-sized buffer per task and kValues + C numbers
-// per (point, tile) entry, as many entries as the binning lists.
+// per (point, tile) entry, for one chunk of points at a time (grid_backward).
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
+#include <vector>
 
 #include "channels.h"
 #include "footprint.h"
@@ -127,11 +129,25 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
   for (int64_t f = 0; f < fields; ++f) partial[f] = lanes[f * kLanes];
 }
 
+// The points [first, last) of a chunk (see grid_backward) whose partials
+// are at `partials`, the first of them for entry tiled.point_start[first].
+struct Chunk {
+  int64_t first, last;
+};
+
 template <int kC, typename T>
-void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const T* values,
-                        int64_t channels, const T* out, const T* density, const T* d_out,
-                        const T* d_density, T* partials) {
+void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const Chunk& chunk,
+                        const T* values, int64_t channels, const T* out, const T* density,
+                        const T* d_out, const T* d_density, T* partials) {
   const int64_t C = kC > 0 ? kC : channels;
+  // The tile's list is in point order: the chunk's points are one run of it.
+  const uint32_t* items = tiled.tiles.items.data();
+  const uint32_t* list_end = items + tiled.tiles.start[t + 1];
+  const uint32_t* run = std::lower_bound(items + tiled.tiles.start[t], list_end, chunk.first);
+  const int64_t first = run - items;
+  const int64_t last = std::lower_bound(run, list_end, chunk.last) - items;
+  if (first == last) return;
+  const int64_t entry0 = tiled.point_start[chunk.first];
   const TileRect tile = tiled.tile(t);
   // Folded planes, then the gather's per-lane sums.
   const auto scratch = tile_scratch<T>((C + 2) * kTilePlane + (kValues + C) * kLanes);
@@ -139,8 +155,6 @@ void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const T* values,
   T* lanes = folded + (C + 2) * kTilePlane;
   const bool finite = fold_tile<kC>(tile, tiled.width, C, out, density, d_out, d_density, folded);
   Footprint<T> fp;
-  const uint32_t* items = tiled.tiles.items.data();
-  const int64_t first = tiled.tiles.start[t], last = tiled.tiles.start[t + 1];
   for (int64_t k = first; k < last; ++k) {
     if (k + 4 < last) {  // the list is in point order, not in memory order of the tile
       __builtin_prefetch(&tiled.gaussians[items[k + 4]]);
@@ -148,7 +162,7 @@ void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const T* values,
     }
     const int64_t i = items[k];
     const Gaussian<T>& g = tiled.gaussians[i];
-    T* partial = partials + tiled.entry_of(i, t) * (kValues + C);
+    T* partial = partials + (tiled.entry_of(i, t) - entry0) * (kValues + C);
     if (!clip_footprint(g, tile, tiled.width, tiled.height, fp)) {
       std::fill(partial, partial + kValues + C, T(0));
       continue;
@@ -162,34 +176,62 @@ void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const T* values,
   }
 }
 
+// Partials of at most this many bytes exist at once (JAX_GMM_BACKWARD_BYTES,
+// read per call, overrides it for tests): wide points cover thousands of
+// tiles each, and their entries alone could outgrow memory.
+constexpr int64_t kPartialBytes = int64_t{1} << 30;
+
+int64_t partial_budget(int64_t bytes_per_entry) {
+  const char* text = std::getenv("JAX_GMM_BACKWARD_BYTES");
+  const int64_t bytes = text && std::atoll(text) > 0 ? std::atoll(text) : kPartialBytes;
+  return std::max<int64_t>(1, bytes / bytes_per_entry);
+}
+
 }  // namespace
 
+// The points are taken in chunks whose entries fit the budget (a chunk holds
+// at least one point); each chunk's tiles fold their cotangents again. A
+// point's partials, and the fixed order its second pass adds them in, do not
+// depend on the chunking, so neither does any result.
 template <typename T>
 void grid_backward(ThreadPool& pool, const TiledPoints<T>& tiled, const T* values,
                    int64_t channels, const T* out, const T* density, const T* d_out,
                    const T* d_density, T* d_points, T* d_values, T* d_sigma) {
   const int64_t C = channels, n = tiled.gaussians.size(), fields = kValues + C;
-  const std::unique_ptr<T[]> partials(new T[tiled.point_start[n] * fields]);
-  with_channels(C, [&](auto kC) {
-    parallel_for(pool, tiled.tiles_x * tiled.tiles_y, [&](int64_t t) {
-      grid_backward_tile<kC()>(tiled, t, values, C, out, density, d_out, d_density,
-                               partials.get());
+  const std::vector<int64_t>& start = tiled.point_start;
+  const int64_t budget = partial_budget(fields * static_cast<int64_t>(sizeof(T)));
+  std::vector<Chunk> chunks;
+  int64_t largest = 0;
+  for (int64_t first = 0, last; first < n; first = last) {
+    for (last = first + 1; last < n && start[last + 1] - start[first] <= budget;) ++last;
+    chunks.push_back({first, last});
+    largest = std::max(largest, start[last] - start[first]);
+  }
+  const std::unique_ptr<T[]> partials(new T[largest * fields]);
+  for (const Chunk& chunk : chunks) {
+    with_channels(C, [&](auto kC) {
+      parallel_for(pool, tiled.tiles_x * tiled.tiles_y, [&](int64_t t) {
+        grid_backward_tile<kC()>(tiled, t, chunk, values, C, out, density, d_out, d_density,
+                                 partials.get());
+      });
     });
-  });
-  parallel_for(pool, (n + kPointsPerTask - 1) / kPointsPerTask, [&](int64_t task) {
-    for (int64_t i = task * kPointsPerTask; i < std::min(n, (task + 1) * kPointsPerTask); ++i) {
-      T sums[kValues] = {};
-      T* d_value = d_values + i * C;
-      std::fill(d_value, d_value + C, T(0));
-      for (int64_t e = tiled.point_start[i]; e < tiled.point_start[i + 1]; ++e) {
-        const T* partial = &partials[e * fields];
-        for (int f = 0; f < kValues; ++f) sums[f] += partial[f];
-        for (int64_t ch = 0; ch < C; ++ch) d_value[ch] += partial[kValues + ch];
+    const int64_t points = chunk.last - chunk.first;
+    parallel_for(pool, (points + kPointsPerTask - 1) / kPointsPerTask, [&](int64_t task) {
+      const int64_t end = std::min(chunk.last, chunk.first + (task + 1) * kPointsPerTask);
+      for (int64_t i = chunk.first + task * kPointsPerTask; i < end; ++i) {
+        T sums[kValues] = {};
+        T* d_value = d_values + i * C;
+        std::fill(d_value, d_value + C, T(0));
+        for (int64_t e = start[i]; e < start[i + 1]; ++e) {
+          const T* partial = &partials[(e - start[chunk.first]) * fields];
+          for (int f = 0; f < kValues; ++f) sums[f] += partial[f];
+          for (int64_t ch = 0; ch < C; ++ch) d_value[ch] += partial[kValues + ch];
+        }
+        finish_point_grad(tiled.gaussians[i], sums[kU], sums[kUEx], sums[kUEy], sums[kUM2],
+                          &d_points[2 * i], &d_points[2 * i + 1], &d_sigma[i]);
       }
-      finish_point_grad(tiled.gaussians[i], sums[kU], sums[kUEx], sums[kUEy], sums[kUM2],
-                        &d_points[2 * i], &d_points[2 * i + 1], &d_sigma[i]);
-    }
-  });
+    });
+  }
 }
 
 #define JAX_GMM_INSTANTIATE(T)                                                              \
