@@ -128,10 +128,10 @@ def unambiguous(points, values, sigma, queries, truncate):
     dtype = np.dtype(points.dtype)
     tiny = np.finfo(dtype).tiny
     w_exact = pairs(points, sigma, queries, truncate, dtype)[4]
-    with np.errstate(all="ignore"):
-        products = w_exact[:, :, None] * np.abs(values.astype(np.float64))[None]
-    if (((w_exact > tiny / 4) & (w_exact < 4 * tiny)).any()
-            or ((products > 0) & (products < 4 * tiny)).any()):
+    with np.errstate(all="ignore"):  # w * |c| itself may underflow float64: divide instead
+        below = 4 * tiny / np.abs(values.astype(np.float64))
+        small_products = (w_exact[:, :, None] > 0) & (w_exact[:, :, None] < below[None])
+    if ((w_exact > tiny / 4) & (w_exact < 4 * tiny)).any() or small_products.any():
         return False
     norm_min, norm_max = NORM_CLAMPS[dtype]
     with np.errstate(all="ignore"):
