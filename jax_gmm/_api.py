@@ -36,7 +36,8 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
         Z(q)   = sum_i N(q | mu_i, sigma_i^2 I),
 
     with N(q | mu, s^2 I) = exp(-|q - mu|^2 / (2 s^2)) / (2 pi s^2), summed over
-    the points with |q - mu_i| <= truncate * sigma_i.
+    the points with |(q - mu_i) / sigma_i|^2 <= truncate^2 (decided on the
+    whitened offset, rounded step by step, identically on every platform).
 
     Args:
       points: (N, 2) positions mu_i as (x, y) = (column, row), in pixels.
@@ -58,11 +59,15 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
       or float64; narrower floats are computed in float32).
 
     Where no point reaches a pixel, out and density are 0 there and so are
-    their gradients. A point with a non-finite position or sigma, or sigma <= 0
-    (only possible for traced sigma; static sigma <= 0 raises), contributes
-    nothing and gets zero gradients. The normaliser 1 / (2 pi sigma^2) is
-    clamped to [1e-30, 1e30] in float32 ([1e-300, 1e300] in float64), so sigma
-    beyond about [4e-16, 4e14] pixels (float32) weighs as if at that bound.
+    their gradients. A point with a non-finite position or sigma, or sigma
+    below the dtype's smallest normal number (only possible for traced sigma;
+    a static sigma <= 0 raises), contributes nothing and gets zero gradients.
+    A pair of weight 0 passes nothing either way, so an inf value reaches
+    only the pixels its point weighs. 1 / sigma is capped at 1e18 (float32;
+    1e150 in float64) and the normaliser 1 / (2 pi sigma^2) clamped to
+    [1e-30, 1e30] ([1e-300, 1e300]), so sigma beyond about [4e-16, 4e14]
+    pixels (float32) weighs as if at that bound. README.md, Conventions, has
+    the full rules.
 
     Differentiable in points, values and sigma, and composes with jit, vmap
     (over any leading axes, with unbatched arguments shared, not copied),
