@@ -34,9 +34,11 @@ def specs(tree):
     return [str(tuple(x.sharding.spec)) for x in jax.tree.leaves(tree)]
 
 
-def collectives(fn, *args):
-    text = jax.jit(fn).lower(*args).compile().as_text()
-    return {"all_gather": "all-gather" in text, "all_reduce": "all-reduce" in text}
+def compiled_run(fn, *args):
+    """fn under jit, compiled once: its results and the collectives in its program."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    text = compiled.as_text()
+    return compiled(*args), {"all_gather": "all-gather" in text, "all_reduce": "all-reduce" in text}
 
 
 def grid_batch(p, v):
@@ -64,18 +66,16 @@ for mode in ("Auto", "Explicit"):
         v, q = put(values), put(queries)
         grid_grad = jax.grad(grid_loss, argnums=(0, 1))
         scattered_grad = jax.grad(scattered_loss, argnums=(0, 1, 2))
-        outs = {
-            "grid": (jax.jit(grid_batch)(points, v), grid_batch(points, values), grid_batch, (points, v)),
-            "grid_grad": (jax.jit(grid_grad)(points, v), grid_grad(points, values), grid_grad, (points, v)),
-            "scattered": (jax.jit(scattered_batch)(v, q), scattered_batch(values, queries),
-                          scattered_batch, (v, q)),
-            "scattered_grad": (jax.jit(scattered_grad)(points, v, q),
-                               scattered_grad(points, values, queries), scattered_grad,
-                               (points, v, q)),
+        cases = {
+            "grid": (grid_batch, (points, v), (points, values)),
+            "grid_grad": (grid_grad, (points, v), (points, values)),
+            "scattered": (scattered_batch, (v, q), (values, queries)),
+            "scattered_grad": (scattered_grad, (points, v, q), (points, values, queries)),
         }
-        for name, (sharded, plain, fn, args) in outs.items():
-            results[f"{mode}/{name}"] = {"error": max_error(sharded, plain), "specs": specs(sharded),
-                                         **collectives(fn, *args)}
+        for name, (fn, sharded_args, plain_args) in cases.items():
+            sharded, found = compiled_run(fn, *sharded_args)
+            results[f"{mode}/{name}"] = {"error": max_error(sharded, fn(*plain_args)),
+                                         "specs": specs(sharded), **found}
 
 mesh = jax.make_mesh((DEVICES,), ("batch",), axis_types=(AxisType.Auto,))
 inside = jax.shard_map(lambda p, v: grid_batch(p, v), mesh=mesh,

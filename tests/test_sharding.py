@@ -20,15 +20,30 @@ import pytest
 CHECK = pathlib.Path(__file__).with_name("sharding_check.py")
 
 
-@pytest.fixture(scope="module", params=[1, 2, 3, 4])
-def measured(request):
+DEVICE_COUNTS = [1, 2, 3, 4]
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """One subprocess per device count, all started at once (they are mostly
+    JAX start-up and compilation, which overlap well)."""
+    started = {}
+    for devices in DEVICE_COUNTS:
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+                   JAX_PLATFORMS="cpu")
+        started[devices] = subprocess.Popen([sys.executable, str(CHECK), str(devices)],
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            text=True, env=env)
+    return {devices: run.communicate(timeout=600) + (run.returncode,)
+            for devices, run in started.items()}
+
+
+@pytest.fixture(params=DEVICE_COUNTS)
+def measured(request, runs):
     devices = request.param
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
-    run = subprocess.run([sys.executable, str(CHECK), str(devices)], capture_output=True,
-                         text=True, env=env, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return devices, json.loads(run.stdout.strip().splitlines()[-1])
+    stdout, stderr, returncode = runs[devices]
+    assert returncode == 0, stderr[-3000:]
+    return devices, json.loads(stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("mode", ["Auto", "Explicit"])
