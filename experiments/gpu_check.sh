@@ -76,7 +76,7 @@ assert jax_gmm.build_info()["cuda"], "the CUDA module did not load"
   if wants sanitize; then sanitize; fi
 
   if wants bench && [ -f experiments/benchmark.py ]; then
-    step python experiments/benchmark.py --gpu-quick
+    step python experiments/benchmark.py --gpu-quick --out experiments/results
   fi
 
   echo
@@ -97,4 +97,6 @@ log="experiments/results/gpu_check_${device:-unknown}_$(date +%Y%m%d_%H%M%S).log
 main 2>&1 | tee "$log"  # with pipefail, the status is main's
 status=$?
 echo "log: $log"
+# On the lent device machine, what lands in $OUT comes back to the session.
+if [ -n "${OUT:-}" ]; then cp "$log" experiments/results/benchmark_gpu* "$OUT"/ 2>/dev/null; fi
 exit "$status"
