@@ -12,6 +12,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <type_traits>
 
 #include "kernels.h"
 #include "separable.h"
@@ -59,15 +60,22 @@ struct alignas(64) Footprint {
 // factor[k] = exp(-m2[k] / 2) for k < count. The squares are stored, so the
 // pair test m2x[j] + m2y[r] <= cutoff2 is a lone rounded add on every build,
 // exactly as gmm_math.h's pair_m2.
+// float takes each factor in the same vector loop (reloading m2 just stored
+// stalled that loop); double steps its exponentials along the row (separable.h).
 template <typename T>
 void axis_footprint(const Gaussian<T>& g, T centre, int64_t first, int count, T* e, T* m2,
                     T* factor) {
 #pragma omp simd
   for (int k = 0; k < count; ++k) {
-    e[k] = whiten(g, pixel_offset(first + k, centre));
-    m2[k] = mul_rn(e[k], e[k]);
+    const T ek = whiten(g, pixel_offset(first + k, centre));
+    const T mk = mul_rn(ek, ek);
+    e[k] = ek;
+    m2[k] = mk;
+    if constexpr (std::is_same_v<T, float>) factor[k] = exp_nonpositive(-0.5f * mk);
   }
-  axis_factors(g.inv_sigma, pixel_offset(first, centre), m2, count, factor);
+  if constexpr (!std::is_same_v<T, float>) {
+    axis_factors(g.inv_sigma, pixel_offset(first, centre), m2, count, factor);
+  }
 }
 
 // Clips g's bounding box to `tile`; false when they do not overlap.

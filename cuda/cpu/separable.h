@@ -19,7 +19,8 @@ namespace JAX_GMM_ISA {  // one copy per instruction-set build (kernels.h)
 // and the chains overlap their latencies. The recurrence loses about one ulp
 // per step, far below the tests' tolerance. Where an intermediate could
 // overflow (sigma far below a pixel, or offsets beyond double's range) or the
-// row is short, it takes exp(-m2 / 2) directly. (float has its own overload.)
+// row is short, it takes exp(-m2 / 2) directly. (float takes every factor
+// directly, with exp_nonpositive, in footprint.h's loop.)
 template <typename T>
 void axis_factors(T inv_sigma, T d0, const T* m2, int64_t count, T* out) {
   const double a = -0.5 * double(inv_sigma) * double(inv_sigma);
@@ -45,7 +46,8 @@ void axis_factors(T inv_sigma, T d0, const T* m2, int64_t count, T* out) {
   if (k < count) out[k] = static_cast<T>(even);
 }
 
-// exp(x) for x <= 0 in float, written so that loops over it vectorise:
+// exp(x) for x <= 0 in float, written so that loops over it vectorise
+// (about 2.5e-7 relative error, below float32 rounding of the sums it enters):
 // x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two parts so n ln2 is exact),
 // exp(r) by its degree-6 Taylor polynomial (truncation below 1.2e-7
 // relative), and 2^n put straight into the exponent bits. 0 below -87, where
@@ -72,13 +74,6 @@ inline float exp_nonpositive(float x) {
 
 // double has no vectorised exponential here; the library one is exact.
 inline double exp_nonpositive(double x) { return std::exp(x); }
-
-// float: the factors directly, vectorised (about 2.5e-7 relative error, below
-// float32 rounding of the sums they enter).
-inline void axis_factors(float, float, const float* m2, int64_t count, float* out) {
-#pragma omp simd
-  for (int k = 0; k < static_cast<int>(count); ++k) out[k] = exp_nonpositive(-0.5f * m2[k]);
-}
 
 }  // namespace JAX_GMM_ISA
 }  // namespace jax_gmm
