@@ -1,0 +1,103 @@
+"""Enlarging an image consistently: box-downsampling the result gives the input back.
+
+One Gaussian sits at the centre of every input pixel. Rendering the input's
+own values at the output size blurs it, and box-downsampling that render does
+not give the input back. `upsample` instead solves for the values that do,
+by iterative back-projection: start from the input and add, each iteration,
+the input minus the box-downsampled render. The Gaussian-weighted mean is a
+local averaging, so each iteration shrinks the inconsistency.
+"""
+
+from __future__ import annotations
+
+import operator
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_gmm import _checks
+from jax_gmm._api import interpolate
+
+ArrayLike = Any
+
+#: sigma = SIGMA_PER_FACTOR * factor output pixels by default, fitted by
+#: experiments/grid_reconstruction.py on half of scikit-image's photographs.
+SIGMA_PER_FACTOR = 0.6
+
+
+def _static_int(name: str, x: Any, least: int) -> int:
+    try:
+        if isinstance(x, (bool, np.bool_)):
+            raise TypeError
+        value = operator.index(x)
+    except TypeError:
+        raise ValueError(f"{name} must be a static integer, got {x!r}") from None
+    if value < least:
+        raise ValueError(f"{name} must be at least {least}, got {value}")
+    return value
+
+
+def upsample(image: ArrayLike, factor: int, *, sigma: float | None = None, iters: int = 20,
+             truncate: float = 4.0) -> jax.Array:
+    """Enlarges an (H, W, C) image by an integer factor, consistently with it.
+
+    The result R satisfies box_downsample(R, factor) = image up to the
+    remaining inconsistency after `iters` back-projection steps (each output
+    f x f block averages to its input pixel). The values rendered are v with
+    v <- v + (image - box_downsample(interpolate(centres, v, sigma, (H f, W f))))
+    from v = image, where centres are the input pixels' centres in output pixels.
+
+    Args:
+      image: (H, W, C) float image (any range; C channels).
+      factor: static integer factor f >= 1.
+      sigma: Gaussian width in output pixels (default SIGMA_PER_FACTOR * f).
+      iters: static number of back-projection steps (default 20; 0 renders the
+        input values themselves).
+      truncate: static cutoff in units of sigma (default 4, so that every
+        output pixel is reached).
+
+    Returns:
+      (H f, W f, C) in the image's floating dtype. Differentiable in image and
+      sigma (reverse mode), and vmap-able over a batch of images.
+
+    Example:
+      >>> low = jnp.ones((8, 8, 3)) * 0.5
+      >>> jax_gmm.upsample(low, 4).shape
+      (32, 32, 3)
+    """
+    factor = _static_int("factor", factor, 1)
+    iters = _static_int("iters", iters, 0)
+    truncate = _checks.check_truncate(truncate)
+    image = jnp.asarray(image)
+    if image.ndim != 3:
+        raise ValueError(f"image must have shape (H, W, C), got {image.shape}")
+    if not jnp.issubdtype(image.dtype, jnp.floating):
+        raise ValueError(f"image must have a floating-point dtype, got {image.dtype}")
+    if sigma is None:
+        sigma = SIGMA_PER_FACTOR * factor
+    return _upsample(image, sigma, factor, iters, truncate)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _upsample(image, sigma, factor: int, iters: int, truncate: float):
+    height, width, channels = image.shape
+    rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+    centres = (jnp.stack([cols.ravel(), rows.ravel()], -1).astype(image.dtype) + 0.5) * factor
+    target = image.reshape(-1, channels)
+
+    def render(values):
+        return interpolate(centres, values, sigma, (height * factor, width * factor),
+                           truncate=truncate)
+
+    def downsample(result):
+        blocks = result.reshape(height, factor, width, factor, channels)
+        return blocks.mean(axis=(1, 3)).reshape(-1, channels)
+
+    def step(_, values):
+        return values + (target - downsample(render(values)))
+
+    values = jax.lax.fori_loop(0, iters, step, target)
+    return render(values)

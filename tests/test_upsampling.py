@@ -1,0 +1,72 @@
+"""jax_gmm.upsample: consistent with its input (box-downsampling the result
+gives the input back), batchable, differentiable, and checked arguments."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jax_gmm
+
+
+def box_downsample(image, factor):
+    h, w, c = image.shape
+    return np.asarray(image).reshape(h // factor, factor, w // factor, factor, c).mean((1, 3))
+
+
+def smooth_image(rng, height, width, channels=3):
+    """A band-limited image: a few low-frequency cosines."""
+    y, x = np.mgrid[:height, :width] / max(height, width)
+    image = np.zeros((height, width, channels))
+    for c in range(channels):
+        for _ in range(3):
+            fy, fx, phase = rng.uniform(0, 3, 3)
+            image[..., c] += np.cos(2 * np.pi * (fy * y + fx * x) + phase)
+    return image
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_downsampling_the_result_gives_the_input(rng, factor):
+    low = smooth_image(rng, 12, 10)  # values of size about 3
+    result = jax_gmm.upsample(low, factor, iters=100)
+    assert result.shape == (12 * factor, 10 * factor, 3)
+    np.testing.assert_allclose(box_downsample(result, factor), low, atol=1e-3)
+
+
+def test_each_step_brings_it_closer(rng):
+    low = rng.uniform(size=(9, 11, 2))
+    errors = [np.abs(box_downsample(jax_gmm.upsample(low, 3, iters=k), 3) - low).max()
+              for k in (0, 2, 8, 32)]
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+
+
+def test_a_constant_image_stays_constant():
+    result = jax_gmm.upsample(np.full((6, 7, 1), 0.25), 4)
+    np.testing.assert_allclose(result, 0.25, rtol=1e-12)
+
+
+def test_vmap_matches_a_loop(rng):
+    batch = rng.uniform(size=(3, 5, 6, 2))
+    mapped = jax.vmap(lambda im: jax_gmm.upsample(im, 2, iters=4))(batch)
+    for image, result in zip(batch, mapped):
+        np.testing.assert_allclose(result, jax_gmm.upsample(image, 2, iters=4), rtol=1e-12)
+
+
+def test_gradients_match_finite_differences(rng):
+    low = rng.uniform(size=(4, 5, 1))
+    f = jax.jit(lambda im, s: jax_gmm.upsample(im, 2, sigma=s, iters=3))
+    check_grads(f, (low, 1.3), order=1, modes=["rev"], eps=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(image=np.ones((4, 4)), factor=2), r"image must have shape \(H, W, C\)"),
+    (dict(image=np.ones((4, 4, 1), int), factor=2), "image must have a floating-point dtype"),
+    (dict(image=np.ones((4, 4, 1)), factor=0), "factor must be at least 1"),
+    (dict(image=np.ones((4, 4, 1)), factor=2.5), "factor must be a static integer"),
+    (dict(image=np.ones((4, 4, 1)), factor=2, iters=-1), "iters must be at least 0"),
+    (dict(image=np.ones((4, 4, 1)), factor=2, truncate=0), "truncate must be positive"),
+])
+def test_bad_arguments_raise(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        jax_gmm.upsample(**kwargs)
