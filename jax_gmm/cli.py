@@ -1,7 +1,9 @@
 """The ``jax-gmm`` command line (also ``python -m jax_gmm``).
 
 ``jax-gmm enlarge IMAGE --factor F -o OUT`` enlarges IMAGE by F (any number
-> 1) with `jax_gmm.interpolate`, one Gaussian per input pixel.
+> 1), one Gaussian per input pixel: an integer F with `jax_gmm.upsample`, so
+that box-downsampling the result gives IMAGE back; another F with the plain
+weighted mean of `jax_gmm.interpolate`.
 ``jax-gmm upsample [IMAGE] --factor F`` box-downsamples IMAGE by the integer
 factor F and renders it back at full size; ``jax-gmm reconstruct [IMAGE]
 --keep P`` keeps a random fraction P of the pixels and renders the whole image
@@ -29,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import jax_gmm
+from jax_gmm import upsampling
 from jax_gmm.imaging import (
     ImageFileError,
     BUNDLED_IMAGE,
@@ -228,14 +231,24 @@ def _enlarge_command(args: argparse.Namespace) -> int:
     if height * width > MAX_OUTPUT_PIXELS:
         raise CliError(f"factor {args.factor:g} would make a {width}x{height} image, more than "
                        f"{MAX_OUTPUT_PIXELS} pixels", status=2)
-    sigma = SIGMA_PER_FACTOR * args.factor if args.sigma is None else args.sigma
+    # An integer factor gets the consistent enlargement (box-downsampling the
+    # result gives the image back); another factor the plain weighted mean.
+    consistent = float(args.factor).is_integer()
+    per_factor = upsampling.SIGMA_PER_FACTOR if consistent else SIGMA_PER_FACTOR
+    sigma = per_factor * args.factor if args.sigma is None else args.sigma
     _print_input(name, image)
     print(f"enlarge x{args.factor:g}: {cols}x{rows} -> {width}x{height}, sigma {sigma:.2f} px"
-          f"{' (auto)' if args.sigma is None else ''}")
+          f"{' (auto)' if args.sigma is None else ''}, "
+          f"{'consistent (back-projection)' if consistent else 'weighted mean'}")
     start = time.perf_counter()
-    result, density = enlarge(image, height, width, sigma, args.truncate)
+    if consistent:
+        result = np.asarray(upsampling.upsample(image, int(args.factor), sigma=sigma,
+                                                truncate=args.truncate))
+    else:
+        result, density = enlarge(image, height, width, sigma, args.truncate)
     print(f"time {time.perf_counter() - start:.2f} s, including compilation")
-    _note_uncovered(args, density)
+    if not consistent:
+        _note_uncovered(args, density)
     save_image(args.output, result)
     print(f"wrote {args.output}")
     return 0
@@ -263,13 +276,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"jax-gmm {jax_gmm.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     enlarge_parser = commands.add_parser(
-        "enlarge", help="enlarge an image by any factor > 1, one Gaussian per pixel")
+        "enlarge", help="enlarge an image by any factor > 1, one Gaussian per pixel; an integer "
+        "factor consistently (box-downsampling the result gives the image back)")
     enlarge_parser.add_argument("image", help="image file")
     enlarge_parser.add_argument("--factor", type=_enlarge_factor, required=True,
                                 help="enlargement factor > 1, e.g. 2 or 2.5")
     enlarge_parser.add_argument("-o", "--output", required=True,
                                 help="write the enlarged image here (PNG, JPEG, ...)")
-    _add_common(enlarge_parser, f"{SIGMA_PER_FACTOR:g} x factor")
+    _add_common(enlarge_parser, f"{upsampling.SIGMA_PER_FACTOR:g} x factor for an integer "
+                f"factor, else {SIGMA_PER_FACTOR:g} x factor")
     enlarge_parser.set_defaults(run=_enlarge_command)
     upsample_parser = commands.add_parser(
         "upsample", help="box-downsample by an integer factor, then render back at full size")

@@ -206,3 +206,20 @@ def test_unwritable_output_is_rejected_before_any_work(tmp_path, capsys):
     assert cli.main(["reconstruct", "-o", str(locked / "out.png")]) == 1
     captured = capsys.readouterr()
     assert captured.out == "" and "permission denied" in captured.err
+
+
+def test_enlarge_by_an_integer_is_consistent(tmp_path, capsys):
+    """Box-downsampling the enlarged image gives the input back (up to the
+    8-bit rounding of the written file and the remaining back-projection error)."""
+    rng = np.random.default_rng(3)
+    y, x = np.mgrid[:24, :32]
+    pixels = (127.5 + 100 * np.sin(x / 5.0)[..., None] * np.cos(y / 7.0)[..., None]
+              + rng.uniform(-10, 10, (24, 32, 3))).astype(np.uint8)
+    source, out = tmp_path / "in.png", tmp_path / "out.png"
+    Image.fromarray(pixels).save(source)
+    assert cli.main(["enlarge", str(source), "--factor", "3", "-o", str(out)]) == 0
+    assert "consistent" in capsys.readouterr().out
+    enlarged = _read_back(out).astype(float)
+    assert enlarged.shape == (72, 96, 3)
+    back = enlarged.reshape(24, 3, 32, 3, 3).mean((1, 3))
+    assert np.abs(back - pixels).mean() < 1.5
