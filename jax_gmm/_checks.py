@@ -65,13 +65,30 @@ def check_sigma(sigma: Any, n: int) -> None:
             raise ValueError(f"sigma must be positive, got {static[static <= 0].ravel()[0]}")
 
 
+def _as_int(x: Any) -> int:
+    """x as a Python int; TypeError for anything else, booleans included (a
+    bool is an int to operator.index, but never a size or a count)."""
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError
+    return operator.index(x)
+
+
+def check_int(name: str, x: Any, least: int) -> int:
+    """Checks a static integer argument that must be at least `least`."""
+    try:
+        value = _as_int(x)
+    except TypeError:
+        raise ValueError(f"{name} must be a static integer, got {x!r}") from None
+    if value < least:
+        raise ValueError(f"{name} must be at least {least}, got {value}")
+    return value
+
+
 def check_shape(shape: Any) -> tuple[int, int]:
     """Checks a static (H, W) image shape."""
     try:
         height, width = shape
-        if isinstance(height, (bool, np.bool_)) or isinstance(width, (bool, np.bool_)):
-            raise TypeError  # a bool is an int to operator.index, but never a size
-        height, width = operator.index(height), operator.index(width)
+        height, width = _as_int(height), _as_int(width)
     except (TypeError, ValueError):
         raise ValueError(f"shape must be a static (H, W) pair of integers, got {shape!r}") from None
     if height < 0 or width < 0:

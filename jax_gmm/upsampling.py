@@ -10,13 +10,11 @@ local averaging, so each iteration shrinks the inconsistency.
 
 from __future__ import annotations
 
-import operator
 from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jax_gmm import _checks
 from jax_gmm._api import interpolate
@@ -26,18 +24,6 @@ ArrayLike = Any
 #: sigma = SIGMA_PER_FACTOR * factor output pixels by default, fitted by
 #: experiments/grid_reconstruction.py on half of scikit-image's photographs.
 SIGMA_PER_FACTOR = 0.6
-
-
-def _static_int(name: str, x: Any, least: int) -> int:
-    try:
-        if isinstance(x, (bool, np.bool_)):
-            raise TypeError
-        value = operator.index(x)
-    except TypeError:
-        raise ValueError(f"{name} must be a static integer, got {x!r}") from None
-    if value < least:
-        raise ValueError(f"{name} must be at least {least}, got {value}")
-    return value
 
 
 def upsample(image: ArrayLike, factor: int, *, sigma: float | None = None, iters: int = 20,
@@ -68,8 +54,8 @@ def upsample(image: ArrayLike, factor: int, *, sigma: float | None = None, iters
       >>> jax_gmm.upsample(low, 4).shape
       (32, 32, 3)
     """
-    factor = _static_int("factor", factor, 1)
-    iters = _static_int("iters", iters, 0)
+    factor = _checks.check_int("factor", factor, 1)
+    iters = _checks.check_int("iters", iters, 0)
     truncate = _checks.check_truncate(truncate)
     image = jnp.asarray(image)
     if image.ndim != 3:

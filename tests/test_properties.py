@@ -11,7 +11,6 @@ long run. --hypothesis-show-statistics reports the examples run.
 from functools import partial
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import assume, given

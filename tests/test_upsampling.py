@@ -2,7 +2,6 @@
 gives the input back), batchable, differentiable, and checked arguments."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
