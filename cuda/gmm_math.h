@@ -1,14 +1,18 @@
 // Per-pair arithmetic of GMM interpolation, shared by the CPU and CUDA kernels.
 //
-// Every kernel computes, for a query q and a point i with centre mu_i, width
-// sigma_i and values c_i, the whitened offset e = (q - mu_i) / sigma_i and
+// Point i is a Gaussian with centre mu_i, covariance Sigma_i = L_i L_i^T
+// (L_i lower triangular with a positive diagonal: the Cholesky factor, which
+// the Python layer forms from a scalar, per-axis or full sigma) and values c_i.
+// Every kernel computes, for a query q, the whitened offset e = P_i (q - mu_i)
+// with P_i = L_i^-1, and
 //   m2 = e_x^2 + e_y^2,  w_iq = norm_i * exp(-m2 / 2)   if m2 <= truncate^2,
-//   norm_i = 1 / (2 pi sigma_i^2),
-// and out(q) = sum_i c_i w_iq / Z(q), Z(q) = sum_i w_iq. Working in units of
-// sigma keeps every intermediate finite for any finite sigma (|q - mu|^2 and
+//   norm_i = 1 / (2 pi det L_i),
+// and out(q) = sum_i c_i w_iq / Z(q), Z(q) = sum_i w_iq. Working in whitened
+// units keeps every intermediate finite for any finite L (|q - mu|^2 and
 // (truncate sigma)^2 can overflow; e^2 only past the cutoff, where the pair is
-// dropped anyway). Keeping the formulas here means the CPU tests check exactly
-// the arithmetic the GPU runs.
+// dropped anyway). A round point has P = I / sigma, where every formula here
+// gives the same bits as for a scalar width. Keeping the formulas here means
+// the CPU tests check exactly the arithmetic the GPU runs.
 #pragma once
 
 #include <math.h>
@@ -24,11 +28,12 @@
 
 namespace jax_gmm {
 
-// Limits that keep extreme sigma finite. The normaliser is clamped so that a
-// sum of millions of weights cannot overflow (float: sigma outside about
-// [4e-16, 4e14]; double: [4e-151, 4e149]); 1 / sigma is capped so that the
-// position gradients, which carry 1 / sigma^2, stay finite (float: sigma
-// below 1e-18; double: 1e-150). A point needs sigma >= `tiny`, the smallest
+// Limits that keep extreme widths finite (a width here is a diagonal entry
+// of L, sigma for a round point). The normaliser is clamped so that a sum of
+// millions of weights cannot overflow (float: sigma outside about [4e-16,
+// 4e14]; double: [4e-151, 4e149]); each entry of P = L^-1 is capped so that
+// the position gradients, which carry P^T P, stay finite (float: sigma below
+// 1e-18; double: 1e-150). A point needs both widths >= `tiny`, the smallest
 // normal number, whatever the denormal mode of the thread.
 template <typename T>
 struct Clamp;
@@ -71,29 +76,30 @@ GMM_HD T add_rn(T a, T b) { return a + b; }
 #endif
 
 // One point's constants, computed once per point and reused for every pair.
-// Eight words with no padding, every one written by make_gaussian, so that
+// Ten words with no padding, every one written by make_gaussian, so that
 // copying a record never reads an uninitialised byte.
 template <typename T>
 struct Gaussian {
   using Flags = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
-  static constexpr Flags kValid = 1;         // finite centre, finite sigma >= Clamp<T>::tiny
-  static constexpr Flags kNormClamped = 2;   // norm no longer depends on sigma
-  static constexpr Flags kScaleClamped = 4;  // inv_sigma capped: w no longer depends on mu
+  static constexpr Flags kValid = 1;         // finite centre and L, diagonal >= Clamp<T>::tiny
+  static constexpr Flags kNormClamped = 2;   // norm no longer depends on L
+  static constexpr Flags kScaleClamped = 4;  // an entry of P capped: w no longer depends on mu, L
 
-  T x, y;        // centre, pixels
-  T sigma;       // width, pixels
-  T inv_sigma;   // 1 / sigma, capped at Clamp<T>::inv_sigma_max
-  T norm;        // 1 / (2 pi sigma^2), clamped
-  T cutoff2;     // truncate^2: a pair counts iff m2 <= cutoff2; -1 for an invalid point
-  T box_radius;  // truncate * sigma widened by a few ulps, for bounding boxes
+  T x, y;           // centre, pixels
+  T p11, p21, p22;  // P = L^-1 = [[p11, 0], [p21, p22]], 1 / pixels, each capped at inv_sigma_max
+  T norm;           // 1 / (2 pi det L), clamped
+  T cutoff2;        // truncate^2: a pair counts iff m2 <= cutoff2; -1 for an invalid point
+  T box_x, box_y;   // half-sides of the cutoff ellipse's bounding box, widened by a few ulps
   Flags flags;
 
   GMM_HD bool valid() const { return flags & kValid; }
   GMM_HD bool norm_clamped() const { return flags & kNormClamped; }
   GMM_HD bool scale_clamped() const { return flags & kScaleClamped; }
+  // Round or per-axis: the weight factorises into a column and a row factor.
+  GMM_HD bool axis_aligned() const { return p21 == T(0); }
 };
-static_assert(sizeof(Gaussian<float>) == 8 * sizeof(float), "Gaussian<float> has padding");
-static_assert(sizeof(Gaussian<double>) == 8 * sizeof(double), "Gaussian<double> has padding");
+static_assert(sizeof(Gaussian<float>) == 10 * sizeof(float), "Gaussian<float> has padding");
+static_assert(sizeof(Gaussian<double>) == 10 * sizeof(double), "Gaussian<double> has padding");
 
 template <typename T>
 GMM_HD bool is_finite(T v) {
@@ -101,41 +107,77 @@ GMM_HD bool is_finite(T v) {
 }
 
 template <typename T>
-GMM_HD Gaussian<T> make_gaussian(T x, T y, T sigma, T truncate) {
+GMM_HD T abs_value(T v) {
+  return v < T(0) ? -v : v;
+}
+
+// 1 / l capped at inv_sigma_max; sets kScaleClamped in `flags` if capped.
+template <typename T, typename Flags>
+GMM_HD T capped_inverse(T l, Flags* flags) {
+  const T inv = T(1) / l;  // finite: l is normal
+  if (inv > Clamp<T>::inv_sigma_max) *flags |= Gaussian<T>::kScaleClamped;
+  return inv > Clamp<T>::inv_sigma_max ? Clamp<T>::inv_sigma_max : inv;
+}
+
+// sqrt(1 + s^2) for the bounding box; |s| where s^2 would lose the 1 or overflow.
+template <typename T>
+GMM_HD T hypot_one(T s) {
+  const T a = abs_value(s);
+  return a > T(1) / Clamp<T>::epsilon ? a : sqrt(add_rn(T(1), mul_rn(a, a)));
+}
+
+// The record of the point at (x, y) with Cholesky factor L = [[l11, 0],
+// [l21, l22]]. A round point of width sigma has l11 = l22 = sigma, l21 = 0.
+template <typename T>
+GMM_HD Gaussian<T> make_gaussian(T x, T y, T l11, T l21, T l22, T truncate) {
   using G = Gaussian<T>;
   G g;
   g.x = x;
   g.y = y;
-  g.sigma = sigma;
-  if (!(is_finite(x) && is_finite(y) && is_finite(sigma) && sigma >= Clamp<T>::tiny)) {
-    g.inv_sigma = T(0);
+  if (!(is_finite(x) && is_finite(y) && is_finite(l11) && is_finite(l21) && is_finite(l22) &&
+        l11 >= Clamp<T>::tiny && l22 >= Clamp<T>::tiny)) {
+    g.p11 = g.p21 = g.p22 = T(0);
     g.norm = T(0);
     g.cutoff2 = T(-1);  // no m2 satisfies m2 <= -1
-    g.box_radius = T(0);
+    g.box_x = g.box_y = T(0);
     g.flags = G::kNormClamped | G::kScaleClamped;
     return g;
   }
-  g.flags = G::kValid;
-  const T inv = T(1) / sigma;  // finite: sigma is normal
-  const T norm = mul_rn(inv, inv) * T(0.15915494309189533577);  // 1 / (2 pi)
-  if (!(norm < Clamp<T>::norm_max) || !(norm > Clamp<T>::norm_min)) g.flags |= G::kNormClamped;
+  typename G::Flags flags = G::kValid;
+  // The normaliser from the uncapped inverses: its own clamp covers them.
+  const T norm = mul_rn(T(1) / l11, T(1) / l22) * T(0.15915494309189533577);  // 1 / (2 pi)
+  if (!(norm < Clamp<T>::norm_max) || !(norm > Clamp<T>::norm_min)) flags |= G::kNormClamped;
   g.norm = norm < Clamp<T>::norm_min   ? Clamp<T>::norm_min
            : norm > Clamp<T>::norm_max ? Clamp<T>::norm_max
                                        : norm;
-  if (inv > Clamp<T>::inv_sigma_max) g.flags |= G::kScaleClamped;
-  g.inv_sigma = inv > Clamp<T>::inv_sigma_max ? Clamp<T>::inv_sigma_max : inv;
+  g.p11 = capped_inverse(l11, &flags);
+  g.p22 = capped_inverse(l22, &flags);
+  // P's off-diagonal entry, -l21 / (l11 l22), from the capped inverses, so
+  // that the effective covariance (P^T P)^-1 never reaches beyond L's along
+  // y; -0 for a round or per-axis point, which leaves e_y exact.
+  const T p21 = -mul_rn(mul_rn(l21, g.p11), g.p22);
+  if (!(abs_value(p21) <= Clamp<T>::inv_sigma_max)) flags |= G::kScaleClamped;
+  g.p21 = abs_value(p21) <= Clamp<T>::inv_sigma_max ? p21
+          : p21 < T(0)                              ? -Clamp<T>::inv_sigma_max
+                                                    : Clamp<T>::inv_sigma_max;
+  g.flags = flags;
   g.cutoff2 = mul_rn(truncate, truncate);
-  // A pixel whose centre rounds just inside the cutoff must not fall outside
-  // the box: widen it by a relative margin far above rounding error. (With a
-  // capped inv_sigma the cutoff is truncate / inv_sigma, below this radius.)
-  const T radius = mul_rn(truncate, sigma);  // inf beyond float's range: boxes clamp it
-  const T margin = T(64) * Clamp<T>::epsilon;
-  const T ax = x < T(0) ? -x : x;
-  const T ay = y < T(0) ? -y : y;
+  // The bounding box of the ellipse m2 <= truncate^2 of P: half-sides
+  // truncate / p11 and truncate hypot(p21 / p11, 1) / p22 (inf beyond the
+  // dtype's range: boxes clamp it). A pixel whose centre rounds just inside
+  // the cutoff must not fall outside the box: widen each side by a relative
+  // margin far above rounding error. e_y sums two products of size up to
+  // `shear` times e_y's own, so its rounding error, and the margin, scale with it.
+  const T shear = g.p21 == T(0) ? T(1) : hypot_one(g.p21 / g.p11);  // p21 != 0: p11 != 0
+  const T radius_x = truncate / g.p11;
+  const T radius_y = mul_rn(truncate / g.p22, shear);
+  const T margin = mul_rn(T(64) * Clamp<T>::epsilon, shear);
+  const T ax = abs_value(x), ay = abs_value(y);
+  const T centre = ax > ay ? ax : ay;
   // Rounded op by op, so that boxes, and the cell layout that averages them,
   // are the same bits on every platform.
-  const T reach = add_rn(add_rn(radius, ax > ay ? ax : ay), T(1));
-  g.box_radius = add_rn(radius, mul_rn(margin, reach));
+  g.box_x = add_rn(radius_x, mul_rn(margin, add_rn(add_rn(radius_x, centre), T(1))));
+  g.box_y = add_rn(radius_y, mul_rn(margin, add_rn(add_rn(radius_y, centre), T(1))));
   return g;
 }
 
@@ -147,23 +189,46 @@ GMM_HD T pixel_offset(int64_t index, T centre) {
   return (T(index) + T(0.5)) - centre;
 }
 
-// The whitened offset d / sigma along one axis.
+// The whitened offset e = P d of the pair at offset d = (dx, dy) = q - mu.
 template <typename T>
-GMM_HD T whiten(const Gaussian<T>& g, T d) {
-  return mul_rn(d, g.inv_sigma);
+struct Whitened {
+  T x, y;
+};
+
+// e_x = p11 dx alone: for an axis-aligned point, kernels take it per column.
+template <typename T>
+GMM_HD T whiten_x(const Gaussian<T>& g, T dx) {
+  return mul_rn(dx, g.p11);
 }
 
-// (d / sigma)^2 for an offset d along one axis.
+// p22 dy, the row's part of e_y (all of it for an axis-aligned point).
 template <typename T>
-GMM_HD T axis_m2(const Gaussian<T>& g, T d) {
-  const T e = whiten(g, d);
+GMM_HD T whiten_y(const Gaussian<T>& g, T dy) {
+  return mul_rn(dy, g.p22);
+}
+
+// p21 dx, the column's part of e_y; -0 or +0 for an axis-aligned point
+// (NaN for an infinite dx, which no kernel forms: queries are finite).
+template <typename T>
+GMM_HD T shear_x(const Gaussian<T>& g, T dx) {
+  return mul_rn(dx, g.p21);
+}
+
+template <typename T>
+GMM_HD Whitened<T> whiten(const Gaussian<T>& g, T dx, T dy) {
+  return {whiten_x(g, dx), add_rn(shear_x(g, dx), whiten_y(g, dy))};
+}
+
+template <typename T>
+GMM_HD T square(T e) {
   return mul_rn(e, e);
 }
 
-// m2 of the pair at offset (dx, dy) = q - mu.
+// m2 = e_x^2 + e_y^2 of the pair at offset (dx, dy) = q - mu.
 template <typename T>
 GMM_HD T pair_m2(const Gaussian<T>& g, T dx, T dy) {
-  return add_rn(axis_m2(g, dx), axis_m2(g, dy));
+  const Whitened<T> e = whiten(g, dx, dy);
+  return add_rn(square(e.x), square(e.y));
 }
 
 // Whether the pair with this m2 exists. False for a NaN m2 (from inf * 0).
@@ -172,9 +237,10 @@ GMM_HD bool in_cutoff(const Gaussian<T>& g, T m2) {
   return m2 <= g.cutoff2;
 }
 
-// Gaussian factor of one axis, exp(-m2_axis / 2). The 2D weight is
-// norm * axis_factor(m2_x) * axis_factor(m2_y), which lets kernels that walk
-// a point's bounding box take O(radius) exponentials instead of O(radius^2).
+// Gaussian factor of one axis, exp(-m2_axis / 2). The weight of an
+// axis-aligned point is norm * axis_factor(e_x^2) * axis_factor(e_y^2), which
+// lets kernels that walk its bounding box take O(radius) exponentials instead
+// of O(radius^2).
 template <typename T>
 GMM_HD T axis_factor(T m2_axis) {
   return gmm_exp(T(-0.5) * m2_axis);
@@ -239,7 +305,7 @@ GMM_HD T weight_ratio(T weight, T inv_density) {
 
 // Backward, per pair: u = w * dL/dw = ratio * (g . c_i - offset), the factor
 // shared by the point and query cotangents; dL/dc_i += ratio * g.
-// The per-point sums of u, u*e and u*m2 go to finish_point_grad.
+// The per-point sums of u and its products with e go to finish_point_grad.
 // Zero for ratio = 0, whatever g . c_i and the offset are: cotangents and
 // values reach only pairs of positive weight.
 template <typename T>
@@ -247,45 +313,68 @@ GMM_HD T pair_cotangent(T ratio, T g_dot_values, T offset) {
   return ratio != T(0) ? ratio * (g_dot_values - offset) : T(0);
 }
 
-// 1 / sigma as it enters the position gradients, d w / d mu = w e / sigma with
-// e = (q - mu) / sigma: zero when inv_sigma is capped, where w no longer
-// depends on mu. Gradients are formed from e (at most truncate inside the
-// cutoff) times this, never from d / sigma^2: 1 / sigma^2 underflows for huge
-// sigma and overflows for tiny sigma, where it could meet d = 0.
-template <typename T>
-GMM_HD T position_gain(const Gaussian<T>& g) {
-  return g.scale_clamped() ? T(0) : g.inv_sigma;
-}
-
-// Per pair, at the query: dL/dq -= u e / sigma, with (dx, dy) = q - mu_i.
-// Skipped for u = 0, where e may be inf (a pair beyond the cutoff).
+// Per pair, at the query: d w / d q = -w P^T e, so dL/dq -= u P^T e, with
+// (dx, dy) = q - mu_i; zero when P is capped, where w no longer depends on
+// the offset. Gradients are formed from e (at most truncate inside the cutoff)
+// times P, never from d times Sigma^-1: that underflows for a huge Gaussian
+// and overflows for a tiny one, where it could meet d = 0. Skipped for u = 0,
+// where e may be inf (a pair beyond the cutoff).
 template <typename T>
 GMM_HD void add_query_grad(const Gaussian<T>& g, T u, T dx, T dy, T* gx, T* gy) {
-  if (u != T(0)) {
-    const T gain = position_gain(g);
-    *gx -= u * (whiten(g, dx) * gain);
-    *gy -= u * (whiten(g, dy) * gain);
+  if (u != T(0) && !g.scale_clamped()) {
+    const Whitened<T> e = whiten(g, dx, dy);
+    *gx -= u * (g.p11 * e.x + g.p21 * e.y);
+    *gy -= u * (g.p22 * e.y);
   }
 }
 
-// Per-point gradients from the sums over its footprint:
-//   sum_u = sum_q u_iq, sum_u_ex = sum_q u_iq e_x (e = (q - mu) / sigma),
-//   likewise ey, and sum_u_m2 = sum_q u_iq m2_iq.
-// d w / d sigma = w (m2 - 2) / sigma; each term is dropped where its factor
-// is clamped, since there the clamped value does not depend on sigma.
+// One point's sums over the pairs of its footprint: u, u e_x, u e_y and the
+// second moments u e_x^2, u e_x e_y, u e_y^2 (e = P (q - mu)).
 template <typename T>
-GMM_HD void finish_point_grad(const Gaussian<T>& g, T sum_u, T sum_u_ex, T sum_u_ey,
-                              T sum_u_m2, T* d_x, T* d_y, T* d_sigma) {
+struct PointSums {
+  T u = 0, u_ex = 0, u_ey = 0, u_xx = 0, u_xy = 0, u_yy = 0;
+
+  GMM_HD void add(T u_pair, Whitened<T> e) {
+    u += u_pair;
+    u_ex += u_pair * e.x;
+    u_ey += u_pair * e.y;
+    u_xx += u_pair * (e.x * e.x);
+    u_xy += u_pair * (e.x * e.y);
+    u_yy += u_pair * (e.y * e.y);
+  }
+  GMM_HD void add(const PointSums& o) {
+    u += o.u;
+    u_ex += o.u_ex;
+    u_ey += o.u_ey;
+    u_xx += o.u_xx;
+    u_xy += o.u_xy;
+    u_yy += o.u_yy;
+  }
+};
+
+// Per-point gradients from the sums over its footprint. With log w =
+// -|P d|^2 / 2 - log(l11 l22) + const and P = L^-1,
+//   d w / d mu = w P^T e,
+//   d w / d L  = w ((P^T e) e^T - diag(1 / l11, 1 / l22))  (lower triangle),
+// so d_l11 = p11 (S_xx - S_u) + p21 S_xy, d_l21 = p22 S_xy and
+// d_l22 = p22 (S_yy - S_u). The terms from e are dropped where P is capped,
+// and those from the normaliser where it is clamped: there the clamped value
+// does not depend on L.
+template <typename T>
+GMM_HD void finish_point_grad(const Gaussian<T>& g, const PointSums<T>& s, T* d_x, T* d_y,
+                              T* d_scale) {
   if (!g.valid()) {
-    *d_x = *d_y = *d_sigma = T(0);
+    *d_x = *d_y = d_scale[0] = d_scale[1] = d_scale[2] = T(0);
     return;
   }
-  const T gain = position_gain(g);
-  *d_x = gain * sum_u_ex;
-  *d_y = gain * sum_u_ey;
-  const T spread = g.scale_clamped() ? T(0) : sum_u_m2;
-  const T scale = g.norm_clamped() ? T(0) : T(2) * sum_u;
-  *d_sigma = (spread - scale) / g.sigma;
+  const bool moves = !g.scale_clamped();
+  *d_x = moves ? g.p11 * s.u_ex + g.p21 * s.u_ey : T(0);
+  *d_y = moves ? g.p22 * s.u_ey : T(0);
+  const T xx = moves ? s.u_xx : T(0), xy = moves ? s.u_xy : T(0), yy = moves ? s.u_yy : T(0);
+  const T u = g.norm_clamped() ? T(0) : s.u;
+  d_scale[0] = g.p11 * (xx - u) + g.p21 * xy;
+  d_scale[1] = g.p22 * xy;
+  d_scale[2] = g.p22 * (yy - u);
 }
 
 }  // namespace jax_gmm

@@ -29,8 +29,8 @@ GMM_HD Box empty_box() { return {{1, 0}, {1, 0}}; }
 template <typename T>
 GMM_HD Box tile_box(const Gaussian<T>& g, int64_t height, int64_t width, int64_t side) {
   if (!g.valid()) return empty_box();
-  const Range cols = pixel_range(g.x, g.box_radius, width);
-  const Range rows = pixel_range(g.y, g.box_radius, height);
+  const Range cols = pixel_range(g.x, g.box_x, width);
+  const Range rows = pixel_range(g.y, g.box_y, height);
   if (cols.empty() || rows.empty()) return empty_box();
   return {{cols.lo / side, cols.hi / side}, {rows.lo / side, rows.hi / side}};
 }
@@ -55,8 +55,9 @@ GMM_HD Interval hull(Interval a, Interval b) {
 
 // What the cell layout needs from the points, combined over all of them in
 // any grouping (the GPU reduces it in blocks): the box of every point's
-// reach, and the sum and number of the finite box radii. Every field is
-// eight bytes, so a record has no padding.
+// reach, and the sum and number of the finite box half-sides (a point's
+// radius is the larger of its two). Every field is eight bytes, so a record
+// has no padding.
 struct PointReach {
   Interval x, y;
   double radius_sum;
@@ -70,15 +71,16 @@ GMM_HD PointReach combine(const PointReach& a, const PointReach& b) {
           a.finite_radii + b.finite_radii};
 }
 
-// One point's reach: its bounding box, [c - r, c + r] per axis; nothing for
-// an invalid point. An infinite radius reaches every query.
+// One point's reach: its bounding box, [x - box_x, x + box_x] by [y - box_y,
+// y + box_y]; nothing for an invalid point. An infinite side reaches every query.
 template <typename T>
 GMM_HD PointReach point_reach(const Gaussian<T>& g) {
   if (!g.valid()) return no_reach();
-  const double r = g.box_radius;
-  const bool finite = is_finite(g.box_radius);
-  return {{double(g.x) - r, double(g.x) + r},
-          {double(g.y) - r, double(g.y) + r},
+  const double rx = g.box_x, ry = g.box_y;
+  const double r = rx > ry ? rx : ry;
+  const bool finite = is_finite(r);
+  return {{double(g.x) - rx, double(g.x) + rx},
+          {double(g.y) - ry, double(g.y) + ry},
           finite ? r : 0.0,
           finite ? 1 : 0};
 }
@@ -145,9 +147,9 @@ template <typename T>
 GMM_HD Box point_cells(const CellLayout& l, const Gaussian<T>& g) {
   if (!g.valid() || l.cells() == 0) return empty_box();
   if (!is_finite(l.cell)) return {{0, 0}, {0, 0}};  // the one cell, as in query_cell
-  const double r = g.box_radius;
-  return {cell_range<double>(double(g.x) - r, double(g.x) + r, l.origin_x, l.cell, l.cells_x),
-          cell_range<double>(double(g.y) - r, double(g.y) + r, l.origin_y, l.cell, l.cells_y)};
+  const double rx = g.box_x, ry = g.box_y;
+  return {cell_range<double>(double(g.x) - rx, double(g.x) + rx, l.origin_x, l.cell, l.cells_x),
+          cell_range<double>(double(g.y) - ry, double(g.y) + ry, l.origin_y, l.cell, l.cells_y)};
 }
 
 // Where the list of cell `cell` starts among `entries` pairs sorted by key:

@@ -1,8 +1,9 @@
 // Test-only module _layout: the pair-existence rules of layout.h, which the
 // CPU and CUDA binnings both run, called from Python so that
 // tests/test_layout.py can check them against brute force without a GPU.
-// Every function takes the raw inputs (points, sigma, truncate, queries) and
-// builds the Gaussians as the kernels do.
+// Every function takes the raw inputs (points, scale, truncate, queries) and
+// builds the Gaussians as the kernels do; scale is (N, 3), the Cholesky
+// factors (l11, l21, l22) that the kernels take.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/vector.h>
@@ -22,11 +23,12 @@ template <typename T>
 using Array = nb::ndarray<const T, nb::c_contig, nb::device::cpu>;
 
 template <typename T>
-std::vector<Gaussian<T>> gaussians(Array<T> points, Array<T> sigma, double truncate) {
-  std::vector<Gaussian<T>> g(sigma.shape(0));
+std::vector<Gaussian<T>> gaussians(Array<T> points, Array<T> scale, double truncate) {
+  std::vector<Gaussian<T>> g(points.shape(0));
+  const T* l = scale.data();
   for (size_t i = 0; i < g.size(); ++i) {
-    g[i] = make_gaussian(points.data()[2 * i], points.data()[2 * i + 1], sigma.data()[i],
-                         static_cast<T>(truncate));
+    g[i] = make_gaussian(points.data()[2 * i], points.data()[2 * i + 1], l[3 * i], l[3 * i + 1],
+                         l[3 * i + 2], static_cast<T>(truncate));
   }
   return g;
 }
@@ -38,11 +40,11 @@ void append(std::vector<int64_t>& out, const Box& b) {
 // Per point [x.lo, x.hi, y.lo, y.hi] of its tiles, flattened, and the total
 // number of (tile, point) pairs.
 template <typename T>
-nb::tuple tile_boxes(Array<T> points, Array<T> sigma, double truncate, int64_t height,
+nb::tuple tile_boxes(Array<T> points, Array<T> scale, double truncate, int64_t height,
                      int64_t width, int64_t side) {
   std::vector<int64_t> boxes;
   int64_t pairs = 0;
-  for (const Gaussian<T>& g : gaussians(points, sigma, truncate)) {
+  for (const Gaussian<T>& g : gaussians(points, scale, truncate)) {
     const Box b = tile_box(g, height, width, side);
     append(boxes, b);
     pairs += b.count();
@@ -53,8 +55,8 @@ nb::tuple tile_boxes(Array<T> points, Array<T> sigma, double truncate, int64_t h
 // The cell binning of arbitrary queries: the layout, each query's cell (-1
 // for none), each point's cells, and the number of (cell, point) pairs.
 template <typename T>
-nb::dict cell_binning(Array<T> points, Array<T> sigma, double truncate, Array<T> queries) {
-  const std::vector<Gaussian<T>> g = gaussians(points, sigma, truncate);
+nb::dict cell_binning(Array<T> points, Array<T> scale, double truncate, Array<T> queries) {
+  const std::vector<Gaussian<T>> g = gaussians(points, scale, truncate);
   PointReach reach = no_reach();
   for (const Gaussian<T>& p : g) reach = combine(reach, point_reach(p));
   const int64_t m = static_cast<int64_t>(queries.shape(0));

@@ -69,8 +69,8 @@ struct Call {
   BatchLayout layout;
   int64_t n = 0, c = 0;
   int64_t h = 1, w = 0, m = 0;  // queries: m = H * W on a grid, m = w at arbitrary queries
-  Operand<T> points, values, sigma, queries, out, density;
-  Operand<T> d_out, d_density, d_points, d_values, d_sigma, d_queries;
+  Operand<T> points, values, scale, queries, out, density;
+  Operand<T> d_out, d_density, d_points, d_values, d_scale, d_queries;
 };
 
 #define JAX_GMM_CHECK(expr)                                         \
@@ -97,7 +97,7 @@ using NoDeduce = typename NoDeduceImpl<X>::type;
 // the outputs out and density unless `layout` gives them (a backward call,
 // where out and density are operands that may be broadcast).
 template <typename T, typename Buffer>
-xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer& sigma,
+xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer& scale,
                                          NoDeduce<Buffer>* queries, Buffer& out,
                                          Buffer& density, const BatchLayout* layout = nullptr) {
   const auto pd = points.dimensions(), od = out.dimensions(), dd = density.dimensions();
@@ -121,7 +121,7 @@ xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer&
   out_dims.push_back(call.c);
   JAX_GMM_CHECK(bind_operand(call.points, call.layout, points, {call.n, 2}, "points"));
   JAX_GMM_CHECK(bind_operand(call.values, call.layout, values, {call.n, call.c}, "values"));
-  JAX_GMM_CHECK(bind_operand(call.sigma, call.layout, sigma, {call.n}, "sigma"));
+  JAX_GMM_CHECK(bind_operand(call.scale, call.layout, scale, {call.n, 3}, "scale"));
   if (queries) {
     JAX_GMM_CHECK(bind_operand(call.queries, call.layout, *queries, {call.m, 2}, "queries"));
   }
@@ -134,10 +134,10 @@ xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer&
 // `d_queries` are null on a grid. With `zero_d_density`, a d_density without
 // elements stands for zeros and leaves call.d_density empty (data null).
 template <typename T, typename Buffer>
-xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer& sigma,
+xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer& scale,
                                           NoDeduce<Buffer>* queries, Buffer& out,
                                           Buffer& density, Buffer& d_out, Buffer& d_density,
-                                          Buffer& d_points, Buffer& d_values, Buffer& d_sigma,
+                                          Buffer& d_points, Buffer& d_values, Buffer& d_scale,
                                           NoDeduce<Buffer>* d_queries,
                                           bool zero_d_density = false) {
   // The batch axes are the outputs': d_points is (..., N, 2). Every operand,
@@ -148,7 +148,7 @@ xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer
         xla::ffi::Error::InvalidArgument("d_points must be (..., N, 2)"));
   }
   const BatchLayout layout(d_points.dimensions(), 2);
-  auto forward = check_forward<T>(points, values, sigma, queries, out, density, &layout);
+  auto forward = check_forward<T>(points, values, scale, queries, out, density, &layout);
   if (forward.has_error()) return forward;
   Call<T> call = std::move(*forward);
   const auto out_dims = out.dimensions(), density_dims = density.dimensions();
@@ -161,7 +161,7 @@ xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer
   }
   JAX_GMM_CHECK(bind_operand(call.d_points, call.layout, d_points, {call.n, 2}, "d_points"));
   JAX_GMM_CHECK(bind_operand(call.d_values, call.layout, d_values, {call.n, call.c}, "d_values"));
-  JAX_GMM_CHECK(bind_operand(call.d_sigma, call.layout, d_sigma, {call.n}, "d_sigma"));
+  JAX_GMM_CHECK(bind_operand(call.d_scale, call.layout, d_scale, {call.n, 3}, "d_scale"));
   if (d_queries) {
     JAX_GMM_CHECK(bind_operand(call.d_queries, call.layout, *d_queries, {call.m, 2}, "d_queries"));
   }

@@ -32,19 +32,26 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
 
     The pixel at row i, column j is the query q = (j + 0.5, i + 0.5), and
 
-        out(q) = sum_i c_i N(q | mu_i, sigma_i^2 I) / Z(q),
-        Z(q)   = sum_i N(q | mu_i, sigma_i^2 I),
+        out(q) = sum_i c_i N(q | mu_i, Sigma_i) / Z(q),
+        Z(q)   = sum_i N(q | mu_i, Sigma_i),
 
-    with N(q | mu, s^2 I) = exp(-|q - mu|^2 / (2 s^2)) / (2 pi s^2), summed over
-    the points with |(q - mu_i) / sigma_i|^2 <= truncate^2 (decided on the
-    whitened offset, rounded step by step, identically on every platform).
+    with N(q | mu, Sigma) = exp(-d^T Sigma^-1 d / 2) / (2 pi sqrt(det Sigma)),
+    d = q - mu, summed over the points with d^T Sigma_i^-1 d <= truncate^2
+    (decided on the whitened offset e = L^-1 d, Sigma = L L^T, rounded step by
+    step, identically on every platform).
 
     Args:
       points: (N, 2) positions mu_i as (x, y) = (column, row), in pixels.
       values: (N, C) values c_i.
-      sigma: widths sigma_i in pixels, a scalar or (N,).
+      sigma: the Gaussians' shapes, in pixels: a scalar or (N,) widths
+        (Sigma_i = sigma_i^2 I), (N, 2) per-axis widths (sigma_x, sigma_y), or
+        (N, 2, 2) covariance matrices in pixels^2 (the off-diagonal entry used
+        is the mean of the two; each gets half its gradient). For an
+        unconstrained parametrisation (a Cholesky factor, or scales and an
+        angle), build Sigma from it in JAX and differentiate through that.
       shape: static (H, W) of the output image.
-      truncate: static cutoff radius in units of sigma (default 3).
+      truncate: static cutoff, a Mahalanobis distance (in units of sigma for
+        round points; default 3).
       eps: static smoothing of the normaliser (default 0): out = sum_i c_i
         N_i / (Z + eps). With eps > 0 the image fades to 0 where the Gaussians
         thin out, instead of holding the nearest colour up to the cutoff and
@@ -59,15 +66,18 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
       or float64; narrower floats are computed in float32).
 
     Where no point reaches a pixel, out and density are 0 there and so are
-    their gradients. A point with a non-finite position or sigma, or sigma
-    below the dtype's smallest normal number (only possible for traced sigma;
-    a static sigma <= 0 raises), contributes nothing and gets zero gradients.
+    their gradients. A point with a non-finite position or sigma, a width
+    below the dtype's smallest normal number, or a covariance that is not
+    positive definite or is singular to rounding (1 - rho^2 <= 64 eps, rho
+    the correlation, eps the dtype's epsilon) contributes nothing and gets
+    zero gradients; a static (not traced) width <= 0 or finite unusable
+    covariance raises ValueError instead.
     A pair of weight 0 passes nothing either way, so an inf value reaches
     only the pixels its point weighs. 1 / sigma is capped at 1e18 (float32;
     1e150 in float64) and the normaliser 1 / (2 pi sigma^2) clamped to
     [1e-30, 1e30] ([1e-300, 1e300]), so sigma beyond about [4e-16, 4e14]
-    pixels (float32) weighs as if at that bound. README.md, Conventions, has
-    the full rules.
+    pixels (float32) weighs as if at that bound (per axis of the Cholesky
+    factor, for covariances). README.md, Conventions, has the full rules.
 
     Differentiable in points, values and sigma, and composes with jit, vmap
     (over any leading axes, with unbatched arguments shared, not copied),
@@ -103,9 +113,10 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
     Args:
       points: (N, 2) positions mu_i as (x, y), in pixels.
       values: (N, C) values c_i.
-      sigma: widths sigma_i in pixels, a scalar or (N,).
+      sigma: a scalar, (N,) or (N, 2) widths, or (N, 2, 2) covariances, as
+        in `interpolate`.
       queries: (M, 2) query positions (x, y), in pixels.
-      truncate: static cutoff radius in units of sigma (default 3).
+      truncate: static cutoff, a Mahalanobis distance, as in `interpolate` (default 3).
       eps: static smoothing of the normaliser, as in `interpolate`.
       return_density: also return Z at the queries.
 

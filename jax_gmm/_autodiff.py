@@ -27,22 +27,22 @@ from jax_gmm import _ffi, _partition
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def grid(points, values, sigma, height: int, width: int, truncate: float):
-    """(out (H, W, C), density (H, W)) for per-point sigma (N,)."""
-    return _ffi.grid_forward(points, values, sigma, height, width, truncate)
+def grid(points, values, scale, height: int, width: int, truncate: float):
+    """(out (H, W, C), density (H, W)) for Cholesky factors scale (N, 3)."""
+    return _ffi.grid_forward(points, values, scale, height, width, truncate)
 
 
-def _grid_fwd(points, values, sigma, height, width, truncate):
-    points, values, sigma = points.value, values.value, sigma.value  # CustomVJPPrimal
-    out, density = grid(points, values, sigma, height, width, truncate)
-    return (out, density), (points, values, sigma, out, density)
+def _grid_fwd(points, values, scale, height, width, truncate):
+    points, values, scale = points.value, values.value, scale.value  # CustomVJPPrimal
+    out, density = grid(points, values, scale, height, width, truncate)
+    return (out, density), (points, values, scale, out, density)
 
 
 def _grid_bwd(height, width, truncate, residuals, cotangents):
     d_out, d_density = cotangents
-    points, values, sigma = residuals[:3]
+    points, values, scale = residuals[:3]
     if isinstance(d_out, SymbolicZero) and isinstance(d_density, SymbolicZero):
-        return tuple(map(_partition.zeros_like, (points, values, sigma)))
+        return tuple(map(_partition.zeros_like, (points, values, scale)))
     if isinstance(d_out, SymbolicZero):
         d_out = _partition.zeros_like(residuals[3])
     if isinstance(d_density, SymbolicZero):
@@ -54,41 +54,41 @@ grid.defvjp(_grid_fwd, _grid_bwd, symbolic_zeros=True)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
-def grid_backward(points, values, sigma, out, density, d_out, d_density, height: int,
+def grid_backward(points, values, scale, out, density, d_out, d_density, height: int,
                   width: int, truncate: float):
-    """Cotangents (points, values, sigma) of `grid`; d_density None means zero."""
-    return _ffi.grid_backward(points, values, sigma, out, density, d_out, d_density, truncate)
+    """Cotangents (points, values, scale) of `grid`; d_density None means zero."""
+    return _ffi.grid_backward(points, values, scale, out, density, d_out, d_density, truncate)
 
 
-def _grid_backward_fwd(points, values, sigma, out, density, d_out, d_density, height, width,
+def _grid_backward_fwd(points, values, scale, out, density, d_out, d_density, height, width,
                        truncate):
-    cotangents = grid_backward(points, values, sigma, out, density, d_out, d_density, height,
+    cotangents = grid_backward(points, values, scale, out, density, d_out, d_density, height,
                                width, truncate)
-    return cotangents, (points, values, sigma, d_out, d_density)
+    return cotangents, (points, values, scale, d_out, d_density)
 
 
 def _grid_backward_bwd(height, width, truncate, residuals, cotangents):
-    # out and density are functions of (points, values, sigma) that the native
+    # out and density are functions of (points, values, scale) that the native
     # backward takes precomputed: the reference recomputes them, so the whole
-    # derivative flows to (points, values, sigma) and none to out and density.
+    # derivative flows to (points, values, scale) and none to out and density.
     _, vjp = jax.vjp(partial(_ffi.reference_grid_backward, height=height, width=width,
                              truncate=truncate), *residuals)
-    d_points, d_values, d_sigma, dd_out, dd_density = vjp(cotangents)
-    return d_points, d_values, d_sigma, None, None, dd_out, dd_density
+    d_points, d_values, d_scale, dd_out, dd_density = vjp(cotangents)
+    return d_points, d_values, d_scale, None, None, dd_out, dd_density
 
 
 grid_backward.defvjp(_grid_backward_fwd, _grid_backward_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
-def scattered(points, values, sigma, queries, truncate: float):
-    """(out (M, C), density (M,)) at queries (M, 2) for per-point sigma (N,)."""
-    return _ffi.scattered_forward(points, values, sigma, queries, truncate)
+def scattered(points, values, scale, queries, truncate: float):
+    """(out (M, C), density (M,)) at queries (M, 2) for Cholesky factors scale (N, 3)."""
+    return _ffi.scattered_forward(points, values, scale, queries, truncate)
 
 
-def _scattered_fwd(points, values, sigma, queries, truncate):
-    out, density = scattered(points, values, sigma, queries, truncate)
-    return (out, density), (points, values, sigma, queries, out, density)
+def _scattered_fwd(points, values, scale, queries, truncate):
+    out, density = scattered(points, values, scale, queries, truncate)
+    return (out, density), (points, values, scale, queries, out, density)
 
 
 def _scattered_bwd(truncate, residuals, cotangents):
@@ -99,25 +99,25 @@ scattered.defvjp(_scattered_fwd, _scattered_bwd)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(8,))
-def scattered_backward(points, values, sigma, queries, out, density, d_out, d_density,
+def scattered_backward(points, values, scale, queries, out, density, d_out, d_density,
                        truncate: float):
-    """Cotangents (points, values, sigma, queries) of `scattered`."""
-    return _ffi.scattered_backward(points, values, sigma, queries, out, density, d_out,
+    """Cotangents (points, values, scale, queries) of `scattered`."""
+    return _ffi.scattered_backward(points, values, scale, queries, out, density, d_out,
                                    d_density, truncate)
 
 
-def _scattered_backward_fwd(points, values, sigma, queries, out, density, d_out, d_density,
+def _scattered_backward_fwd(points, values, scale, queries, out, density, d_out, d_density,
                             truncate):
-    cotangents = scattered_backward(points, values, sigma, queries, out, density, d_out,
+    cotangents = scattered_backward(points, values, scale, queries, out, density, d_out,
                                     d_density, truncate)
-    return cotangents, (points, values, sigma, queries, d_out, d_density)
+    return cotangents, (points, values, scale, queries, d_out, d_density)
 
 
 def _scattered_backward_bwd(truncate, residuals, cotangents):
     # As for the grid: the whole derivative goes to the independent inputs.
     _, vjp = jax.vjp(partial(_ffi.reference_scattered_backward, truncate=truncate), *residuals)
-    d_points, d_values, d_sigma, d_queries, dd_out, dd_density = vjp(cotangents)
-    return d_points, d_values, d_sigma, d_queries, None, None, dd_out, dd_density
+    d_points, d_values, d_scale, d_queries, dd_out, dd_density = vjp(cotangents)
+    return d_points, d_values, d_scale, d_queries, None, None, dd_out, dd_density
 
 
 scattered_backward.defvjp(_scattered_backward_fwd, _scattered_backward_bwd)

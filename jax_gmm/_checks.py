@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_gmm import _covariance
+
 # Dtypes the kernels compute in; narrower floats are computed in float32.
 _KERNEL_DTYPES = (jnp.float32, jnp.float64)
 
@@ -53,16 +55,19 @@ def check_values(values: Any, n: int) -> int:
     return shape[1]
 
 
-def check_sigma(sigma: Any, n: int) -> None:
-    """Checks sigma, a scalar or (N,), and that static values are positive."""
-    shape = _shape_of(sigma)
-    if shape not in ((), (n,)):
-        raise ValueError(f"sigma must be a scalar or have shape (N,) = ({n},), got {shape}")
+def check_sigma(sigma: Any, n: int) -> str:
+    """Checks sigma's shape and dtype: a scalar, (N,) or (N, 2) widths, or
+    (N, 2, 2) covariances (see _covariance). Returns its kind."""
+    kind = _covariance.sigma_kind(_shape_of(sigma), n)
     _check_float("sigma", sigma)
+    return kind
+
+
+def check_static_sigma(sigma: Any, kind: str, dtype: np.dtype) -> None:
+    """Static widths must be positive, and static covariances positive definite
+    in the kernel dtype; traced ones are checked per point by the kernels."""
     if not isinstance(sigma, jax.core.Tracer):  # known now: Python, NumPy or a concrete jax.Array
-        static = np.asarray(sigma, dtype=np.float64)
-        if np.any(static <= 0):  # NaN compares False: a NaN point just contributes nothing
-            raise ValueError(f"sigma must be positive, got {static[static <= 0].ravel()[0]}")
+        _covariance.check_static(sigma, kind, dtype)
 
 
 def _as_int(x: Any) -> int:
@@ -155,7 +160,7 @@ def _as_array(name: str, x: Any) -> Any:
 
 def check_inputs(points: Any, values: Any, sigma: Any, queries: Any | None = None
                  ) -> tuple[list, np.dtype, np.dtype]:
-    """Checks points (N, 2), values (N, C), sigma () or (N,) and, if given,
+    """Checks points (N, 2), values (N, C), sigma (see check_sigma) and, if given,
     queries (M, 2). Returns them (array-likes as arrays), the result dtype and
     the dtype the kernels compute in."""
     args = [_as_array(name, x) for name, x in zip(("points", "values", "sigma"),
@@ -163,16 +168,19 @@ def check_inputs(points: Any, values: Any, sigma: Any, queries: Any | None = Non
     n = check_points(args[0])
     _check_count("the number of points", n)
     check_values(args[1], n)
-    check_sigma(args[2], n)
+    kind = check_sigma(args[2], n)
     if queries is not None:
         args.append(_as_array("queries", queries))
         _check_count("the number of queries", check_points(args[3], "queries"))
-    return args, *compute_dtype(*args)
+    result, kernel = compute_dtype(*args)
+    check_static_sigma(args[2], kind, kernel)
+    return args, result, kernel
 
 
 def to_kernel(dtype: np.dtype, points: Any, values: Any, sigma: Any, *queries: Any) -> list:
-    """Casts every argument to the kernel dtype and broadcasts sigma to (N,)."""
+    """Casts every argument to the kernel dtype and sigma, in any of its forms,
+    to the (N, 3) Cholesky factors the kernels take (_covariance.to_scale)."""
     cast = lambda x: jnp.asarray(x, dtype)  # noqa: E731
     points = cast(points)
-    return [points, cast(values), jnp.broadcast_to(cast(sigma), points.shape[:1]),
+    return [points, cast(values), _covariance.to_scale(cast(sigma), points.shape[0]),
             *map(cast, queries)]

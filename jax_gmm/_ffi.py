@@ -50,54 +50,54 @@ def _like(shape, x: Array) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, x.dtype)
 
 
-def _reference_grid(points, values, sigma, height, width, truncate):
+def _reference_grid(points, values, scale, height, width, truncate):
     queries = reference.pixel_centres(height, width, points.dtype)
-    out, density = reference.evaluate(points, values, sigma, queries, truncate)
+    out, density = reference.evaluate(points, values, scale, queries, truncate)
     return out.reshape(height, width, values.shape[-1]), density.reshape(height, width)
 
 
-def reference_grid_backward(points, values, sigma, d_out, d_density, height: int, width: int,
+def reference_grid_backward(points, values, scale, d_out, d_density, height: int, width: int,
                             truncate: float):
-    """Cotangents (points, values, sigma) of the reference grid forward, in pure
+    """Cotangents (points, values, scale) of the reference grid forward, in pure
     JAX (so differentiable again); d_density None means zero."""
     if d_density is None:
         d_density = jnp.zeros((height, width), d_out.dtype)
     # Inside shard_map: every operand varying alike, so that the cotangents
     # are this device's share, summed once by the caller (_partition.summed_like).
-    args = _partition.varying_like((points, values, sigma, d_out, d_density),
-                                   (points, values, sigma, d_out, d_density))
+    args = _partition.varying_like((points, values, scale, d_out, d_density),
+                                   (points, values, scale, d_out, d_density))
     _, vjp = jax.vjp(lambda p, v, s: _reference_grid(p, v, s, height, width, truncate), *args[:3])
     return vjp(args[3:])
 
 
-def reference_scattered_backward(points, values, sigma, queries, d_out, d_density,
+def reference_scattered_backward(points, values, scale, queries, d_out, d_density,
                                  truncate: float):
-    """Cotangents (points, values, sigma, queries) of the reference scattered
+    """Cotangents (points, values, scale, queries) of the reference scattered
     forward, in pure JAX."""
-    args = (points, values, sigma, queries, d_out, d_density)
+    args = (points, values, scale, queries, d_out, d_density)
     args = _partition.varying_like(args, args)  # as in reference_grid_backward
     _, vjp = jax.vjp(lambda *a: reference.evaluate(*a, truncate), *args[:4])
     return vjp(args[4:])
 
 
-def grid_forward(points, values, sigma, height: int, width: int, truncate: float):
+def grid_forward(points, values, scale, height: int, width: int, truncate: float):
     """(out (H, W, C), density (H, W)) at the pixel centres."""
     c = values.shape[-1]
     results = (_like((height, width, c), values), _like((height, width), values))
 
-    def native(points, values, sigma):
-        return _call("grid_forward", results, truncate, points, values, sigma)
+    def native(points, values, scale):
+        return _call("grid_forward", results, truncate, points, values, scale)
 
-    def fallback(points, values, sigma):
-        return _reference_grid(points, values, sigma, height, width, truncate)
+    def fallback(points, values, scale):
+        return _reference_grid(points, values, scale, height, width, truncate)
 
-    return _dispatch(native, fallback, points, values, sigma)
+    return _dispatch(native, fallback, points, values, scale)
 
 
-def grid_backward(points, values, sigma, out, density, d_out, d_density, truncate: float):
-    """Cotangents (points, values, sigma) of grid_forward; d_density None means zero."""
+def grid_backward(points, values, scale, out, density, d_out, d_density, truncate: float):
+    """Cotangents (points, values, scale) of grid_forward; d_density None means zero."""
     height, width = density.shape
-    results = (_like(points.shape, points), _like(values.shape, values), _like(sigma.shape, sigma))
+    results = (_like(points.shape, points), _like(values.shape, values), _like(scale.shape, scale))
     zero = d_density is None
 
     def complete(args):  # d_density as zeros where the caller passed none
@@ -111,16 +111,16 @@ def grid_backward(points, values, sigma, out, density, d_out, d_density, truncat
         return _call("grid_backward", results, truncate,
                      *(args + (jnp.zeros((0,), out.dtype),) if zero else args))
 
-    def fallback(points, values, sigma, out, density, d_out, d_density=None):
-        return reference_grid_backward(points, values, sigma, d_out, d_density, height, width,
+    def fallback(points, values, scale, out, density, d_out, d_density=None):
+        return reference_grid_backward(points, values, scale, d_out, d_density, height, width,
                                        truncate)
 
-    args = (points, values, sigma, out, density, d_out) + (() if zero else (d_density,))
+    args = (points, values, scale, out, density, d_out) + (() if zero else (d_density,))
     return _partition.summed_like(_dispatch(native, fallback, *args, cpu=cpu),
-                                  (points, values, sigma))
+                                  (points, values, scale))
 
 
-def scattered_forward(points, values, sigma, queries, truncate: float):
+def scattered_forward(points, values, scale, queries, truncate: float):
     """(out (M, C), density (M,)) at arbitrary queries (M, 2)."""
     m, c = queries.shape[0], values.shape[-1]
     results = (_like((m, c), values), _like((m,), values))
@@ -128,24 +128,24 @@ def scattered_forward(points, values, sigma, queries, truncate: float):
     def native(*args):
         return _call("scattered_forward", results, truncate, *args)
 
-    def fallback(points, values, sigma, queries):
-        return reference.evaluate(points, values, sigma, queries, truncate)
+    def fallback(points, values, scale, queries):
+        return reference.evaluate(points, values, scale, queries, truncate)
 
-    return _dispatch(native, fallback, points, values, sigma, queries)
+    return _dispatch(native, fallback, points, values, scale, queries)
 
 
-def scattered_backward(points, values, sigma, queries, out, density, d_out, d_density,
+def scattered_backward(points, values, scale, queries, out, density, d_out, d_density,
                        truncate: float):
-    """Cotangents (points, values, sigma, queries) of scattered_forward."""
-    results = tuple(_like(x.shape, x) for x in (points, values, sigma, queries))
+    """Cotangents (points, values, scale, queries) of scattered_forward."""
+    results = tuple(_like(x.shape, x) for x in (points, values, scale, queries))
 
     def native(*args):
         return _call("scattered_backward", results, truncate, *args)
 
-    def fallback(points, values, sigma, queries, out, density, d_out, d_density):
-        return reference_scattered_backward(points, values, sigma, queries, d_out, d_density,
+    def fallback(points, values, scale, queries, out, density, d_out, d_density):
+        return reference_scattered_backward(points, values, scale, queries, d_out, d_density,
                                             truncate)
 
-    cotangents = _dispatch(native, fallback, points, values, sigma, queries, out, density, d_out,
+    cotangents = _dispatch(native, fallback, points, values, scale, queries, out, density, d_out,
                            d_density)
-    return _partition.summed_like(cotangents, (points, values, sigma, queries))
+    return _partition.summed_like(cotangents, (points, values, scale, queries))

@@ -9,7 +9,6 @@ derivatives of a pair's weight (a custom JVP); JAX's autodiff does the rest.
 
 from __future__ import annotations
 
-import math
 from functools import partial
 from typing import Any
 
@@ -20,9 +19,9 @@ from jax import lax
 
 from jax_gmm import _checks
 
-# Must equal cuda/gmm_math.h: 1/sigma is capped at inv_max, and the normaliser
-# 1/(2 pi sigma^2) is clamped to [norm_min, norm_max], so that extreme sigma
-# stay finite.
+# Must equal cuda/gmm_math.h: each entry of P = L^-1 is capped at inv_max,
+# and the normaliser 1/(2 pi l11 l22) clamped to [norm_min, norm_max], so
+# that extreme widths stay finite.
 _INV_MAX = {np.dtype(np.float32): 1e18, np.dtype(np.float64): 1e150}
 _NORM_CLAMPS = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-300, 1e300)}
 
@@ -39,47 +38,50 @@ def pixel_centres(height: int, width: int, dtype) -> jax.Array:
     return jnp.stack([x.ravel() + 0.5, y.ravel() + 0.5], axis=-1)
 
 
-def _rounded_square(x):
-    """x * x rounded on its own. XLA contracts a product feeding an addition
+def _rounded(a, b):
+    """a * b rounded on its own. XLA contracts a product feeding an addition
     into a fused multiply-add, which would move m2 by an ulp and with it the
-    cutoff decision; a select between the product and the sum blocks that.
-    (x == x only fails for NaN, where x * x is NaN too.)"""
-    return jnp.where(x == x, x * x, x)
+    cutoff decision; a select between the product and something else blocks
+    that. (a == a only fails for NaN, where a * b is NaN too.)"""
+    return jnp.where(a == a, a * b, a)
 
 
-def _point_constants(points, sigma):
-    """Per point: valid, 1/sigma capped at inv_max, whether it was capped, the
-    normaliser and whether it was clamped. Invalid points get harmless values."""
+def _point_constants(points, scale):
+    """Per point (N,): valid, P = L^-1 as (p11, p21, p22) with each entry
+    capped at inv_max, whether one was capped, the normaliser and whether it
+    was clamped. Invalid points get harmless values."""
     dtype = np.dtype(points.dtype)
+    l11, l21, l22 = scale[:, 0], scale[:, 1], scale[:, 2]
     tiny = np.finfo(dtype).tiny
-    valid = jnp.isfinite(points).all(-1) & jnp.isfinite(sigma) & (sigma >= tiny)
-    sigma = jnp.where(valid, sigma, 1)
-    inv = 1 / sigma
-    inv_max = dtype.type(_INV_MAX[dtype])
-    inv_clamped = inv > inv_max
-    inv = jnp.minimum(inv, inv_max)
-    # The normaliser's clamp decided on sigma itself, so 1/sigma^2 is only
-    # formed where it is finite.
+    valid = (jnp.isfinite(points).all(-1) & jnp.isfinite(scale).all(-1)
+             & (l11 >= tiny) & (l22 >= tiny))
+    l11, l21, l22 = jnp.where(valid, l11, 1), jnp.where(valid, l21, 0), jnp.where(valid, l22, 1)
+    inv11, inv22 = 1 / l11, 1 / l22
     norm_min, norm_max = _NORM_CLAMPS[dtype]
-    sigma_lo, sigma_hi = (math.sqrt(1 / (2 * math.pi * n)) for n in (norm_max, norm_min))
-    norm_clamped = ~((sigma > sigma_lo) & (sigma < sigma_hi))
-    unclamped = 1 / jnp.where(norm_clamped, 1, sigma)
-    norm = jnp.where(norm_clamped, jnp.where(sigma <= sigma_lo, norm_max, norm_min),
-                     unclamped * unclamped / (2 * np.pi))
-    return valid, inv, inv_clamped, norm.astype(dtype), norm_clamped
+    norm = _rounded(inv11, inv22) * dtype.type(1 / (2 * np.pi))  # inf where it overflows
+    norm_clamped = ~((norm < norm_max) & (norm > norm_min))
+    norm = jnp.clip(norm, norm_min, norm_max).astype(dtype)
+    inv_max = dtype.type(_INV_MAX[dtype])
+    p11, p22 = jnp.minimum(inv11, inv_max), jnp.minimum(inv22, inv_max)
+    p21 = -_rounded(_rounded(l21, p11), p22)
+    scale_clamped = (inv11 > inv_max) | (inv22 > inv_max) | ~(jnp.abs(p21) <= inv_max)
+    p21 = jnp.clip(p21, -inv_max, inv_max)
+    return valid, (p11, p21, p22), scale_clamped, norm, norm_clamped
 
 
-def _pair_terms(points, sigma, queries, truncate: float):
+def _pair_terms(points, scale, queries, truncate: float):
     """Weights w (M, N), the same divided by each query's largest, and what
     their derivatives need."""
     dtype = np.dtype(points.dtype)
-    valid, inv, inv_clamped, norm, norm_clamped = _point_constants(points, sigma)
+    valid, (p11, p21, p22), scale_clamped, norm, norm_clamped = _point_constants(points, scale)
     query_ok = jnp.isfinite(queries).all(-1)
     points = jnp.where(valid[:, None], points, 0)
     queries = jnp.where(query_ok[:, None], queries, 0)
-    ex = (queries[:, None, 0] - points[None, :, 0]) * inv
-    ey = (queries[:, None, 1] - points[None, :, 1]) * inv
-    m2 = _rounded_square(ex) + _rounded_square(ey)
+    dx = queries[:, None, 0] - points[None, :, 0]
+    dy = queries[:, None, 1] - points[None, :, 1]
+    ex = dx * p11
+    ey = _rounded(dx, p21) + _rounded(dy, p22)
+    m2 = _rounded(ex, ex) + _rounded(ey, ey)
     t = dtype.type(truncate)
     inside = query_ok[:, None] & valid[None, :] & (m2 <= t * t)  # NaN m2 (inf * 0) fails
     m2 = jnp.where(inside, m2, 0)
@@ -90,44 +92,51 @@ def _pair_terms(points, sigma, queries, truncate: float):
     # out is invariant to a common scale of a query's weights: dividing them by
     # their (constant) maximum keeps w / scale <= 1 <= Z / scale, so neither the
     # value nor its gradient (which has 1 / Z^2) under- or overflows for tiny Z.
-    scale = lax.stop_gradient(w.max(-1, initial=0, keepdims=True))
-    scaled = w / jnp.where(scale > 0, scale, 1)
-    return (w, scaled), (ex, ey, m2, inv, inv_clamped, norm_clamped)
+    top = lax.stop_gradient(w.max(-1, initial=0, keepdims=True))
+    scaled = w / jnp.where(top > 0, top, 1)
+    return (w, scaled), (ex, ey, (p11, p21, p22), scale_clamped, norm_clamped)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(3,))
-def _weights(points, sigma, queries, truncate: float):
+def _weights(points, scale, queries, truncate: float):
     """w (M, N) of every (query, point) pair, 0 outside the cutoff, and w
     divided by each query's largest w."""
-    return _pair_terms(points, sigma, queries, truncate)[0]
+    return _pair_terms(points, scale, queries, truncate)[0]
 
 
 @_weights.defjvp
 def _weights_jvp(truncate, primals, tangents):
-    # d w / d mu = w ex / sigma (per axis), d w / d q = -that, and
-    # d w / d sigma = w (m2 - 2) / sigma, each term dropped where the factor
-    # it comes from is clamped. ex / sigma is formed before anything else
-    # multiplies it, so a query on its point (ex = 0) gets exactly 0; w comes
-    # last, so that a cotangent meets w / scale in [0, 1] on the way to out and
-    # nothing underflows in between. Pairs with w = 0 pass no cotangent at all:
-    # inf or NaN cotangents at a query reach only the points that weigh it.
-    (w, scaled), (ex, ey, m2, inv, inv_clamped, norm_clamped) = _pair_terms(*primals, truncate)
-    d_points, d_sigma, d_queries = tangents
-    # Factors of pairs that do not exist stay 0: ex / sigma may overflow there.
+    # With e = P (q - mu): d w / d mu = w P^T e, d w / d q = -that, and
+    # d w / d L = w ((P^T e) e^T - diag(p11, p22)) on the lower triangle
+    # (cuda/gmm_math.h, finish_point_grad), each term dropped where the factor
+    # it comes from is clamped. P^T e is formed before anything else multiplies
+    # it, so a query on its point (e = 0) gets exactly 0; w comes last, so that
+    # a cotangent meets w / scale in [0, 1] on the way to out and nothing
+    # underflows in between. Pairs with w = 0 pass no cotangent at all: inf or
+    # NaN cotangents at a query reach only the points that weigh it.
+    (w, scaled), (ex, ey, (p11, p21, p22), scale_clamped, norm_clamped) = _pair_terms(
+        *primals, truncate)
+    d_points, d_scale, d_queries = tangents
+    # Factors of pairs that do not exist stay 0: e may overflow there.
     weighed = w > 0
-    moves = weighed & ~inv_clamped
-    gx = jnp.where(moves, ex * inv, 0)
-    gy = jnp.where(moves, ey * inv, 0)
-    gs = jnp.where(weighed, (jnp.where(moves, m2, 0) - jnp.where(norm_clamped, 0, 2)) * inv, 0)
+    moves = weighed & ~scale_clamped
+    ex, ey = jnp.where(moves, ex, 0), jnp.where(moves, ey, 0)
+    gx = p11 * ex + p21 * ey
+    gy = p22 * ey
+    normalised = jnp.where(norm_clamped, 0, 1)
+    g11 = jnp.where(weighed, gx * ex - normalised * p11, 0)
+    g21 = gy * ex
+    g22 = jnp.where(weighed, gy * ey - normalised * p22, 0)
     relative = (gx * (d_points[None, :, 0] - d_queries[:, None, 0])
                 + gy * (d_points[None, :, 1] - d_queries[:, None, 1])
-                + gs * d_sigma[None, :])
+                + g11 * d_scale[None, :, 0] + g21 * d_scale[None, :, 1]
+                + g22 * d_scale[None, :, 2])
     return (w, scaled), (jnp.where(weighed, w * relative, 0),
                          jnp.where(weighed, scaled * relative, 0))
 
 
-def _evaluate_block(points, values, sigma, queries, truncate):
-    w, scaled = _weights(points, sigma, queries, truncate)
+def _evaluate_block(points, values, scale, queries, truncate):
+    w, scaled = _weights(points, scale, queries, truncate)
     total = scaled.sum(-1)
     reached = total > 0
     # Pair by pair rather than a matmul: a value reaches only the queries its
@@ -138,16 +147,17 @@ def _evaluate_block(points, values, sigma, queries, truncate):
     return jnp.where(reached[:, None], out, 0), w.sum(-1)
 
 
-def evaluate(points, values, sigma, queries, truncate: float):
-    """(out (M, C), density (M,)) at queries (M, 2), for per-point sigma (N,)."""
+def evaluate(points, values, scale, queries, truncate: float):
+    """(out (M, C), density (M,)) at queries (M, 2), for points (N, 2) with
+    values (N, C) and Cholesky factors `scale` (N, 3) (jax_gmm._covariance)."""
     n, m, c = points.shape[0], queries.shape[0], values.shape[-1]
     block = max(1, _BLOCK_PAIRS // max(n * c, 1))
     if m <= block:
-        return _evaluate_block(points, values, sigma, queries, truncate)
+        return _evaluate_block(points, values, scale, queries, truncate)
     blocks = -(-m // block)
     padded = jnp.concatenate([queries, jnp.full((blocks * block - m, 2), jnp.nan, queries.dtype)])
     # Recompute each block in the backward pass rather than storing N x M weights.
-    run = jax.checkpoint(lambda q: _evaluate_block(points, values, sigma, q, truncate))
+    run = jax.checkpoint(lambda q: _evaluate_block(points, values, scale, q, truncate))
     out, density = lax.map(run, padded.reshape(blocks, block, 2))
     return out.reshape(-1, c)[:m], density.reshape(-1)[:m]
 

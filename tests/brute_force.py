@@ -133,3 +133,52 @@ def gmm_vjp(points, values, sigma, queries, d_out, d_density, truncate=3.0, dtyp
         bounds = (point_bound.sum(0), np.abs(value_terms).sum(0),
                   (u_bound * gs_size).sum(0), point_bound.sum(1))
     return grads, bounds
+
+
+def cholesky(cov, dtype):
+    """(l11, l21, l22) of covariances (N, 2, 2) in `dtype`, formed as
+    jax_gmm._covariance does (NaN for a matrix it rejects)."""
+    k = np.dtype(dtype).type
+    cov = np.asarray(cov, dtype)
+    s11, s21, s22 = cov[:, 0, 0], (cov[:, 0, 1] + cov[:, 1, 0]) / k(2), cov[:, 1, 1]
+    with np.errstate(all="ignore"):
+        ok = (np.isfinite(cov).all((1, 2)) & (s11 > 0) & (s22 > 0)
+              & (s22 - (s21 / s11) * s21 > k(64) * np.finfo(dtype).eps * s22))
+        l11 = np.sqrt(s11)
+        l21 = s21 / l11
+        l22 = np.sqrt(s22 - l21 * l21)
+    return [np.where(ok, v, np.nan).astype(dtype) for v in (l11, l21, l22)]
+
+
+def covariance_gmm(points, values, cov, queries, truncate=3.0, dtype=np.float32, eps=0.0):
+    """(out (M, C), density (M,), ambiguous (M,)) for Gaussians with covariances
+    (N, 2, 2). The cutoff is decided in `dtype` as the kernels do it; the
+    weights and out are float64 from the exact covariance. `ambiguous` marks
+    queries with a pair within 1e-4 of the cutoff, where an ulp in the
+    factorisation may flip the decision."""
+    k = np.dtype(dtype).type
+    tiny = np.finfo(dtype).tiny
+    l11, l21, l22 = cholesky(cov, dtype)
+    points, queries = np.asarray(points, dtype), np.asarray(queries, dtype)
+    with np.errstate(all="ignore"):
+        valid = np.isfinite(points).all(-1) & np.isfinite(l11) & (l11 >= tiny) & (l22 >= tiny)
+        p11, p22 = k(1) / l11, k(1) / l22
+        p21 = -(l21 * p11) * p22
+        dx = queries[:, None, 0] - points[None, :, 0]
+        dy = queries[:, None, 1] - points[None, :, 1]
+        ex, ey = dx * p11, dx * p21 + dy * p22
+        m2 = ex * ex + ey * ey
+        t2 = k(truncate) * k(truncate)
+        inside = valid[None, :] & np.isfinite(queries).all(-1)[:, None] & (m2 <= t2)
+        ambiguous = (valid[None, :] & (np.abs(m2.astype(np.float64) / t2 - 1) < 1e-4)).any(-1)
+        cov64 = np.asarray(cov, dtype).astype(np.float64)
+        cov64 = (cov64 + cov64.transpose(0, 2, 1)) / 2
+        inv = np.linalg.inv(np.where(valid[:, None, None], cov64, np.eye(2)))
+        det = np.linalg.det(np.where(valid[:, None, None], cov64, np.eye(2)))
+        d = np.stack([dx, dy], -1).astype(np.float64)
+        q = np.einsum("mni,nij,mnj->mn", d, inv, d)
+        w = np.where(inside, np.exp(-0.5 * q) / (2 * np.pi * np.sqrt(det)), 0)
+        values = np.asarray(values, dtype).astype(np.float64)
+        density = w.sum(-1)
+        out = np.where(density[:, None] > 0, (w @ values) / (density + eps)[:, None], 0)
+    return out, density, ambiguous

@@ -18,7 +18,7 @@ V = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     (lambda: jax_gmm.interpolate(P[None], V, 1.0, (8, 8)), "points must have shape"),
     (lambda: jax_gmm.interpolate(P, V[:2], 1.0, (8, 8)), r"values must have shape \(N, C\) = \(3"),
     (lambda: jax_gmm.interpolate(P, V[:, 0], 1.0, (8, 8)), "values must have shape"),
-    (lambda: jax_gmm.interpolate(P, V, np.ones(2), (8, 8)), r"sigma must be a scalar or have shape \(N,\) = \(3,\)"),
+    (lambda: jax_gmm.interpolate(P, V, np.ones(2), (8, 8)), r"sigma must be a scalar, \(N,\) widths, \(N, 2\) per-axis widths or \(N, 2, 2\) covariances with N = 3, got shape \(2,\)"),
     (lambda: jax_gmm.interpolate(P.astype(int), V, 1.0, (8, 8)), "points must have a floating-point dtype"),
     (lambda: jax_gmm.interpolate(P, V.astype(np.int32), 1.0, (8, 8)), "values must have a floating-point dtype"),
     (lambda: jax_gmm.interpolate(P, V, np.ones(3, int), (8, 8)), "sigma must have a floating-point dtype"),

@@ -16,16 +16,40 @@ DTYPES = [np.float32, np.float64]
 INV_SIGMA_MAX = {np.float32: 1e18, np.float64: 1e150}
 
 
+def as_scale(sigma):
+    """The kernels' (N, 3) Cholesky factors (l11, l21, l22): round widths (N,)
+    become diag(sigma, sigma); (N, 3) factors pass through."""
+    sigma = np.asarray(sigma)
+    if sigma.ndim == 2:
+        return sigma
+    return np.stack([sigma, np.zeros_like(sigma), sigma], -1)
+
+
 def m2(d_x, d_y, sigma, dtype):
-    """pair_m2 of gmm_math.h, rounded op by op in `dtype` as the kernels do."""
-    inv = np.minimum(dtype(1) / sigma.astype(dtype), dtype(INV_SIGMA_MAX[dtype]))
-    e_x, e_y = d_x * inv, d_y * inv
-    return e_x * e_x + e_y * e_y
+    """pair_m2 of gmm_math.h for widths (N,) or factors (N, 3), rounded op by
+    op in `dtype` as the kernels do (NumPy never fuses a multiply-add)."""
+    l11, l21, l22 = as_scale(sigma).astype(dtype).T
+    inv_max = dtype(INV_SIGMA_MAX[dtype])
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        p11 = np.minimum(dtype(1) / l11, inv_max)
+        p22 = np.minimum(dtype(1) / l22, inv_max)
+        p21 = np.clip(-(l21 * p11) * p22, -inv_max, inv_max)
+        e_x = d_x * p11
+        e_y = d_x * p21 + d_y * p22
+        return e_x * e_x + e_y * e_y
 
 
 def valid(points, sigma, dtype):
-    return (np.isfinite(points).all(1) & np.isfinite(sigma)
-            & (sigma >= np.finfo(dtype).smallest_normal))
+    l11, l21, l22 = as_scale(sigma).T
+    tiny = np.finfo(dtype).smallest_normal
+    return (np.isfinite(points).all(1) & np.isfinite(as_scale(sigma)).all(1)
+            & (l11 >= tiny) & (l22 >= tiny))
+
+
+def extent(sigma):
+    """Per point, the larger half-side of its ellipse's bounding box per unit truncate."""
+    l11, l21, l22 = as_scale(sigma).astype(np.float64).T
+    return np.maximum(np.abs(l11), np.hypot(l21, l22))
 
 
 def boxes(flat):
@@ -56,7 +80,8 @@ def check_tiles_cover_pairs(points, sigma, shape, side, truncate=3.0):
     box, and the pair count is the sum of the box areas (exact, in Python ints)."""
     dtype = points.dtype.type
     h, w = shape
-    flat, pairs, tiles_x, tiles_y = _layout.tile_boxes(points, sigma, truncate, h, w, side)
+    flat, pairs, tiles_x, tiles_y = _layout.tile_boxes(points, as_scale(sigma), truncate, h, w,
+                                                       side)
     b = boxes(flat)
     assert tiles_x == -(-w // side) and tiles_y == -(-h // side)
     assert pairs == int(box_count(b).astype(object).sum())
@@ -66,7 +91,7 @@ def check_tiles_cover_pairs(points, sigma, shape, side, truncate=3.0):
         x, y = points[i]
         # The pixels near the point (all of them when its box is wider than the
         # image): the brute force around each point.
-        reach = min(float(truncate) * float(sigma[i]) + 2, max(h, w) + 2.0)
+        reach = min(float(truncate) * float(extent(sigma[i:i + 1])[0]) + 2, max(h, w) + 2.0)
         cols = np.arange(int(np.clip(np.floor(x - reach), 0, w)),
                          int(np.clip(np.ceil(x + reach) + 1, 0, w)))
         rows = np.arange(int(np.clip(np.floor(y - reach), 0, h)),
@@ -83,7 +108,8 @@ def check_tiles_cover_pairs(points, sigma, shape, side, truncate=3.0):
         zero = np.zeros(1, dtype)
         near_x = cols[m2(d_x, zero, sigma[i:i + 1], dtype) <= dtype(truncate) ** 2]
         near_y = rows[m2(zero, d_y, sigma[i:i + 1], dtype) <= dtype(truncate) ** 2]
-        if len(near_x) and len(near_y) and len(cols) > 2:
+        aligned = as_scale(sigma)[i, 1] == 0  # a tilted ellipse is widest off its centre's row
+        if aligned and len(near_x) and len(near_y) and len(cols) > 2:
             assert (near_x.min() - 1) // side <= b[i, 0] <= near_x.min() // side
             assert near_x.max() // side <= b[i, 1] <= (near_x.max() + 1) // side
             assert (near_y.min() - 1) // side <= b[i, 2] <= near_y.min() // side
@@ -98,6 +124,22 @@ def test_tiles_cover_every_pair(rng, dtype, shape, side):
     for sigma_scale in [0.3, 2.0, 9.0]:
         points, sigma = scene(rng, 60, shape, sigma_scale, dtype)
         check_tiles_cover_pairs(points, sigma, shape, side)
+
+
+def tilted(rng, n, size, dtype):
+    """Cholesky factors of thin, strongly tilted Gaussians about `size` pixels long."""
+    l11 = size * rng.uniform(0.3, 1.5, n)
+    l21 = size * rng.uniform(-2.0, 2.0, n)
+    l22 = size * rng.uniform(0.02, 0.5, n)
+    return np.stack([l11, l21, l22], -1).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("side", [8, 128])
+def test_tiles_cover_every_pair_of_tilted_gaussians(rng, dtype, side):
+    for size in [0.4, 3.0, 12.0]:
+        points, _ = scene(rng, 60, (37, 45), 1.0, dtype)
+        check_tiles_cover_pairs(points, tilted(rng, 60, size, dtype), (37, 45), side)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -118,16 +160,16 @@ def test_tiles_invalid_points_and_no_points(dtype):
     points = np.array([[np.nan, 1.0], [np.inf, 2.0], [3.0, 4.0], [4.0, 4.0], [2.0, 2.0],
                        [5.0, -np.inf]], dtype)
     sigma = np.array([1.0, 1.0, np.nan, np.inf, -1.0, 1.0], dtype)
-    flat, pairs, _, _ = _layout.tile_boxes(points, sigma, 3.0, 8, 9, 8)
+    flat, pairs, _, _ = _layout.tile_boxes(points, as_scale(sigma), 3.0, 8, 9, 8)
     assert pairs == 0 and (box_count(boxes(flat)) == 0).all()
     sigma[4] = 0.0
-    assert _layout.tile_boxes(points, sigma, 3.0, 8, 9, 8)[1] == 0
-    flat, pairs, _, _ = _layout.tile_boxes(np.zeros((0, 2), dtype), np.zeros(0, dtype), 3.0,
+    assert _layout.tile_boxes(points, as_scale(sigma), 3.0, 8, 9, 8)[1] == 0
+    flat, pairs, _, _ = _layout.tile_boxes(np.zeros((0, 2), dtype), np.zeros((0, 3), dtype), 3.0,
                                            8, 9, 8)
     assert flat == [] and pairs == 0
     # An empty image: no tile, no pair.
     for h, w in [(0, 5), (5, 0)]:
-        assert _layout.tile_boxes(points[2:3], np.ones(1, dtype), 3.0, h, w, 8)[1] == 0
+        assert _layout.tile_boxes(points[2:3], np.ones((1, 3), dtype), 3.0, h, w, 8)[1] == 0
 
 
 def test_tile_pairs_count_past_2_to_the_32():
@@ -135,7 +177,8 @@ def test_tile_pairs_count_past_2_to_the_32():
     counted exactly (a 32-bit count wraps)."""
     points = np.full((10_000, 2), [100.0, 100.0])
     sigma = np.full(10_000, 1e6)
-    flat, pairs, tiles_x, tiles_y = _layout.tile_boxes(points, sigma, 3.0, 61_000, 70_000, 8)
+    flat, pairs, tiles_x, tiles_y = _layout.tile_boxes(points, as_scale(sigma), 3.0, 61_000, 70_000,
+                                                       8)
     assert (tiles_x, tiles_y) == (8750, 7625)
     assert pairs == 10_000 * 8750 * 7625 > 2**32
 
@@ -147,7 +190,7 @@ def check_cells(points, sigma, queries, truncate=3.0):
     """Every in-cutoff (query, point) pair is found: the query has a cell and the
     point's cell box contains it; keys match the layout; the cell count is capped."""
     dtype = points.dtype.type
-    d = _layout.cell_binning(points, sigma, truncate, queries)
+    d = _layout.cell_binning(points, as_scale(sigma), truncate, queries)
     keys = np.asarray(d["query_keys"], np.int64)
     b = boxes(d["point_boxes"])
     cells_x, cells_y = d["cells"]
@@ -175,12 +218,20 @@ def check_cells(points, sigma, queries, truncate=3.0):
     with np.errstate(invalid="ignore", over="ignore"):
         d_x = queries[:, None, 0] - points[None, :, 0]
         d_y = queries[:, None, 1] - points[None, :, 1]
-        pair = (m2(d_x, d_y, sigma[None, :], dtype) <= dtype(truncate) ** 2) & ok[None, :]
+        pair = (m2(d_x, d_y, sigma, dtype) <= dtype(truncate) ** 2) & ok[None, :]
     q_idx, p_idx = np.nonzero(pair)
     assert (keys[q_idx] >= 0).all()
     assert in_box(b[p_idx], keys[q_idx] % cells_x, keys[q_idx] // cells_x).all()
     assert (box_count(b)[~ok] == 0).all()
     return d, keys, b
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cells_cover_every_pair_of_tilted_gaussians(rng, dtype):
+    for size in [0.4, 3.0, 12.0]:
+        points, _ = scene(rng, 200, (30, 50), 1.0, dtype)
+        queries = rng.uniform(-8, 58, (1000, 2)).astype(dtype)
+        check_cells(points, tilted(rng, 200, size, dtype), queries)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -20,13 +20,13 @@ TileBox tiles_of(const Gaussian<T>& g, int64_t width, int64_t height) {
 }  // namespace
 
 template <typename T>
-TiledPoints<T>::TiledPoints(ThreadPool& pool, const T* points, const T* sigma, int64_t n,
+TiledPoints<T>::TiledPoints(ThreadPool& pool, const T* points, const T* scale, int64_t n,
                             T truncate, int64_t height, int64_t width)
     : height(height),
       width(width),
       tiles_x(tiles_along(width, kTileSize)),
       tiles_y(tiles_along(height, kTileSize)),
-      gaussians(make_gaussians(pool, points, sigma, n, truncate)),
+      gaussians(make_gaussians(pool, points, scale, n, truncate)),
       boxes(n),
       point_start(n + 1, 0) {
   parallel_over(pool, n, [&](int64_t i) { boxes[i] = tiles_of(gaussians[i], width, height); });
@@ -46,9 +46,9 @@ TileRect TiledPoints<T>::tile(int64_t t) const {
 }
 
 template <typename T>
-CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* sigma, int64_t n,
+CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n,
                                 T truncate, const T* queries, int64_t m)
-    : gaussians(make_gaussians(pool, points, sigma, n, truncate)) {
+    : gaussians(make_gaussians(pool, points, scale, n, truncate)) {
   // The layout rule is layout.h's, shared with the GPU binning: a grid over
   // the queries some point can reach, worked out in double.
   PointReach reach = no_reach();

@@ -81,11 +81,12 @@ struct CellLists {
 };
 
 template <typename T>
-std::vector<Gaussian<T>> make_gaussians(ThreadPool& pool, const T* points, const T* sigma,
+std::vector<Gaussian<T>> make_gaussians(ThreadPool& pool, const T* points, const T* scale,
                                         int64_t n, T truncate) {
   std::vector<Gaussian<T>> g(n);
   parallel_over(pool, n, [&](int64_t i) {
-    g[i] = make_gaussian(points[2 * i], points[2 * i + 1], sigma[i], truncate);
+    const T* l = scale + 3 * i;  // Cholesky factor (l11, l21, l22)
+    g[i] = make_gaussian(points[2 * i], points[2 * i + 1], l[0], l[1], l[2], truncate);
   });
   return g;
 }

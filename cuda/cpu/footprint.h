@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -43,12 +44,15 @@ struct alignas(64) Footprint {
   int64_t x0, y0;  // first pixel, image coordinates
   int rows;
   int segments;                 // kLanes-wide segments per row
-  T ex[kTileSize];              // (q_x - mu_x) / sigma per column; 0 in spare lanes
+  bool sheared;                 // p21 != 0: e_y varies along a row too
+  T ex[kTileSize];              // e_x = p11 (q_x - mu_x) per column; 0 in spare lanes
   T m2x[kTileSize];             // ex^2; 0 in spare lanes
   T col_factor[kTileSize];      // exp(-m2x / 2); 0 in spare lanes
-  T ey[kTileSize];              // (q_y - mu_y) / sigma per row
-  T m2y[kTileSize];             // ey^2
-  T row_factor[kTileSize];      // norm * exp(-m2y / 2)
+  T sx[kTileSize];              // sheared: p21 (q_x - mu_x) per column; 0 in spare lanes
+  T ey[kTileSize];              // p22 (q_y - mu_y) per row: e_y, or its row part if sheared
+  T m2y[kTileSize];             // ey^2 (axis-aligned only)
+  T row_factor[kTileSize];      // norm * exp(-m2y / 2); norm alone if sheared
+  int16_t first_segment[kTileSize], last_segment[kTileSize];  // per row; empty if first > last
 
   // Offset of pixel (x0, y0) in a tile buffer with rows of kTileSize.
   int64_t offset(const TileRect& tile) const {
@@ -56,25 +60,58 @@ struct alignas(64) Footprint {
   }
 };
 
-// Fills e[k] = whiten(g, pixel_offset(first + k, centre)), m2[k] = e[k]^2 and
-// factor[k] = exp(-m2[k] / 2) for k < count. The squares are stored, so the
-// pair test m2x[j] + m2y[r] <= cutoff2 is a lone rounded add on every build,
-// exactly as gmm_math.h's pair_m2.
+// Fills e[k] = p * pixel_offset(first + k, centre) (whiten_x or whiten_y of
+// gmm_math.h), m2[k] = e[k]^2 and, if `factor` is given, factor[k] =
+// exp(-m2[k] / 2) for k < count. The squares are stored, so the pair test
+// m2x[j] + m2y[r] <= cutoff2 of an axis-aligned point is a lone rounded add
+// on every build, exactly as gmm_math.h's pair_m2.
 // float takes each factor in the same vector loop (reloading m2 just stored
 // stalled that loop); double steps its exponentials along the row (separable.h).
 template <typename T>
-void axis_footprint(const Gaussian<T>& g, T centre, int64_t first, int count, T* e, T* m2,
-                    T* factor) {
+void axis_footprint(T p, T centre, int64_t first, int count, T* e, T* m2, T* factor) {
 #pragma omp simd
   for (int k = 0; k < count; ++k) {
-    const T ek = whiten(g, pixel_offset(first + k, centre));
+    const T ek = mul_rn(pixel_offset(first + k, centre), p);
     const T mk = mul_rn(ek, ek);
     e[k] = ek;
     m2[k] = mk;
-    if constexpr (std::is_same_v<T, float>) factor[k] = exp_nonpositive(-0.5f * mk);
+    if constexpr (std::is_same_v<T, float>) {
+      if (factor) factor[k] = exp_nonpositive(-0.5f * mk);
+    }
   }
   if constexpr (!std::is_same_v<T, float>) {
-    axis_factors(g.inv_sigma, pixel_offset(first, centre), m2, count, factor);
+    if (factor) axis_factors(p, pixel_offset(first, centre), m2, count, factor);
+  }
+}
+
+// The segments of each row that a sheared point's ellipse can reach. Row r
+// meets the ellipse (p11 dx)^2 + (p21 dx + p22 dy)^2 <= t^2 in an interval of
+// dx, worked out in double with truncate widened as the bounding box is
+// (gmm_math.h) and a pixel of slack on each side, so that every pixel the
+// rounded pair test accepts is inside; the cost of a thin, tilted Gaussian
+// follows its area rather than its bounding box's.
+template <typename T>
+void row_spans(const Gaussian<T>& g, int nx, Footprint<T>& fp) {
+  const double p11 = g.p11, p21 = g.p21, p22 = g.p22;
+  const double shear = std::sqrt(1.0 + (p21 / p11) * (p21 / p11));
+  const double t = std::sqrt(double(g.cutoff2)) * (1.0 + 64.0 * Clamp<T>::epsilon * shear);
+  const double a = p11 * p11 + p21 * p21;
+  const double dx0 = double(pixel_offset(fp.x0, g.x));  // dx of the footprint's first column
+  for (int r = 0; r < fp.rows; ++r) {
+    const double dy = double(pixel_offset(fp.y0 + r, g.y));
+    const double b = p21 * p22 * dy, c = p22 * dy * p22 * dy - t * t;
+    const double root = std::sqrt(b * b - a * c);  // NaN for a row that misses the ellipse
+    const double lo = (-b - root) / a - dx0 - 1.0, hi = (-b + root) / a - dx0 + 1.0;
+    int first = 0, last = fp.segments - 1;
+    if (is_finite(lo) && is_finite(hi)) {
+      first = lo > 0.0 ? static_cast<int>(std::min(lo, double(nx))) / kLanes : 0;
+      last = hi < double(nx - 1) ? static_cast<int>(std::max(hi, -1.0) + 1.0) - 1 : nx - 1;
+      last = last < 0 ? -1 : last / kLanes;
+    } else if (b * b - a * c < 0.0) {
+      first = 1, last = 0;  // the row misses the ellipse
+    }
+    fp.first_segment[r] = static_cast<int16_t>(first);
+    fp.last_segment[r] = static_cast<int16_t>(last);
   }
 }
 
@@ -83,8 +120,8 @@ template <typename T>
 bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, int64_t height,
                     Footprint<T>& fp) {
   if (!g.valid()) return false;
-  const Range cols = pixel_range(g.x, g.box_radius, width);
-  const Range rows = pixel_range(g.y, g.box_radius, height);
+  const Range cols = pixel_range(g.x, g.box_x, width);
+  const Range rows = pixel_range(g.y, g.box_y, height);
   fp.x0 = std::max(cols.lo, tile.x0);
   fp.y0 = std::max(rows.lo, tile.y0);
   const int64_t x1 = std::min(cols.hi, tile.x0 + tile.width - 1);
@@ -94,19 +131,52 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
   const int ny = static_cast<int>(y1 - fp.y0 + 1);
   fp.rows = ny;
   fp.segments = (nx + kLanes - 1) / kLanes;
+  fp.sheared = !g.axis_aligned();
   // Factors for whole vectors, so that the loops have no remainder.
   const int col_lanes = fp.segments * kLanes, row_lanes = (ny + 7) / 8 * 8;
-  axis_footprint(g, g.x, fp.x0, col_lanes, fp.ex, fp.m2x, fp.col_factor);
-  axis_footprint(g, g.y, fp.y0, row_lanes, fp.ey, fp.m2y, fp.row_factor);
+  axis_footprint(g.p11, g.x, fp.x0, col_lanes, fp.ex, fp.m2x, fp.col_factor);
+  axis_footprint(g.p22, g.y, fp.y0, row_lanes, fp.ey, fp.m2y, fp.sheared ? nullptr : fp.row_factor);
 #pragma omp simd
   for (int j = 0; j < col_lanes; ++j) {
     fp.ex[j] = j < nx ? fp.ex[j] : T(0);
     fp.m2x[j] = j < nx ? fp.m2x[j] : T(0);
     fp.col_factor[j] = j < nx ? fp.col_factor[j] : T(0);
   }
+  if (fp.sheared) {
 #pragma omp simd
-  for (int r = 0; r < row_lanes; ++r) fp.row_factor[r] *= g.norm;
+    for (int j = 0; j < col_lanes; ++j) {
+      fp.sx[j] = j < nx ? shear_x(g, pixel_offset(fp.x0 + j, g.x)) : T(0);
+    }
+    for (int r = 0; r < row_lanes; ++r) fp.row_factor[r] = g.norm;
+    row_spans(g, nx, fp);
+  } else {
+#pragma omp simd
+    for (int r = 0; r < row_lanes; ++r) fp.row_factor[r] *= g.norm;
+    for (int r = 0; r < ny; ++r) {
+      fp.first_segment[r] = 0;
+      fp.last_segment[r] = static_cast<int16_t>(fp.segments - 1);
+    }
+  }
   return true;
+}
+
+// The weight of the pair at row r (whose ey, m2y and row_factor the caller
+// has loaded) and lane j of the footprint: gmm_math.h's pair test and weight,
+// from the stored per-axis parts. With kSheared, e_y = sx[j] + ey and its
+// Gaussian factor is taken per pixel; `e2` returns e_y^2 either way.
+template <bool kSheared, typename T>
+inline T footprint_weight(const Gaussian<T>& g, const Footprint<T>& fp, T ey, T m2y,
+                          T row_factor, int j, T* e2) {
+  if constexpr (kSheared) {
+    const T e = add_rn(fp.sx[j], ey);
+    *e2 = mul_rn(e, e);
+    const T f = row_factor * fp.col_factor[j] * exp_nonpositive(T(-0.5) * *e2);
+    return in_cutoff(g, add_rn(fp.m2x[j], *e2)) ? f : T(0);
+  } else {
+    *e2 = m2y;
+    const T f = row_factor * fp.col_factor[j];  // loaded whatever the test says: a vector select
+    return in_cutoff(g, add_rn(fp.m2x[j], m2y)) ? f : T(0);
+  }
 }
 
 // True when every one of the n values is finite: then a zero weight times a

@@ -21,8 +21,9 @@ namespace {
 
 constexpr int64_t kPointsPerTask = 1024;
 
-// Fields of one partial: the sums that finish_point_grad takes, then d_values.
-enum Field { kU, kUEx, kUEy, kUM2, kValues };
+// Fields of one partial: the sums that finish_point_grad takes (PointSums),
+// then d_values.
+enum Field { kU, kUEx, kUEy, kUXx, kUXy, kUYy, kValues };
 
 // Writes the tile's folded planes, kTilePlane apart, into zero-filled
 // `folded`: pixels outside the image and the spare lanes stay 0, so every lane
@@ -50,7 +51,7 @@ bool fold_tile(const TileRect& tile, int64_t width, int64_t channels, const T* o
 // scratch for per-lane sums, kLanes per field. With kFinite false (a folded
 // entry is inf or NaN) only pairs of nonzero weight contribute, which spare
 // lanes and zero weights would otherwise turn into NaN.
-template <int kC, bool kFinite, typename T>
+template <int kC, bool kFinite, bool kSheared, typename T>
 void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
                       int64_t channels, const T* folded, T* lanes, T* partial) {
   const int64_t C = kC > 0 ? kC : channels, fields = kValues + C;
@@ -58,23 +59,28 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
   T* su = lanes + kU * kLanes;
   T* sex = lanes + kUEx * kLanes;
   T* sey = lanes + kUEy * kLanes;
-  T* sm2 = lanes + kUM2 * kLanes;
+  T* sxx = lanes + kUXx * kLanes;
+  T* sxy = lanes + kUXy * kLanes;
+  T* syy = lanes + kUYy * kLanes;
   T* d_c = lanes + kValues * kLanes;
   for (int64_t r = 0; r < fp.rows; ++r) {
     const T ey = fp.ey[r], m2y = fp.m2y[r], row_factor = fp.row_factor[r];
-    for (int s = 0; s < fp.segments; ++s) {
+    for (int s = fp.first_segment[r]; s <= fp.last_segment[r]; ++s) {
       const T* fo = folded + r * kTileSize + s * kLanes;
       const T* offset = fo + C * kTilePlane;
       const T* inv_density = fo + (C + 1) * kTilePlane;
-      const T* ex = fp.ex + s * kLanes;
-      const T* m2x = fp.m2x + s * kLanes;
-      const T* col_factor = fp.col_factor + s * kLanes;
+      const int j0 = s * kLanes;
+      const T* ex = fp.ex + j0;
+      const T* m2x = fp.m2x + j0;
+      const T* sx = fp.sx + j0;
+      // e_y of lane j: the row's, or with a shear the row's part plus the column's.
+      const auto e_y = [&](int j) { return kSheared ? add_rn(sx[j], ey) : ey; };
       if constexpr (kC > 0) {  // one loop over every plane: GCC vectorises it reliably
 #pragma omp simd
         for (int j = 0; j < kLanes; ++j) {
-          const T m2 = add_rn(m2x[j], m2y);
-          const T f = row_factor * col_factor[j];  // loaded unconditionally: a vector select
-          const T ratio = weight_ratio(in_cutoff(g, m2) ? f : T(0), inv_density[j]);
+          T e2;
+          const T w = footprint_weight<kSheared>(g, fp, ey, m2y, row_factor, j0 + j, &e2);
+          const T ratio = weight_ratio(w, inv_density[j]);
           const bool keep = kFinite || ratio != T(0);
           T dot = 0;
           for (int ch = 0; ch < kC; ++ch) {
@@ -83,17 +89,20 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
             d_c[ch * kLanes + j] += keep ? ratio * g_ch : T(0);
           }
           const T u = keep ? pair_cotangent(ratio, dot, offset[j]) : T(0);
+          const T ey_j = e_y(j);
           su[j] += u;
           sex[j] += u * ex[j];
-          sey[j] += u * ey;
-          sm2[j] += u * m2;
+          sey[j] += u * ey_j;
+          sxx[j] += u * m2x[j];
+          sxy[j] += u * (ex[j] * ey_j);
+          syy[j] += u * e2;
         }
       } else {
-        T ratio[kLanes], dot[kLanes];
+        T ratio[kLanes], dot[kLanes], e2[kLanes];
 #pragma omp simd
         for (int j = 0; j < kLanes; ++j) {
-          const T f = row_factor * col_factor[j];
-          ratio[j] = weight_ratio(in_cutoff(g, add_rn(m2x[j], m2y)) ? f : T(0), inv_density[j]);
+          const T w = footprint_weight<kSheared>(g, fp, ey, m2y, row_factor, j0 + j, &e2[j]);
+          ratio[j] = weight_ratio(w, inv_density[j]);
           dot[j] = T(0);
         }
         for (int64_t ch = 0; ch < C; ++ch) {
@@ -110,10 +119,13 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
         for (int j = 0; j < kLanes; ++j) {
           const T u = kFinite || ratio[j] != T(0) ? pair_cotangent(ratio[j], dot[j], offset[j])
                                                   : T(0);
+          const T ey_j = e_y(j);
           su[j] += u;
           sex[j] += u * ex[j];
-          sey[j] += u * ey;
-          sm2[j] += u * add_rn(m2x[j], m2y);
+          sey[j] += u * ey_j;
+          sxx[j] += u * m2x[j];
+          sxy[j] += u * (ex[j] * ey_j);
+          syy[j] += u * e2[j];
         }
       }
     }
@@ -127,6 +139,16 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
     }
   }
   for (int64_t f = 0; f < fields; ++f) partial[f] = lanes[f * kLanes];
+}
+
+template <int kC, bool kFinite, typename T>
+void gather_point(const Gaussian<T>& g, const Footprint<T>& fp, const T* c, int64_t channels,
+                  const T* folded, T* lanes, T* partial) {
+  if (fp.sheared) {
+    gather_footprint<kC, kFinite, true>(g, fp, c, channels, folded, lanes, partial);
+  } else {
+    gather_footprint<kC, kFinite, false>(g, fp, c, channels, folded, lanes, partial);
+  }
 }
 
 // The points [first, last) of a chunk (see grid_backward) whose partials
@@ -169,9 +191,9 @@ void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const Chunk& chu
     }
     const T* f = folded + fp.offset(tile);
     if (finite) {
-      gather_footprint<kC, true>(g, fp, values + i * C, C, f, lanes, partial);
+      gather_point<kC, true>(g, fp, values + i * C, C, f, lanes, partial);
     } else {
-      gather_footprint<kC, false>(g, fp, values + i * C, C, f, lanes, partial);
+      gather_point<kC, false>(g, fp, values + i * C, C, f, lanes, partial);
     }
   }
 }
@@ -196,7 +218,7 @@ int64_t partial_budget(int64_t bytes_per_entry) {
 template <typename T>
 void grid_backward(ThreadPool& pool, const TiledPoints<T>& tiled, const T* values,
                    int64_t channels, const T* out, const T* density, const T* d_out,
-                   const T* d_density, T* d_points, T* d_values, T* d_sigma) {
+                   const T* d_density, T* d_points, T* d_values, T* d_scale) {
   const int64_t C = channels, n = tiled.gaussians.size(), fields = kValues + C;
   const std::vector<int64_t>& start = tiled.point_start;
   const int64_t budget = partial_budget(fields * static_cast<int64_t>(sizeof(T)));
@@ -219,7 +241,7 @@ void grid_backward(ThreadPool& pool, const TiledPoints<T>& tiled, const T* value
     parallel_for(pool, (points + kPointsPerTask - 1) / kPointsPerTask, [&](int64_t task) {
       const int64_t end = std::min(chunk.last, chunk.first + (task + 1) * kPointsPerTask);
       for (int64_t i = chunk.first + task * kPointsPerTask; i < end; ++i) {
-        T sums[kValues] = {};
+        T sums[kValues] = {};  // in Field order
         T* d_value = d_values + i * C;
         std::fill(d_value, d_value + C, T(0));
         for (int64_t e = start[i]; e < start[i + 1]; ++e) {
@@ -227,8 +249,10 @@ void grid_backward(ThreadPool& pool, const TiledPoints<T>& tiled, const T* value
           for (int f = 0; f < kValues; ++f) sums[f] += partial[f];
           for (int64_t ch = 0; ch < C; ++ch) d_value[ch] += partial[kValues + ch];
         }
-        finish_point_grad(tiled.gaussians[i], sums[kU], sums[kUEx], sums[kUEy], sums[kUM2],
-                          &d_points[2 * i], &d_points[2 * i + 1], &d_sigma[i]);
+        const PointSums<T> point{sums[kU], sums[kUEx], sums[kUEy],
+                                 sums[kUXx], sums[kUXy], sums[kUYy]};
+        finish_point_grad(tiled.gaussians[i], point, &d_points[2 * i], &d_points[2 * i + 1],
+                          &d_scale[3 * i]);
       }
     });
   }

@@ -1,7 +1,8 @@
 // Grid forward: each kTileSize x kTileSize tile of pixels is owned by one
 // task, which walks its list of points in point order and adds each point's
-// weights over its footprint in the tile. The Gaussian is separable, so a
-// point costs O(radius) exponentials per tile and one multiply per pixel.
+// weights over its footprint in the tile. An axis-aligned Gaussian is
+// separable, so it costs O(radius) exponentials per tile and one multiply per
+// pixel; a tilted one takes an exponential per pixel of its ellipse's rows.
 #include <algorithm>
 #include <memory>
 
@@ -20,22 +21,20 @@ namespace {
 // kC is C when known at compile time, else 0. With kFinite false (a value
 // is inf or NaN) only pixels of nonzero weight receive the value, which
 // spare lanes and zero weights would otherwise turn into NaN.
-template <int kC, bool kFinite, typename T>
+template <int kC, bool kFinite, bool kSheared, typename T>
 void add_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int64_t channels,
                    T* acc) {
   const int64_t C = kC > 0 ? kC : channels;
   for (int r = 0; r < fp.rows; ++r) {
-    const T m2y = fp.m2y[r], row_factor = fp.row_factor[r];
-    for (int s = 0; s < fp.segments; ++s) {
+    const T ey = fp.ey[r], m2y = fp.m2y[r], row_factor = fp.row_factor[r];
+    for (int s = fp.first_segment[r]; s <= fp.last_segment[r]; ++s) {
       T* a = acc + r * kTileSize + s * kLanes;
-      const T* m2x = fp.m2x + s * kLanes;
-      const T* col_factor = fp.col_factor + s * kLanes;
-      // The factor is loaded whatever the cutoff test says, so the select vectorises.
+      const int j0 = s * kLanes;
       if constexpr (kC > 0) {  // one loop over every plane: GCC vectorises it reliably
 #pragma omp simd
         for (int j = 0; j < kLanes; ++j) {
-          const T f = row_factor * col_factor[j];
-          const T w = in_cutoff(g, add_rn(m2x[j], m2y)) ? f : T(0);
+          T e2;
+          const T w = footprint_weight<kSheared>(g, fp, ey, m2y, row_factor, j0 + j, &e2);
           a[j] += w;
           for (int ch = 0; ch < kC; ++ch) {
             a[(ch + 1) * kTilePlane + j] += kFinite ? w * v[ch] : weighted(w, v[ch]);
@@ -45,8 +44,8 @@ void add_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int
         T w[kLanes];
 #pragma omp simd
         for (int j = 0; j < kLanes; ++j) {
-          const T f = row_factor * col_factor[j];
-          w[j] = in_cutoff(g, add_rn(m2x[j], m2y)) ? f : T(0);
+          T e2;
+          w[j] = footprint_weight<kSheared>(g, fp, ey, m2y, row_factor, j0 + j, &e2);
           a[j] += w[j];
         }
         for (int64_t ch = 0; ch < C; ++ch) {
@@ -59,6 +58,16 @@ void add_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int
         }
       }
     }
+  }
+}
+
+template <int kC, bool kFinite, typename T>
+void add_point(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int64_t channels,
+               T* acc) {
+  if (fp.sheared) {
+    add_footprint<kC, kFinite, true>(g, fp, v, channels, acc);
+  } else {
+    add_footprint<kC, kFinite, false>(g, fp, v, channels, acc);
   }
 }
 
@@ -85,9 +94,9 @@ void grid_forward_tile(const TiledPoints<T>& tiled, int64_t t, const T* values,
     const T* v = values + i * C;
     T* a = acc.get() + fp.offset(tile);
     if (all_finite(v, C)) {
-      add_footprint<kC, true>(g, fp, v, C, a);
+      add_point<kC, true>(g, fp, v, C, a);
     } else {
-      add_footprint<kC, false>(g, fp, v, C, a);
+      add_point<kC, false>(g, fp, v, C, a);
     }
   }
   // Normalise each channel plane in place, then interleave whole rows into out.

@@ -63,17 +63,17 @@ namespace {
 #define JAX_GMM_KERNEL(name) (baseline::name<T>)
 #endif
 
-// The binning depends only on points, sigma (and queries), so consecutive
+// The binning depends only on points, scale (and queries), so consecutive
 // batch elements that share them (vmap with in_axes=None on them) reuse it.
 template <typename Binned>
 class BinCache {
  public:
   template <typename Make>
-  const Binned& get(const void* points, const void* sigma, const void* queries,
+  const Binned& get(const void* points, const void* scale, const void* queries,
                     const Make& make) {
-    if (!binned_ || points != points_ || sigma != sigma_ || queries != queries_) {
+    if (!binned_ || points != points_ || scale != scale_ || queries != queries_) {
       binned_.emplace(make());
-      points_ = points, sigma_ = sigma, queries_ = queries;
+      points_ = points, scale_ = scale, queries_ = queries;
     }
     return *binned_;
   }
@@ -81,7 +81,7 @@ class BinCache {
  private:
   std::optional<Binned> binned_;
   const void* points_ = nullptr;
-  const void* sigma_ = nullptr;
+  const void* scale_ = nullptr;
   const void* queries_ = nullptr;
 };
 
@@ -91,7 +91,7 @@ const CelledQueries<T>& celled_queries(BinCache<CelledQueries<T>>& cache, ffi::T
                                        const Call<T>& call, int64_t b, double truncate) {
   const auto& l = call.layout;
   const T* p = call.points.at(l, b);
-  const T* s = call.sigma.at(l, b);
+  const T* s = call.scale.at(l, b);
   const T* q = call.queries.at(l, b);
   return cache.get(p, s, q, [&] {
     return CelledQueries<T>(pool, p, s, call.n, static_cast<T>(truncate), q, call.m);
@@ -103,7 +103,7 @@ template <typename T>
 const TiledPoints<T>& tiled_points(BinCache<TiledPoints<T>>& cache, ffi::ThreadPool& pool,
                                    const Call<T>& call, int64_t b, double truncate) {
   const T* p = call.points.at(call.layout, b);
-  const T* s = call.sigma.at(call.layout, b);
+  const T* s = call.scale.at(call.layout, b);
   return cache.get(p, s, nullptr, [&] {
     return TiledPoints<T>(pool, p, s, call.n, static_cast<T>(truncate), call.h, call.w);
   });
@@ -111,10 +111,10 @@ const TiledPoints<T>& tiled_points(BinCache<TiledPoints<T>>& cache, ffi::ThreadP
 
 template <ffi::DataType DT>
 ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer<DT> values,
-                       ffi::Buffer<DT> sigma, ffi::ResultBuffer<DT> out,
+                       ffi::Buffer<DT> scale, ffi::ResultBuffer<DT> out,
                        ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, sigma, nullptr, *out, *density));
+  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, nullptr, *out, *density));
   const auto& l = call.layout;
   BinCache<TiledPoints<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
@@ -127,13 +127,13 @@ ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer
 
 template <ffi::DataType DT>
 ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer<DT> values,
-                        ffi::Buffer<DT> sigma, ffi::Buffer<DT> out, ffi::Buffer<DT> density,
+                        ffi::Buffer<DT> scale, ffi::Buffer<DT> out, ffi::Buffer<DT> density,
                         ffi::Buffer<DT> d_out, ffi::Buffer<DT> d_density,
                         ffi::ResultBuffer<DT> d_points, ffi::ResultBuffer<DT> d_values,
-                        ffi::ResultBuffer<DT> d_sigma, double truncate) {
+                        ffi::ResultBuffer<DT> d_scale, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(call, check_backward<T>(points, values, sigma, nullptr, out, density, d_out,
-                                         d_density, *d_points, *d_values, *d_sigma, nullptr,
+  JAX_GMM_ASSIGN(call, check_backward<T>(points, values, scale, nullptr, out, density, d_out,
+                                         d_density, *d_points, *d_values, *d_scale, nullptr,
                                          /*zero_d_density=*/true));
   const auto& l = call.layout;
   BinCache<TiledPoints<T>> cache;
@@ -143,18 +143,18 @@ ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffe
                                   call.density.at(l, b), call.d_out.at(l, b),
                                   call.d_density.data ? call.d_density.at(l, b) : nullptr,
                                   call.d_points.at(l, b),
-                                  call.d_values.at(l, b), call.d_sigma.at(l, b));
+                                  call.d_values.at(l, b), call.d_scale.at(l, b));
   }
   return ffi::Error::Success();
 }
 
 template <ffi::DataType DT>
 ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
-                            ffi::Buffer<DT> values, ffi::Buffer<DT> sigma,
+                            ffi::Buffer<DT> values, ffi::Buffer<DT> scale,
                             ffi::Buffer<DT> queries, ffi::ResultBuffer<DT> out,
                             ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, sigma, &queries, *out, *density));
+  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, &queries, *out, *density));
   const auto& l = call.layout;
   BinCache<CelledQueries<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
@@ -168,15 +168,15 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
 
 template <ffi::DataType DT>
 ffi::Error ScatteredBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
-                             ffi::Buffer<DT> values, ffi::Buffer<DT> sigma,
+                             ffi::Buffer<DT> values, ffi::Buffer<DT> scale,
                              ffi::Buffer<DT> queries, ffi::Buffer<DT> out,
                              ffi::Buffer<DT> density, ffi::Buffer<DT> d_out,
                              ffi::Buffer<DT> d_density, ffi::ResultBuffer<DT> d_points,
-                             ffi::ResultBuffer<DT> d_values, ffi::ResultBuffer<DT> d_sigma,
+                             ffi::ResultBuffer<DT> d_values, ffi::ResultBuffer<DT> d_scale,
                              ffi::ResultBuffer<DT> d_queries, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(call, check_backward<T>(points, values, sigma, &queries, out, density, d_out,
-                                         d_density, *d_points, *d_values, *d_sigma,
+  JAX_GMM_ASSIGN(call, check_backward<T>(points, values, scale, &queries, out, density, d_out,
+                                         d_density, *d_points, *d_values, *d_scale,
                                          &*d_queries));
   const auto& l = call.layout;
   BinCache<CelledQueries<T>> cache;
@@ -186,7 +186,7 @@ ffi::Error ScatteredBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
     JAX_GMM_KERNEL(scattered_backward)(
         pool, celled, call.values.at(l, b), call.c, qb, call.m, call.out.at(l, b),
         call.density.at(l, b), call.d_out.at(l, b), call.d_density.at(l, b),
-        call.d_points.at(l, b), call.d_values.at(l, b), call.d_sigma.at(l, b),
+        call.d_points.at(l, b), call.d_values.at(l, b), call.d_scale.at(l, b),
         call.d_queries.at(l, b));
   }
   return ffi::Error::Success();

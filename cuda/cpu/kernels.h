@@ -40,7 +40,7 @@ struct TiledPoints {
   // point_start[i] .. point_start[i + 1] - 1 (entry_of).
   std::vector<int64_t> point_start;
 
-  TiledPoints(ThreadPool& pool, const T* points, const T* sigma, int64_t n, T truncate,
+  TiledPoints(ThreadPool& pool, const T* points, const T* scale, int64_t n, T truncate,
               int64_t height, int64_t width);
   TileRect tile(int64_t t) const;
   // Index, among all entries in point order, of point i's entry for tile t.
@@ -60,7 +60,7 @@ struct CelledQueries {
   CellLists points;   // points whose box overlaps each cell
   CellLists queries;  // queries inside each cell (each query in one cell)
 
-  CelledQueries(ThreadPool& pool, const T* points, const T* sigma, int64_t n, T truncate,
+  CelledQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n, T truncate,
                 const T* queries, int64_t m);
   // Cells a point's bounding box overlaps.
   Range cells_x_of(const Gaussian<T>& g) const;

@@ -3,7 +3,7 @@
 //     cell order next to the query's coordinates (query_runs.h);
 //  2. per cell: d_queries of the cell's queries, summed over its point list
 //     in point order, all the cell's queries at once;
-//  3. per point: d_points, d_values, d_sigma, summed over the queries of the
+//  3. per point: d_points, d_values, d_scale, summed over the queries of the
 //     cells its bounding box overlaps, cell by cell in query order.
 // Pairs of zero weight contribute nothing, even where a value or cotangent is
 // inf or NaN (the selects below keep 0 * inf out of the sums).
@@ -48,7 +48,7 @@ template <typename T>
 void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const T* values,
                         int64_t channels, const T* queries, int64_t m, const T* out,
                         const T* density, const T* d_out, const T* d_density, T* d_points,
-                        T* d_values, T* d_sigma, T* d_queries) {
+                        T* d_values, T* d_scale, T* d_queries) {
   const int64_t C = channels, n_points = celled.gaussians.size();
   const QueryRuns<T> runs(pool, celled, queries, C + 2);
   const uint32_t* items = celled.queries.items.data();
@@ -92,7 +92,7 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
          ++i) {
       const Gaussian<T>& g = celled.gaussians[i];
       const T* c = values + i * C;
-      T sum_u = 0, sum_u_ex = 0, sum_u_ey = 0, sum_u_m2 = 0;
+      T su = 0, sex = 0, sey = 0, sxx = 0, sxy = 0, syy = 0;  // PointSums, as reductions
       std::fill(d_c.begin(), d_c.end(), T(0));
       const Range cx = g.valid() ? celled.cells_x_of(g) : Range{1, 0};
       const Range cy = g.valid() ? celled.cells_y_of(g) : Range{1, 0};
@@ -105,14 +105,17 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
           T *ratio = scratch.data(), *dot = ratio + n, *u = dot + n;
           run_cotangents(g, c, C, runs, k0, n, ratio, dot, u);
           const T *xs = runs.x() + k0, *ys = runs.y() + k0;
-#pragma omp simd reduction(+ : sum_u, sum_u_ex, sum_u_ey, sum_u_m2)
+#pragma omp simd reduction(+ : su, sex, sey, sxx, sxy, syy)
           for (int64_t k = 0; k < n; ++k) {
-            const T dx = xs[k] - g.x, dy = ys[k] - g.y;
-            const bool pair = ratio[k] != T(0);  // else u = 0, and e or m2 may be inf
-            sum_u += u[k];
-            sum_u_ex += pair ? u[k] * whiten(g, dx) : T(0);
-            sum_u_ey += pair ? u[k] * whiten(g, dy) : T(0);
-            sum_u_m2 += pair ? u[k] * pair_m2(g, dx, dy) : T(0);
+            const Whitened<T> e = whiten(g, xs[k] - g.x, ys[k] - g.y);
+            const T v = ratio[k] != T(0) ? u[k] : T(0);  // else u = 0, and e may be inf
+            const T ex = ratio[k] != T(0) ? e.x : T(0), ey = ratio[k] != T(0) ? e.y : T(0);
+            su += v;
+            sex += v * ex;
+            sey += v * ey;
+            sxx += v * (ex * ex);
+            sxy += v * (ex * ey);
+            syy += v * (ey * ey);
           }
           for (int64_t ch = 0; ch < C; ++ch) {
             const T* g_ch = runs.plane(ch) + k0;
@@ -123,8 +126,8 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
           }
         }
       }
-      finish_point_grad(g, sum_u, sum_u_ex, sum_u_ey, sum_u_m2, &d_points[2 * i],
-                        &d_points[2 * i + 1], &d_sigma[i]);
+      finish_point_grad(g, PointSums<T>{su, sex, sey, sxx, sxy, syy}, &d_points[2 * i],
+                        &d_points[2 * i + 1], &d_scale[3 * i]);
       for (int64_t ch = 0; ch < C; ++ch) d_values[i * C + ch] = d_c[ch];
     }
   });

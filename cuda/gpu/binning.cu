@@ -49,11 +49,12 @@ __global__ void starts_kernel(const uint64_t* keys, int64_t entries, int64_t cel
 }
 
 template <typename T>
-__global__ void gaussians_kernel(const T* points, const T* sigma, int64_t n, T truncate,
+__global__ void gaussians_kernel(const T* points, const T* scale, int64_t n, T truncate,
                                  Gaussian<T>* out) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    out[i] = make_gaussian(points[2 * i], points[2 * i + 1], sigma[i], truncate);
+    const T* l = scale + 3 * i;  // Cholesky factor (l11, l21, l22)
+    out[i] = make_gaussian(points[2 * i], points[2 * i + 1], l[0], l[1], l[2], truncate);
   }
 }
 
@@ -113,9 +114,9 @@ ffi::Error CellLists::sort(Device& dev, int64_t entries, uint64_t max_key, int64
 }
 
 template <typename T>
-ffi::Error make_gaussians(Device& dev, const T* points, const T* sigma, int64_t n, T truncate,
+ffi::Error make_gaussians(Device& dev, const T* points, const T* scale, int64_t n, T truncate,
                           Gaussian<T>* out) {
-  gaussians_kernel<<<blocks_for(n), kThreads, 0, dev.stream>>>(points, sigma, n, truncate, out);
+  gaussians_kernel<<<blocks_for(n), kThreads, 0, dev.stream>>>(points, scale, n, truncate, out);
   JAX_GMM_LAUNCHED("gaussians_kernel");
   return ffi::Error::Success();
 }

@@ -56,7 +56,7 @@ class CellLists {
 
 // out[i] = make_gaussian of point i, for n > 0 points.
 template <typename T>
-ffi::Error make_gaussians(Device& dev, const T* points, const T* sigma, int64_t n, T truncate,
+ffi::Error make_gaussians(Device& dev, const T* points, const T* scale, int64_t n, T truncate,
                           Gaussian<T>* out);
 
 // Adds values[k] of every thread of the block into totals[k]. Integer sums do

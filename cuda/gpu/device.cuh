@@ -222,7 +222,7 @@ ffi::Error with_channel_chunk(int64_t channels, F&& f) {
 }
 
 // Passes over the channels: at least one, which also yields the density
-// (and, backward, the position and sigma cotangents) when there are none.
+// (and, backward, the position and scale cotangents) when there are none.
 inline int64_t channel_chunks(int64_t channels, int k) {
   return std::max<int64_t>(1, (channels + k - 1) / k);
 }

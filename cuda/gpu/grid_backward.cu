@@ -50,31 +50,33 @@ struct PixelFootprint {
 
 template <typename T, int K>
 __global__ void __launch_bounds__(kThreads)
-    grid_gather_kernel(const T* points, const T* sigma, int64_t n, T truncate, int64_t height,
+    grid_gather_kernel(const T* points, const T* scale, int64_t n, T truncate, int64_t height,
                        int64_t width, const T* values, int64_t channels, const T* folded,
-                       T* d_points, T* d_values, T* d_sigma) {
+                       T* d_points, T* d_values, T* d_scale) {
   for_each_point_warp(n, [&](int64_t i) {
-    const Gaussian<T> g = make_gaussian(points[2 * i], points[2 * i + 1], sigma[i], truncate);
+    const T* l = scale + 3 * i;  // Cholesky factor (l11, l21, l22)
+    const Gaussian<T> g =
+        make_gaussian(points[2 * i], points[2 * i + 1], l[0], l[1], l[2], truncate);
     PixelFootprint<T> footprint{{1, 0}, {1, 0}, width, height * width, folded};
     pixel_box(g, height, width, &footprint.cols, &footprint.rows);
     gather_point<T, K>(g, values + i * channels, channels, footprint, d_points + 2 * i,
-                       d_values + i * channels, d_sigma + i);
+                       d_values + i * channels, d_scale + 3 * i);
   });
 }
 
 }  // namespace
 
 template <typename T>
-ffi::Error grid_backward(Device& dev, Scratch<T>& folded, const T* points, const T* sigma,
+ffi::Error grid_backward(Device& dev, Scratch<T>& folded, const T* points, const T* scale,
                          int64_t n, T truncate, int64_t height, int64_t width, const T* values,
                          int64_t channels, const T* out, const T* density, const T* d_out,
-                         const T* d_density, T* d_points, T* d_values, T* d_sigma) {
+                         const T* d_density, T* d_points, T* d_values, T* d_scale) {
   const int64_t pixels = height * width;
   if (n == 0) return ffi::Error::Success();
   if (pixels == 0) {
     JAX_GMM_RETURN_IF_ERROR(zero(dev, d_points, 2 * n));
     JAX_GMM_RETURN_IF_ERROR(zero(dev, d_values, n * channels));
-    return zero(dev, d_sigma, n);
+    return zero(dev, d_scale, 3 * n);
   }
   JAX_GMM_RETURN_IF_ERROR(folded.reserve(dev, (channels + 2) * pixels));
   fold_pixels_kernel<<<blocks_for(pixels), kThreads, 0, dev.stream>>>(
@@ -83,8 +85,8 @@ ffi::Error grid_backward(Device& dev, Scratch<T>& folded, const T* points, const
   return with_channel_chunk(channels, [&](auto k) {
     grid_gather_kernel<T, decltype(k)::value>
         <<<blocks_for(n, kThreads / kWarp), kThreads, 0, dev.stream>>>(
-            points, sigma, n, truncate, height, width, values, channels, folded.data(), d_points,
-            d_values, d_sigma);
+            points, scale, n, truncate, height, width, values, channels, folded.data(), d_points,
+            d_values, d_scale);
     JAX_GMM_LAUNCHED("grid_gather_kernel");
     return ffi::Error::Success();
   });

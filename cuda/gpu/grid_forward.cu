@@ -129,7 +129,7 @@ ffi::Error launch_grid_forward(Device& dev, const TileBinning<T>& tiles, const T
 }  // namespace
 
 template <typename T>
-ffi::Error TileBinning<T>::build(Device& dev, const T* points, const T* sigma, int64_t n,
+ffi::Error TileBinning<T>::build(Device& dev, const T* points, const T* scale, int64_t n,
                                  T truncate, int64_t height, int64_t width) {
   this->height = height;
   this->width = width;
@@ -137,7 +137,7 @@ ffi::Error TileBinning<T>::build(Device& dev, const T* points, const T* sigma, i
   if (n == 0 || height == 0 || width == 0) return ffi::Error::Success();
   JAX_GMM_RETURN_IF_ERROR(gaussians_.reserve(dev, n));
   JAX_GMM_RETURN_IF_ERROR(totals_.reserve(dev, 1));
-  JAX_GMM_RETURN_IF_ERROR(make_gaussians(dev, points, sigma, n, truncate, gaussians_.data()));
+  JAX_GMM_RETURN_IF_ERROR(make_gaussians(dev, points, scale, n, truncate, gaussians_.data()));
   JAX_GMM_RETURN_IF_ERROR(zero(dev, totals_.data(), 1));
   tile_pairs_kernel<<<blocks_for(n), kThreads, 0, dev.stream>>>(gaussians_.data(), n, height,
                                                                width, totals_.data());

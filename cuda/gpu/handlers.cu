@@ -14,7 +14,7 @@ namespace jax_gmm {
 namespace gpu {
 namespace {
 
-// Runs body(b) for every batch element b, after build(points, sigma, queries)
+// Runs body(b) for every batch element b, after build(points, scale, queries)
 // has binned that element's inputs (queries is null on a grid). A binning
 // depends only on those, so consecutive elements that share them (vmap with
 // in_axes=None on them) reuse it rather than binning again.
@@ -23,7 +23,7 @@ ffi::Error for_each_example(const Call<T>& call, const Build& build, const Body&
   const auto& l = call.layout;
   const T* built[3] = {nullptr, nullptr, nullptr};
   for (int64_t b = 0; b < l.count(); ++b) {
-    const T* inputs[3] = {call.points.at(l, b), call.sigma.at(l, b),
+    const T* inputs[3] = {call.points.at(l, b), call.scale.at(l, b),
                           call.queries.data ? call.queries.at(l, b) : nullptr};
     if (b == 0 || !std::equal(inputs, inputs + 3, built)) {
       JAX_GMM_RETURN_IF_ERROR(build(inputs[0], inputs[1], inputs[2]));
@@ -36,10 +36,10 @@ ffi::Error for_each_example(const Call<T>& call, const Build& build, const Body&
 
 template <ffi::DataType DT>
 ffi::Error GridForward(cudaStream_t stream, int32_t device, CallContext context,
-                       ffi::Buffer<DT> points, ffi::Buffer<DT> values, ffi::Buffer<DT> sigma,
+                       ffi::Buffer<DT> points, ffi::Buffer<DT> values, ffi::Buffer<DT> scale,
                        ffi::ResultBuffer<DT> out, ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, sigma, nullptr, *out, *density));
+  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, nullptr, *out, *density));
   const auto& l = call.layout;
   DeviceScope scope;
   JAX_GMM_RETURN_IF_ERROR(scope.enter(device));
@@ -59,14 +59,14 @@ ffi::Error GridForward(cudaStream_t stream, int32_t device, CallContext context,
 
 template <ffi::DataType DT>
 ffi::Error GridBackward(cudaStream_t stream, int32_t device, CallContext context,
-                        ffi::Buffer<DT> points, ffi::Buffer<DT> values, ffi::Buffer<DT> sigma,
+                        ffi::Buffer<DT> points, ffi::Buffer<DT> values, ffi::Buffer<DT> scale,
                         ffi::Buffer<DT> out, ffi::Buffer<DT> density, ffi::Buffer<DT> d_out,
                         ffi::Buffer<DT> d_density, ffi::ResultBuffer<DT> d_points,
-                        ffi::ResultBuffer<DT> d_values, ffi::ResultBuffer<DT> d_sigma,
+                        ffi::ResultBuffer<DT> d_values, ffi::ResultBuffer<DT> d_scale,
                         double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(call, check_backward<T>(points, values, sigma, nullptr, out, density, d_out,
-                                         d_density, *d_points, *d_values, *d_sigma, nullptr));
+  JAX_GMM_ASSIGN(call, check_backward<T>(points, values, scale, nullptr, out, density, d_out,
+                                         d_density, *d_points, *d_values, *d_scale, nullptr));
   const auto& l = call.layout;
   DeviceScope scope;
   JAX_GMM_RETURN_IF_ERROR(scope.enter(device));
@@ -75,21 +75,21 @@ ffi::Error GridBackward(cudaStream_t stream, int32_t device, CallContext context
   Scratch<T> folded;
   for (int64_t b = 0; b < l.count(); ++b) {  // no binning: a point's pixels form its box
     JAX_GMM_RETURN_IF_ERROR(grid_backward(
-        dev, folded, call.points.at(l, b), call.sigma.at(l, b), call.n, static_cast<T>(truncate),
+        dev, folded, call.points.at(l, b), call.scale.at(l, b), call.n, static_cast<T>(truncate),
         call.h, call.w, call.values.at(l, b), call.c, call.out.at(l, b), call.density.at(l, b),
         call.d_out.at(l, b), call.d_density.at(l, b), call.d_points.at(l, b),
-        call.d_values.at(l, b), call.d_sigma.at(l, b)));
+        call.d_values.at(l, b), call.d_scale.at(l, b)));
   }
   return ffi::Error::Success();
 }
 
 template <ffi::DataType DT>
 ffi::Error ScatteredForward(cudaStream_t stream, int32_t device, CallContext context,
-                            ffi::Buffer<DT> points, ffi::Buffer<DT> values, ffi::Buffer<DT> sigma,
+                            ffi::Buffer<DT> points, ffi::Buffer<DT> values, ffi::Buffer<DT> scale,
                             ffi::Buffer<DT> queries, ffi::ResultBuffer<DT> out,
                             ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, sigma, &queries, *out, *density));
+  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, &queries, *out, *density));
   const auto& l = call.layout;
   DeviceScope scope;
   JAX_GMM_RETURN_IF_ERROR(scope.enter(device));
@@ -110,14 +110,14 @@ ffi::Error ScatteredForward(cudaStream_t stream, int32_t device, CallContext con
 template <ffi::DataType DT>
 ffi::Error ScatteredBackward(cudaStream_t stream, int32_t device, CallContext context,
                              ffi::Buffer<DT> points, ffi::Buffer<DT> values,
-                             ffi::Buffer<DT> sigma, ffi::Buffer<DT> queries, ffi::Buffer<DT> out,
+                             ffi::Buffer<DT> scale, ffi::Buffer<DT> queries, ffi::Buffer<DT> out,
                              ffi::Buffer<DT> density, ffi::Buffer<DT> d_out,
                              ffi::Buffer<DT> d_density, ffi::ResultBuffer<DT> d_points,
-                             ffi::ResultBuffer<DT> d_values, ffi::ResultBuffer<DT> d_sigma,
+                             ffi::ResultBuffer<DT> d_values, ffi::ResultBuffer<DT> d_scale,
                              ffi::ResultBuffer<DT> d_queries, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(call, check_backward<T>(points, values, sigma, &queries, out, density, d_out,
-                                         d_density, *d_points, *d_values, *d_sigma,
+  JAX_GMM_ASSIGN(call, check_backward<T>(points, values, scale, &queries, out, density, d_out,
+                                         d_density, *d_points, *d_values, *d_scale,
                                          &*d_queries));
   const auto& l = call.layout;
   DeviceScope scope;
@@ -136,7 +136,7 @@ ffi::Error ScatteredBackward(cudaStream_t stream, int32_t device, CallContext co
             dev, folded, cells, call.values.at(l, b), call.c, call.queries.at(l, b), call.m,
             call.out.at(l, b), call.density.at(l, b), call.d_out.at(l, b),
             call.d_density.at(l, b), call.d_points.at(l, b), call.d_values.at(l, b),
-            call.d_sigma.at(l, b), call.d_queries.at(l, b));
+            call.d_scale.at(l, b), call.d_queries.at(l, b));
       });
 }
 

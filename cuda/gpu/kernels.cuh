@@ -24,7 +24,7 @@ struct TilePairs {
 template <typename T>
 class TileBinning {
  public:
-  ffi::Error build(Device& dev, const T* points, const T* sigma, int64_t n, T truncate,
+  ffi::Error build(Device& dev, const T* points, const T* scale, int64_t n, T truncate,
                    int64_t height, int64_t width);
 
   int64_t height = 0, width = 0;
@@ -56,7 +56,7 @@ struct CellSetup {
 template <typename T>
 class CellBinning {
  public:
-  ffi::Error build(Device& dev, const T* points, const T* sigma, int64_t n, T truncate,
+  ffi::Error build(Device& dev, const T* points, const T* scale, int64_t n, T truncate,
                    const T* queries, int64_t m);
 
   // cells() == 0 when no finite query is within reach of a valid point:
@@ -86,26 +86,26 @@ template <typename T>
 ffi::Error grid_forward(Device& dev, const TileBinning<T>& tiles, const T* values,
                         int64_t channels, T* out, T* density);
 
-// Cotangents of points (N, 2), values (N, C) and sigma (N,) for the grid;
+// Cotangents of points (N, 2), values (N, C) and scale (N, 3) for the grid;
 // `folded` is per-call scratch.
 template <typename T>
-ffi::Error grid_backward(Device& dev, Scratch<T>& folded, const T* points, const T* sigma,
+ffi::Error grid_backward(Device& dev, Scratch<T>& folded, const T* points, const T* scale,
                          int64_t n, T truncate, int64_t height, int64_t width, const T* values,
                          int64_t channels, const T* out, const T* density, const T* d_out,
-                         const T* d_density, T* d_points, T* d_values, T* d_sigma);
+                         const T* d_density, T* d_points, T* d_values, T* d_scale);
 
 // out (M, C) and density (M,) at arbitrary queries (M, 2).
 template <typename T>
 ffi::Error scattered_forward(Device& dev, const CellBinning<T>& cells, const T* values,
                              int64_t channels, const T* queries, int64_t m, T* out, T* density);
 
-// Cotangents of points, values, sigma and queries (M, 2) at arbitrary
+// Cotangents of points, values, scale and queries (M, 2) at arbitrary
 // queries; `folded` is per-call scratch.
 template <typename T>
 ffi::Error scattered_backward(Device& dev, Scratch<T>& folded, const CellBinning<T>& cells,
                               const T* values, int64_t channels, const T* queries, int64_t m,
                               const T* out, const T* density, const T* d_out, const T* d_density,
-                              T* d_points, T* d_values, T* d_sigma, T* d_queries);
+                              T* d_points, T* d_values, T* d_scale, T* d_queries);
 
 }  // namespace gpu
 }  // namespace jax_gmm

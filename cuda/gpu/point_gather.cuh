@@ -42,26 +42,22 @@ __device__ T warp_sum(T v) {
 // the queries of its footprint: footprint.visit(lane, f) calls
 // f(qx, qy, folded, stride) for this lane's share of them, in a fixed order.
 // All 32 lanes of the warp call it; lane 0 writes d_point (2), d_values and
-// d_sigma. Channels go K at a time; the first pass also sums for position
-// and sigma.
+// d_scale (3). Channels go K at a time; the first pass also sums for
+// position and scale.
 template <typename T, int K, typename Footprint>
 __device__ void gather_point(const Gaussian<T>& g, const T* c, int64_t channels,
-                             const Footprint& footprint, T* d_point, T* d_values, T* d_sigma) {
+                             const Footprint& footprint, T* d_point, T* d_values, T* d_scale) {
   const bool lead = threadIdx.x % kWarp == 0;
   for (int64_t c0 = 0; c0 == 0 || c0 < channels; c0 += K) {
     const bool first = c0 == 0;
-    T sum_u = 0, sum_u_ex = 0, sum_u_ey = 0, sum_u_m2 = 0;
+    PointSums<T> sums;
     T d_c[K] = {};
     footprint.visit(threadIdx.x % kWarp, [&](T qx, T qy, const T* f, int64_t stride) {
       const T dx = qx - g.x, dy = qy - g.y;
       const T ratio = pair_ratio(pair_weight(g, dx, dy), f, stride, channels);
       if (!(ratio > T(0))) return;  // every cotangent of the pair is 0
       if (first) {
-        const T u = pair_u(ratio, f, stride, c, channels);
-        sum_u += u;
-        sum_u_ex += u * whiten(g, dx);
-        sum_u_ey += u * whiten(g, dy);
-        sum_u_m2 += u * pair_m2(g, dx, dy);
+        sums.add(pair_u(ratio, f, stride, c, channels), whiten(g, dx, dy));
       }
 #pragma unroll
       for (int k = 0; k < K; ++k) {
@@ -69,13 +65,9 @@ __device__ void gather_point(const Gaussian<T>& g, const T* c, int64_t channels,
       }
     });
     if (first) {
-      sum_u = warp_sum(sum_u);
-      sum_u_ex = warp_sum(sum_u_ex);
-      sum_u_ey = warp_sum(sum_u_ey);
-      sum_u_m2 = warp_sum(sum_u_m2);
-      if (lead) {
-        finish_point_grad(g, sum_u, sum_u_ex, sum_u_ey, sum_u_m2, d_point, d_point + 1, d_sigma);
-      }
+      const PointSums<T> total{warp_sum(sums.u),    warp_sum(sums.u_ex), warp_sum(sums.u_ey),
+                               warp_sum(sums.u_xx), warp_sum(sums.u_xy), warp_sum(sums.u_yy)};
+      if (lead) finish_point_grad(g, total, d_point, d_point + 1, d_scale);
     }
 #pragma unroll
     for (int k = 0; k < K; ++k) {

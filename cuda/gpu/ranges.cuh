@@ -15,8 +15,8 @@ template <typename T>
 __device__ bool pixel_box(const Gaussian<T>& g, int64_t height, int64_t width, Range* cols,
                           Range* rows) {
   if (!g.valid()) return false;
-  *cols = pixel_range(g.x, g.box_radius, width);
-  *rows = pixel_range(g.y, g.box_radius, height);
+  *cols = pixel_range(g.x, g.box_x, width);
+  *rows = pixel_range(g.y, g.box_y, height);
   return !cols->empty() && !rows->empty();
 }
 

@@ -2,7 +2,7 @@
 //  1. per query, in cell order: its position and folded cotangents
 //     (gmm_math.h) into one row of a cell-ordered table;
 //  2. per query: d_queries, summed over the point list of its cell;
-//  3. per point, one warp: d_points, d_values, d_sigma, summed over the
+//  3. per point, one warp: d_points, d_values, d_scale, summed over the
 //     queries of the cells its box overlaps. A row of those cells is one
 //     contiguous run of the table, walked by the lanes in turn.
 #include <cstdint>
@@ -88,13 +88,13 @@ template <typename T, int K>
 __global__ void __launch_bounds__(kThreads)
     scattered_gather_kernel(const Gaussian<T>* gaussians, int64_t n, CellLayout grid,
                             const int64_t* start, const T* table, const T* values,
-                            int64_t channels, T* d_points, T* d_values, T* d_sigma) {
+                            int64_t channels, T* d_points, T* d_values, T* d_scale) {
   for_each_point_warp(n, [&](int64_t i) {
     const Gaussian<T> g = gaussians[i];
     const Box cells = point_cells(grid, g);
     CellFootprint<T> footprint{cells.x, cells.y, grid.cells_x, row_size(channels), start, table};
     gather_point<T, K>(g, values + i * channels, channels, footprint, d_points + 2 * i,
-                       d_values + i * channels, d_sigma + i);
+                       d_values + i * channels, d_scale + 3 * i);
   });
 }
 
@@ -104,12 +104,12 @@ template <typename T>
 ffi::Error scattered_backward(Device& dev, Scratch<T>& folded, const CellBinning<T>& cells,
                               const T* values, int64_t channels, const T* queries, int64_t m,
                               const T* out, const T* density, const T* d_out, const T* d_density,
-                              T* d_points, T* d_values, T* d_sigma, T* d_queries) {
+                              T* d_points, T* d_values, T* d_scale, T* d_queries) {
   const int64_t n = cells.point_count();
   if (cells.cells() == 0) {  // no weight reaches any query: every cotangent is 0
     JAX_GMM_RETURN_IF_ERROR(zero(dev, d_points, 2 * n));
     JAX_GMM_RETURN_IF_ERROR(zero(dev, d_values, n * channels));
-    JAX_GMM_RETURN_IF_ERROR(zero(dev, d_sigma, n));
+    JAX_GMM_RETURN_IF_ERROR(zero(dev, d_scale, 3 * n));
     return zero(dev, d_queries, 2 * m);
   }
   const int64_t cell_count = cells.cells();
@@ -126,7 +126,7 @@ ffi::Error scattered_backward(Device& dev, Scratch<T>& folded, const CellBinning
     scattered_gather_kernel<T, decltype(k)::value>
         <<<blocks_for(n, kThreads / kWarp), kThreads, 0, dev.stream>>>(
             cells.gaussians(), n, cells.grid, cells.queries().start, folded.data(), values,
-            channels, d_points, d_values, d_sigma);
+            channels, d_points, d_values, d_scale);
     JAX_GMM_LAUNCHED("scattered_gather_kernel");
     return ffi::Error::Success();
   });

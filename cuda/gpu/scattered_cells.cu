@@ -129,7 +129,7 @@ __global__ void query_keys_kernel(const T* queries, int64_t m, const CellSetup* 
 }  // namespace
 
 template <typename T>
-ffi::Error CellBinning<T>::build(Device& dev, const T* points, const T* sigma, int64_t n,
+ffi::Error CellBinning<T>::build(Device& dev, const T* points, const T* scale, int64_t n,
                                  T truncate, const T* queries, int64_t m) {
   grid = CellLayout{0.0, 0.0, 1.0, 0, 0};
   n_ = n;
@@ -140,7 +140,7 @@ ffi::Error CellBinning<T>::build(Device& dev, const T* points, const T* sigma, i
   JAX_GMM_RETURN_IF_ERROR(setup_.reserve(dev, 1));
   JAX_GMM_RETURN_IF_ERROR(boxes_.reserve(dev, n));
   JAX_GMM_RETURN_IF_ERROR(queries_.reserve(dev, m));
-  JAX_GMM_RETURN_IF_ERROR(make_gaussians(dev, points, sigma, n, truncate, gaussians_.data()));
+  JAX_GMM_RETURN_IF_ERROR(make_gaussians(dev, points, scale, n, truncate, gaussians_.data()));
   reach_kernel<<<kPartials, kThreads, 0, dev.stream>>>(gaussians_.data(), n,
                                                         reach_partials_.data());
   JAX_GMM_LAUNCHED("reach_kernel");

@@ -1,0 +1,224 @@
+"""Anisotropic Gaussians: sigma as (N, 2) per-axis widths or (N, 2, 2)
+covariances, against a float64 brute force, finite differences and the
+reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jax_gmm
+from brute_force import covariance_gmm, pixel_centres
+from jax_gmm import reference
+
+SHAPE = (23, 31)
+WIDE = 8.0  # the weight at the cutoff is negligible: finite differences do not see the step
+
+
+def rotated(rng, n, lo=0.5, hi=4.0, minor=None):
+    """Covariances R diag(a^2, b^2) R^T with random angles, a in [lo, hi] and
+    b in `minor` (default the same range)."""
+    a, b = rng.uniform(lo, hi, n), rng.uniform(*(minor or (lo, hi)), n)
+    angle = rng.uniform(0, np.pi, n)
+    c, s = np.cos(angle), np.sin(angle)
+    rot = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)
+    return rot @ (np.stack([a**2, b**2], -1)[:, :, None] * np.swapaxes(rot, 1, 2))
+
+
+def diagonal(widths):
+    """(N, 2, 2) covariances diag(sx^2, sy^2) from per-axis widths (N, 2)."""
+    return widths[:, :, None] ** 2 * np.eye(2)
+
+
+def scene(rng, n=50, c=3, margin=6.0):
+    h, w = SHAPE
+    points = rng.uniform([-margin, -margin], [w + margin, h + margin], (n, 2))
+    return points, rng.normal(size=(n, c))
+
+
+def covariance_kinds(rng, n):
+    """Rotated, axis-aligned, and thin tilted (3-10 pixels by 0.2-0.5)."""
+    return {"rotated": rotated(rng, n),
+            "aligned": diagonal(rng.uniform(0.5, 4.0, (n, 2))),
+            "thin": rotated(rng, n, 3.0, 10.0, minor=(0.2, 0.5))}
+
+
+def assert_matches_brute_force(out, density, want_out, want_density, ambiguous, dtype):
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    ok = ~ambiguous
+    assert ok.mean() > 0.9
+    scale = max(1.0, np.abs(want_density).max())
+    np.testing.assert_allclose(density[ok], want_density[ok], rtol=tol, atol=tol * scale)
+    np.testing.assert_allclose(out[ok], want_out[ok], rtol=tol, atol=tol * 10)
+    assert ((density > 0) == (want_density > 0))[ok].all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["rotated", "aligned", "thin"])
+def test_grid_matches_brute_force(rng, dtype, kind):
+    points, values = scene(rng)
+    cov = covariance_kinds(rng, len(points))[kind]
+    args = [np.asarray(a, dtype) for a in (points, values, cov)]
+    out, density = jax_gmm.interpolate(*args, SHAPE, return_density=True)
+    want_out, want_density, ambiguous = covariance_gmm(*args, pixel_centres(*SHAPE), dtype=dtype)
+    assert_matches_brute_force(np.asarray(out).reshape(-1, 3), np.asarray(density).ravel(),
+                               want_out, want_density, ambiguous, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ["rotated", "aligned", "thin"])
+def test_queries_match_brute_force(rng, dtype, kind):
+    points, values = scene(rng)
+    cov = covariance_kinds(rng, len(points))[kind]
+    queries = rng.uniform(-10, 40, (700, 2))
+    args = [np.asarray(a, dtype) for a in (points, values, cov, queries)]
+    out, density = jax_gmm.interpolate_at(*args, return_density=True)
+    want = covariance_gmm(*args, dtype=dtype)
+    assert_matches_brute_force(np.asarray(out), np.asarray(density), *want, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cutoff_boundary_decided_as_the_reference_does(rng, dtype):
+    """Queries on (and an ulp around) each ellipse's cutoff: native and
+    reference agree on which pairs exist, so density is zero at the same queries."""
+    n = 12
+    points = rng.uniform(5, 25, (n, 2))
+    cov = rotated(rng, n, 0.5, 3.0)
+    angle = rng.uniform(0, 2 * np.pi, (n, 16))
+    circle = 3.0 * np.stack([np.cos(angle), np.sin(angle)], -1)  # e on the cutoff
+    chol = np.linalg.cholesky(cov)
+    queries = (points[:, None] + np.einsum("nij,nkj->nki", chol, circle)).reshape(-1, 2)
+    queries = np.concatenate([queries, np.nextafter(queries, 0), np.nextafter(queries, 99)])
+    args = [np.asarray(a, dtype) for a in (points, np.ones((n, 1)), cov, queries)]
+    _, density = jax_gmm.interpolate_at(*args, return_density=True)
+    _, want = reference.interpolate_at(*args, return_density=True)
+    np.testing.assert_array_equal(np.asarray(density) > 0, np.asarray(want) > 0)
+    assert 0 < (np.asarray(density) > 0).mean() < 1  # the boundary really is crossed
+
+
+def test_round_per_axis_and_covariance_forms_agree(rng):
+    points, values = scene(rng)
+    sigma = rng.uniform(0.7, 3.0, len(points))
+    round_ = jax_gmm.interpolate(points, values, sigma, SHAPE)
+    axes = jax_gmm.interpolate(points, values, np.stack([sigma, sigma], -1), SHAPE)
+    cov = jax_gmm.interpolate(points, values, diagonal(np.stack([sigma, sigma], -1)), SHAPE)
+    np.testing.assert_array_equal(round_, axes)
+    np.testing.assert_allclose(cov, round_, rtol=1e-5, atol=1e-5)
+    widths = rng.uniform(0.5, 3.0, (len(points), 2))
+    np.testing.assert_allclose(jax_gmm.interpolate(points, values, widths, SHAPE),
+                               jax_gmm.interpolate(points, values, diagonal(widths), SHAPE),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("form", ["axes", "covariance"])
+def test_gradients_match_finite_differences(rng, form):
+    points, values = scene(rng, n=25, c=2)
+    sigma = rng.uniform(0.7, 2.5, (25, 2)) if form == "axes" else rotated(rng, 25, 0.7, 2.5)
+    queries = rng.uniform(-2, 33, (80, 2))
+    weights = rng.normal(size=SHAPE + (2,)), rng.normal(size=SHAPE)
+
+    def grid_loss(p, v, s):
+        out, density = jax_gmm.interpolate(p, v, s, SHAPE, truncate=WIDE, return_density=True)
+        return (out * weights[0]).sum() + 10 * (density * weights[1]).sum()
+
+    def query_loss(p, v, s, q):
+        out, density = jax_gmm.interpolate_at(p, v, s, q, truncate=WIDE, return_density=True)
+        return out[:, 0].sum() - out[:, 1].sum() + 10 * density.sum()
+
+    check_grads(grid_loss, (points, values, sigma), order=1, modes=["rev"])
+    check_grads(query_loss, (points, values, sigma, queries), order=1, modes=["rev"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gradients_match_the_reference(rng, dtype):
+    points, values = scene(rng, n=30, c=2)
+    cov = rotated(rng, 30, 0.3, 5.0)
+    queries = rng.uniform(-5, 35, (300, 2))
+    args = [jnp.asarray(a, dtype) for a in (points, values, cov, queries)]
+    weights = jnp.asarray(rng.normal(size=SHAPE + (2,)), dtype)
+
+    def loss(module):
+        def f(p, v, s, q):
+            return ((module.interpolate(p, v, s, SHAPE) * weights).sum()
+                    + module.interpolate_at(p, v, s, q).sum())
+        return jax.grad(f, argnums=(0, 1, 2, 3))(*args)
+
+    tol = 2e-4 if dtype == np.float32 else 1e-11
+    for got, want in zip(loss(jax_gmm), loss(reference)):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+
+
+def test_covariance_gradient_is_symmetric(rng):
+    points, values = scene(rng, n=10, c=1)
+    cov = rotated(rng, 10)
+    grad = jax.grad(lambda s: jax_gmm.interpolate(points, values, s, SHAPE).sum())(cov)
+    np.testing.assert_allclose(grad[:, 0, 1], grad[:, 1, 0], rtol=1e-12)
+    assert np.abs(grad).max() > 0
+
+
+@pytest.mark.parametrize("bad", [
+    [[1.0, 2.0], [2.0, 1.0]],        # indefinite
+    [[-1.0, 0.0], [0.0, 1.0]],       # negative variance
+    [[1.0, 1.0], [1.0, 1.0]],        # singular
+    [[1.0, 1 - 1e-15], [1 - 1e-15, 1.0]],  # singular to rounding in float64
+    [[np.nan, 0.0], [0.0, 1.0]],
+    [[np.inf, 0.0], [0.0, 1.0]],
+])
+def test_unusable_covariance_contributes_nothing_and_gets_zero_gradients(rng, bad):
+    points, values = scene(rng, n=6, c=2, margin=0)
+    cov = rotated(rng, 6)
+    good = jax_gmm.interpolate(points[1:], values[1:], cov[1:], SHAPE)
+
+    def render(p, v, s):
+        return jax_gmm.interpolate(p, v, s, SHAPE)
+
+    # Traced, the point is dropped; static, a finite bad matrix raises.
+    cov = jnp.asarray(cov).at[0].set(jnp.asarray(bad))
+    np.testing.assert_allclose(jax.jit(render)(points, values, cov), good, rtol=1e-12)
+    grads = jax.jit(jax.grad(lambda *a: render(*a).sum(), argnums=(0, 1, 2)))(points, values, cov)
+    for g in grads:
+        assert np.isfinite(g).all() and (np.asarray(g[0]) == 0).all()
+    assert np.abs(grads[2][1:]).max() > 0
+    if np.isfinite(bad).all():
+        with pytest.raises(ValueError, match=r"sigma must hold symmetric positive-definite.*sigma\[0\]"):
+            render(points, values, np.asarray(cov))
+
+
+def test_nearly_singular_float64_covariance_is_usable():
+    """Singular is relative to the kernel dtype: 1 - rho^2 = 1e-9 is fine in float64."""
+    cov = np.array([[[1.0, 1 - 5e-10], [1 - 5e-10, 1.0]]])
+    out = jax_gmm.interpolate(np.array([[5.0, 5.0]]), np.ones((1, 1)), cov, (10, 10))
+    assert np.asarray(out)[5, 5, 0] == 1.0
+    with pytest.raises(ValueError, match="sigma must hold"):
+        jax_gmm.interpolate(np.array([[5.0, 5.0]], np.float32), np.ones((1, 1), np.float32),
+                            cov.astype(np.float32), (10, 10))
+
+
+def test_eps_with_covariances(rng):
+    points, values = scene(rng)
+    cov = rotated(rng, len(points))
+    out = jax_gmm.interpolate(points, values, cov, SHAPE, eps=1e-3)
+    want, _, ambiguous = covariance_gmm(points, values, cov, pixel_centres(*SHAPE),
+                                        dtype=np.float64, eps=1e-3)
+    np.testing.assert_allclose(np.asarray(out).reshape(-1, 3)[~ambiguous], want[~ambiguous],
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_vmap_over_covariances_with_shared_points(rng):
+    points, values = scene(rng, n=20)
+    covs = np.stack([rotated(rng, 20) for _ in range(3)])
+    batched = jax.jit(jax.vmap(lambda s: jax_gmm.interpolate(points, values, s, SHAPE)))(covs)
+    for k in range(3):
+        np.testing.assert_allclose(batched[k], jax_gmm.interpolate(points, values, covs[k], SHAPE),
+                                   rtol=1e-12, atol=1e-12)
+    queries = rng.uniform(0, 30, (50, 2))
+    grads = jax.vmap(jax.grad(lambda s: jax_gmm.interpolate_at(points, values, s, queries).sum()))(covs)
+    assert grads.shape == covs.shape and np.isfinite(grads).all()
+
+
+def test_bad_sigma_shapes_raise():
+    p, v = np.zeros((3, 2)), np.ones((3, 1))
+    for sigma in [np.ones((3, 3)), np.ones((3, 2, 3)), np.ones((2, 2, 2)), np.ones((3, 1))]:
+        with pytest.raises(ValueError, match=r"sigma must be a scalar, \(N,\) widths"):
+            jax_gmm.interpolate(p, v, sigma, (4, 4))
