@@ -148,10 +148,14 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
       fp.sx[j] = j < nx ? shear_x(g, pixel_offset(fp.x0 + j, g.x)) : T(0);
     }
     for (int r = 0; r < row_lanes; ++r) fp.row_factor[r] = g.norm;
-    row_spans(g, nx, fp);
   } else {
 #pragma omp simd
     for (int r = 0; r < row_lanes; ++r) fp.row_factor[r] *= g.norm;
+  }
+  // A footprint one segment wide has nothing to skip: its spans cost more than they save.
+  if (fp.sheared && fp.segments > 1) {
+    row_spans(g, nx, fp);
+  } else {
     for (int r = 0; r < ny; ++r) {
       fp.first_segment[r] = 0;
       fp.last_segment[r] = static_cast<int16_t>(fp.segments - 1);
