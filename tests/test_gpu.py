@@ -505,3 +505,34 @@ def test_small_identical_queries(rng):
     """Every query in one spot: a grid of a single cell."""
     points, values, sigma, _ = scene(rng, 60, 2, (10, 10), 2.0, np.float64)
     check_at(points, values, sigma, np.full((50, 2), 4.25))
+
+
+@pytest.mark.skipif("cpu" not in _native.NATIVE_PLATFORMS, reason="no native CPU module")
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_small_covariances_match_cpu_kernel_and_brute_force(rng, dtype):
+    """Rotated, thin tilted and axis-aligned Gaussians ((N, 2, 2) and (N, 2) sigma)."""
+    from test_covariance import rotated
+
+    from brute_force import covariance_gmm, pixel_centres
+    shape = (33, 40)
+    points, values, _, queries = scene(rng, 150, 3, shape, 2.0, dtype, m=300)
+    cov = np.concatenate([rotated(rng, 50), rotated(rng, 50, 3.0, 10.0, minor=(0.2, 0.5)),
+                          rotated(rng, 50, 0.5, 3.0) * np.eye(2)]).astype(dtype)
+    for sigma in [cov, np.sqrt(cov[:, [0, 1], [0, 1]])]:
+        for got, want in zip(grid_on(GPU, points, values, sigma, shape),
+                             grid_on(CPU, points, values, sigma, shape)):
+            assert_close(got, want, dtype, factor=2)
+        for got, want in zip(at_on(GPU, points, values, sigma, queries),
+                             at_on(CPU, points, values, sigma, queries)):
+            assert_close(got, want, dtype, factor=2)
+        for got, want in zip(grid_grads(jax_gmm, GPU, points, values, sigma, shape),
+                             grid_grads(jax_gmm, CPU, points, values, sigma, shape)):
+            assert_close(got, want, dtype, grads=True, factor=2)
+        for got, want in zip(at_grads(jax_gmm, GPU, points, values, sigma, queries),
+                             at_grads(jax_gmm, CPU, points, values, sigma, queries)):
+            assert_close(got, want, dtype, grads=True, factor=2)
+    out, density = grid_on(GPU, points, values, cov, shape)
+    want, want_density, ambiguous = covariance_gmm(points, values, cov, pixel_centres(*shape),
+                                                   dtype=dtype)
+    assert_close(out.reshape(-1, 3)[~ambiguous], want[~ambiguous], dtype, factor=5)
+    assert_close(density.ravel()[~ambiguous], want_density[~ambiguous], dtype, factor=5)
