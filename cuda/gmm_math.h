@@ -166,12 +166,13 @@ GMM_HD Gaussian<T> make_gaussian(T x, T y, T l11, T l21, T l22, T truncate) {
   // truncate / p11 and truncate hypot(p21 / p11, 1) / p22 (inf beyond the
   // dtype's range: boxes clamp it). A pixel whose centre rounds just inside
   // the cutoff must not fall outside the box: widen each side by a relative
-  // margin far above rounding error. e_y sums two products of size up to
-  // `shear` times e_y's own, so its rounding error, and the margin, scale with it.
+  // margin far above rounding error. (At the box's extreme points the
+  // rounding error of e_y stays a few ulps of the half-side, whatever the
+  // shear: checked by brute force up to shears of 1e12.)
   const T shear = g.p21 == T(0) ? T(1) : hypot_one(g.p21 / g.p11);  // p21 != 0: p11 != 0
   const T radius_x = truncate / g.p11;
   const T radius_y = mul_rn(truncate / g.p22, shear);
-  const T margin = mul_rn(T(64) * Clamp<T>::epsilon, shear);
+  const T margin = T(64) * Clamp<T>::epsilon;
   const T ax = abs_value(x), ay = abs_value(y);
   const T centre = ax > ay ? ax : ay;
   // Rounded op by op, so that boxes, and the cell layout that averages them,
@@ -356,10 +357,10 @@ struct PointSums {
 // -|P d|^2 / 2 - log(l11 l22) + const and P = L^-1,
 //   d w / d mu = w P^T e,
 //   d w / d L  = w ((P^T e) e^T - diag(1 / l11, 1 / l22))  (lower triangle),
-// so d_l11 = p11 (S_xx - S_u) + p21 S_xy, d_l21 = p22 S_xy and
-// d_l22 = p22 (S_yy - S_u). The terms from e are dropped where P is capped,
-// and those from the normaliser where it is clamped: there the clamped value
-// does not depend on L.
+// so d_l11 = p11 S_xx + p21 S_xy - S_u / l11, d_l21 = p22 S_xy and
+// d_l22 = p22 S_yy - S_u / l22 (1 / l11 = p11 unless p11 is capped). The
+// terms from e are dropped where P is capped, and those from the normaliser
+// where it is clamped: there the clamped value does not depend on L.
 template <typename T>
 GMM_HD void finish_point_grad(const Gaussian<T>& g, const PointSums<T>& s, T* d_x, T* d_y,
                               T* d_scale) {
@@ -371,10 +372,18 @@ GMM_HD void finish_point_grad(const Gaussian<T>& g, const PointSums<T>& s, T* d_
   *d_x = moves ? g.p11 * s.u_ex + g.p21 * s.u_ey : T(0);
   *d_y = moves ? g.p22 * s.u_ey : T(0);
   const T xx = moves ? s.u_xx : T(0), xy = moves ? s.u_xy : T(0), yy = moves ? s.u_yy : T(0);
-  const T u = g.norm_clamped() ? T(0) : s.u;
-  d_scale[0] = g.p11 * (xx - u) + g.p21 * xy;
+  d_scale[0] = g.p11 * xx + g.p21 * xy;
   d_scale[1] = g.p22 * xy;
-  d_scale[2] = g.p22 * (yy - u);
+  d_scale[2] = g.p22 * yy;
+  if (!g.norm_clamped()) {
+    // The normaliser's terms need 1 / l, not the capped entry of P: with
+    // p11 capped (and the normaliser not clamped, so p22 is not), 1 / l11 =
+    // 2 pi norm / p22, and likewise the other way round.
+    const T two_pi_norm = T(6.283185307179586477) * g.norm;
+    const T cap = Clamp<T>::inv_sigma_max;
+    d_scale[0] -= (g.p11 < cap ? g.p11 : two_pi_norm / g.p22) * s.u;
+    d_scale[2] -= (g.p22 < cap ? g.p22 : two_pi_norm / g.p11) * s.u;
+  }
 }
 
 }  // namespace jax_gmm

@@ -42,6 +42,15 @@ def sigma_kind(shape: tuple[int, ...], n: int) -> str:
                      f"(N, 2, 2) covariances with N = {n}, got shape {shape}")
 
 
+def rounded_product(a, b):
+    """a * b rounded on its own. XLA contracts a product feeding an addition
+    into a fused multiply-add where it likes (under jit, not eagerly, and
+    differently per platform); a select between the product and something
+    else blocks that, so every program rounds the same way. (a == a only
+    fails for NaN, where a * b is NaN too.)"""
+    return jnp.where(a == a, a * b, a)
+
+
 def _entries(sigma):
     """(s11, s21, s22) of covariances (N, 2, 2), the off-diagonal symmetrised."""
     return sigma[..., 0, 0], (sigma[..., 0, 1] + sigma[..., 1, 0]) / 2, sigma[..., 1, 1]
@@ -49,13 +58,15 @@ def _entries(sigma):
 
 def _positive_definite(s11, s21, s22, eps: float):
     """Where (s11, s21, s22) is a usable covariance (works on NumPy and JAX arrays)."""
-    xp = jnp if isinstance(s11, jax.Array) else np
+    traced = isinstance(s11, jax.Array)
+    xp = jnp if traced else np
     finite = xp.isfinite(s11) & xp.isfinite(s21) & xp.isfinite(s22)
     positive = (s11 > 0) & (s22 > 0)
     safe11 = xp.where(positive, s11, 1)
     # The Cholesky pivot s22 - s21^2 / s11 = s22 (1 - rho^2), formed without
     # the product s11 s22, which could overflow.
-    pivot = s22 - (s21 / safe11) * s21
+    ratio = s21 / safe11
+    pivot = s22 - (rounded_product(ratio, s21) if traced else ratio * s21)
     return finite & positive & (pivot > SINGULAR_EPS * eps * s22)
 
 
@@ -94,5 +105,7 @@ def to_scale(sigma: jax.Array, n: int) -> jax.Array:
     s11, s21, s22 = jnp.where(ok, s11, 1), jnp.where(ok, s21, 0), jnp.where(ok, s22, 1)
     l11 = jnp.sqrt(s11)
     l21 = s21 / l11
-    l22 = jnp.sqrt(s22 - l21 * l21)
+    # s22 - l21^2 cancels for a nearly singular matrix, so it is rounded the
+    # same way in every program: the factor must not depend on jit or platform.
+    l22 = jnp.sqrt(s22 - rounded_product(l21, l21))
     return jnp.where(ok[:, None], jnp.stack([l11, l21, l22], axis=-1), jnp.nan)

@@ -18,6 +18,7 @@ import numpy as np
 from jax import lax
 
 from jax_gmm import _checks
+from jax_gmm._covariance import rounded_product as _rounded
 
 # Must equal cuda/gmm_math.h: each entry of P = L^-1 is capped at inv_max,
 # and the normaliser 1/(2 pi l11 l22) clamped to [norm_min, norm_max], so
@@ -38,18 +39,11 @@ def pixel_centres(height: int, width: int, dtype) -> jax.Array:
     return jnp.stack([x.ravel() + 0.5, y.ravel() + 0.5], axis=-1)
 
 
-def _rounded(a, b):
-    """a * b rounded on its own. XLA contracts a product feeding an addition
-    into a fused multiply-add, which would move m2 by an ulp and with it the
-    cutoff decision; a select between the product and something else blocks
-    that. (a == a only fails for NaN, where a * b is NaN too.)"""
-    return jnp.where(a == a, a * b, a)
-
-
 def _point_constants(points, scale):
     """Per point (N,): valid, P = L^-1 as (p11, p21, p22) with each entry
-    capped at inv_max, whether one was capped, the normaliser and whether it
-    was clamped. Invalid points get harmless values."""
+    capped at inv_max, whether one was capped, the normaliser, whether it was
+    clamped, and 1 / l11, 1 / l22 uncapped (the normaliser's derivative).
+    Invalid points get harmless values."""
     dtype = np.dtype(points.dtype)
     l11, l21, l22 = scale[:, 0], scale[:, 1], scale[:, 2]
     tiny = np.finfo(dtype).tiny
@@ -66,14 +60,14 @@ def _point_constants(points, scale):
     p21 = -_rounded(_rounded(l21, p11), p22)
     scale_clamped = (inv11 > inv_max) | (inv22 > inv_max) | ~(jnp.abs(p21) <= inv_max)
     p21 = jnp.clip(p21, -inv_max, inv_max)
-    return valid, (p11, p21, p22), scale_clamped, norm, norm_clamped
+    return valid, (p11, p21, p22), scale_clamped, norm, (norm_clamped, inv11, inv22)
 
 
 def _pair_terms(points, scale, queries, truncate: float):
     """Weights w (M, N), the same divided by each query's largest, and what
     their derivatives need."""
     dtype = np.dtype(points.dtype)
-    valid, (p11, p21, p22), scale_clamped, norm, norm_clamped = _point_constants(points, scale)
+    valid, (p11, p21, p22), scale_clamped, norm, normaliser = _point_constants(points, scale)
     query_ok = jnp.isfinite(queries).all(-1)
     points = jnp.where(valid[:, None], points, 0)
     queries = jnp.where(query_ok[:, None], queries, 0)
@@ -94,7 +88,7 @@ def _pair_terms(points, scale, queries, truncate: float):
     # value nor its gradient (which has 1 / Z^2) under- or overflows for tiny Z.
     top = lax.stop_gradient(w.max(-1, initial=0, keepdims=True))
     scaled = w / jnp.where(top > 0, top, 1)
-    return (w, scaled), (ex, ey, (p11, p21, p22), scale_clamped, norm_clamped)
+    return (w, scaled), (ex, ey, (p11, p21, p22), scale_clamped, normaliser)
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(3,))
@@ -107,15 +101,15 @@ def _weights(points, scale, queries, truncate: float):
 @_weights.defjvp
 def _weights_jvp(truncate, primals, tangents):
     # With e = P (q - mu): d w / d mu = w P^T e, d w / d q = -that, and
-    # d w / d L = w ((P^T e) e^T - diag(p11, p22)) on the lower triangle
+    # d w / d L = w ((P^T e) e^T - diag(1 / l11, 1 / l22)) on the lower triangle
     # (cuda/gmm_math.h, finish_point_grad), each term dropped where the factor
     # it comes from is clamped. P^T e is formed before anything else multiplies
     # it, so a query on its point (e = 0) gets exactly 0; w comes last, so that
     # a cotangent meets w / scale in [0, 1] on the way to out and nothing
     # underflows in between. Pairs with w = 0 pass no cotangent at all: inf or
     # NaN cotangents at a query reach only the points that weigh it.
-    (w, scaled), (ex, ey, (p11, p21, p22), scale_clamped, norm_clamped) = _pair_terms(
-        *primals, truncate)
+    (w, scaled), (ex, ey, (p11, p21, p22), scale_clamped, (norm_clamped, inv11, inv22)) = (
+        _pair_terms(*primals, truncate))
     d_points, d_scale, d_queries = tangents
     # Factors of pairs that do not exist stay 0: e may overflow there.
     weighed = w > 0
@@ -124,9 +118,9 @@ def _weights_jvp(truncate, primals, tangents):
     gx = p11 * ex + p21 * ey
     gy = p22 * ey
     normalised = jnp.where(norm_clamped, 0, 1)
-    g11 = jnp.where(weighed, gx * ex - normalised * p11, 0)
+    g11 = jnp.where(weighed, gx * ex - normalised * inv11, 0)
     g21 = gy * ex
-    g22 = jnp.where(weighed, gy * ey - normalised * p22, 0)
+    g22 = jnp.where(weighed, gy * ey - normalised * inv22, 0)
     relative = (gx * (d_points[None, :, 0] - d_queries[:, None, 0])
                 + gy * (d_points[None, :, 1] - d_queries[:, None, 1])
                 + g11 * d_scale[None, :, 0] + g21 * d_scale[None, :, 1]

@@ -222,3 +222,43 @@ def test_bad_sigma_shapes_raise():
     for sigma in [np.ones((3, 3)), np.ones((3, 2, 3)), np.ones((2, 2, 2)), np.ones((3, 1))]:
         with pytest.raises(ValueError, match=r"sigma must be a scalar, \(N,\) widths"):
             jax_gmm.interpolate(p, v, sigma, (4, 4))
+
+
+def test_thin_ellipse_tip_rows_are_not_skipped(rng):
+    """The top and bottom rows of long, thin, tilted ellipses (1 - rho^2 down to
+    1e-13, float64): the CPU kernel's per-row spans must keep every pixel the
+    pair test accepts (their discriminant once cancelled to below zero there)."""
+    n, t = 300, 4.0
+    l11 = rng.uniform(1e3, 2e4, n)
+    l21 = l11 * rng.uniform(0.5, 1.5, n) * rng.choice([-1, 1], n)
+    l22 = rng.uniform(0.005, 0.05, n)
+    chol = np.zeros((n, 2, 2))
+    chol[:, 0, 0], chol[:, 1, 0], chol[:, 1, 1] = l11, l21, l22
+    cov = chol @ np.swapaxes(chol, 1, 2)
+    # Centres that put the top or bottom tip of each ellipse inside a 64 x 64 image.
+    tip = rng.choice([-1, 1], n)[:, None] * t * cov[:, :, 1] / np.sqrt(cov[:, 1, 1])[:, None]
+    points = rng.uniform(4, 60, (n, 2)) - tip
+    args = (points, np.ones((n, 1)), cov, (64, 64))
+    _, density = jax_gmm.interpolate(*args, truncate=t, return_density=True)
+    _, want = reference.interpolate(*args, truncate=t, return_density=True)
+    assert (np.asarray(want) > 0).sum() > 20
+    np.testing.assert_array_equal(np.asarray(density) > 0, np.asarray(want) > 0)
+    np.testing.assert_allclose(density, want, rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("module", [jax_gmm, reference])
+def test_normaliser_gradient_with_a_capped_inverse_width(module):
+    """Per-axis widths (1e-20, 1e19) in float32: 1 / sigma_x is capped at 1e18,
+    the normaliser 1 / (2 pi sigma_x sigma_y) is not, and at the centre
+    d Z / d sigma_x = -Z / sigma_x."""
+    point = np.array([[4.5, 4.5]], np.float32)
+    sigma = np.array([[1e-20, 1e19]], np.float32)
+
+    def density(s):
+        return module.interpolate_at(point, np.ones((1, 1), np.float32), s, point,
+                                     return_density=True)[1][0]
+
+    z = float(density(sigma))
+    grad = np.asarray(jax.grad(density)(sigma))
+    np.testing.assert_allclose(grad[0, 0], -z / 1e-20, rtol=1e-5)
+    np.testing.assert_allclose(grad[0, 1], -z / 1e19, rtol=1e-5)

@@ -52,7 +52,8 @@ struct alignas(64) Footprint {
   T ey[kTileSize];              // p22 (q_y - mu_y) per row: e_y, or its row part if sheared
   T m2y[kTileSize];             // ey^2 (axis-aligned only)
   T row_factor[kTileSize];      // norm * exp(-m2y / 2); norm alone if sheared
-  int16_t first_segment[kTileSize], last_segment[kTileSize];  // per row; empty if first > last
+  // Sheared only: the segments of each row to walk; none if first > last.
+  int16_t first_segment[kTileSize], last_segment[kTileSize];
 
   // Offset of pixel (x0, y0) in a tile buffer with rows of kTileSize.
   int64_t offset(const TileRect& tile) const {
@@ -99,15 +100,19 @@ void row_spans(const Gaussian<T>& g, int nx, Footprint<T>& fp) {
   const double dx0 = double(pixel_offset(fp.x0, g.x));  // dx of the footprint's first column
   for (int r = 0; r < fp.rows; ++r) {
     const double dy = double(pixel_offset(fp.y0 + r, g.y));
-    const double b = p21 * p22 * dy, c = p22 * dy * p22 * dy - t * t;
-    const double root = std::sqrt(b * b - a * c);  // NaN for a row that misses the ellipse
+    // The discriminant b^2 - a c, with b = p21 p22 dy and c = (p22 dy)^2 - t^2,
+    // written as a t^2 - (p11 p22 dy)^2: the same quantity without the
+    // cancellation that loses a thin ellipse's top and bottom rows.
+    const double b = p21 * p22 * dy, h = p11 * p22 * dy;
+    const double discriminant = a * (t * t) - h * h;
+    const double root = std::sqrt(discriminant);  // NaN for a row that misses the ellipse
     const double lo = (-b - root) / a - dx0 - 1.0, hi = (-b + root) / a - dx0 + 1.0;
     int first = 0, last = fp.segments - 1;
     if (is_finite(lo) && is_finite(hi)) {
       first = lo > 0.0 ? static_cast<int>(std::min(lo, double(nx))) / kLanes : 0;
       last = hi < double(nx - 1) ? static_cast<int>(std::max(hi, -1.0) + 1.0) - 1 : nx - 1;
       last = last < 0 ? -1 : last / kLanes;
-    } else if (b * b - a * c < 0.0) {
+    } else if (discriminant < 0.0) {
       first = 1, last = 0;  // the row misses the ellipse
     }
     fp.first_segment[r] = static_cast<int16_t>(first);
@@ -152,14 +157,13 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
 #pragma omp simd
     for (int r = 0; r < row_lanes; ++r) fp.row_factor[r] *= g.norm;
   }
-  // A footprint one segment wide has nothing to skip: its spans cost more than they save.
+  // Only a sheared footprint has per-row spans; one a segment wide has
+  // nothing to skip, and its spans would cost more than they save.
   if (fp.sheared && fp.segments > 1) {
     row_spans(g, nx, fp);
-  } else {
-    for (int r = 0; r < ny; ++r) {
-      fp.first_segment[r] = 0;
-      fp.last_segment[r] = static_cast<int16_t>(fp.segments - 1);
-    }
+  } else if (fp.sheared) {
+    std::fill(fp.first_segment, fp.first_segment + ny, int16_t{0});
+    std::fill(fp.last_segment, fp.last_segment + ny, int16_t{0});
   }
   return true;
 }

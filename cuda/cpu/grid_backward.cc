@@ -46,11 +46,60 @@ bool fold_tile(const TileRect& tile, int64_t width, int64_t channels, const T* o
   return all_finite(folded, (C + 2) * kTilePlane);
 }
 
+// The cotangents u of one row segment's 16 pairs, into u; adds each pair's
+// ratio * g to d_c (kLanes per channel) and returns e_y^2 per lane in e2.
+// `fo` is the segment's first pixel in folded plane 0. With kFinite false (a
+// folded entry is inf or NaN) only pairs of nonzero weight contribute, which
+// spare lanes and zero weights would otherwise turn into NaN.
+template <int kC, bool kFinite, bool kSheared, typename T>
+inline void segment_cotangents(const Gaussian<T>& g, const Footprint<T>& fp, int r, int j0,
+                               const T* c, int64_t channels, const T* fo, T* d_c, T* u, T* e2) {
+  const int64_t C = kC > 0 ? kC : channels;
+  const T ey = fp.ey[r], m2y = fp.m2y[r], row_factor = fp.row_factor[r];
+  const T* offset = fo + C * kTilePlane;
+  const T* inv_density = fo + (C + 1) * kTilePlane;
+  if constexpr (kC > 0) {  // one loop over every plane: GCC vectorises it reliably
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) {
+      const T w = footprint_weight<kSheared>(g, fp, ey, m2y, row_factor, j0 + j, &e2[j]);
+      const T ratio = weight_ratio(w, inv_density[j]);
+      const bool keep = kFinite || ratio != T(0);
+      T dot = 0;
+      for (int ch = 0; ch < kC; ++ch) {
+        const T g_ch = fo[ch * kTilePlane + j];
+        dot += g_ch * c[ch];
+        d_c[ch * kLanes + j] += keep ? ratio * g_ch : T(0);
+      }
+      u[j] = keep ? pair_cotangent(ratio, dot, offset[j]) : T(0);
+    }
+  } else {
+    T ratio[kLanes], dot[kLanes];
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) {
+      const T w = footprint_weight<kSheared>(g, fp, ey, m2y, row_factor, j0 + j, &e2[j]);
+      ratio[j] = weight_ratio(w, inv_density[j]);
+      dot[j] = T(0);
+    }
+    for (int64_t ch = 0; ch < C; ++ch) {
+      const T* g_ch = fo + ch * kTilePlane;
+      T* d_c_ch = d_c + ch * kLanes;
+      const T value = c[ch];
+#pragma omp simd
+      for (int j = 0; j < kLanes; ++j) {
+        dot[j] += g_ch[j] * value;
+        d_c_ch[j] += kFinite || ratio[j] != T(0) ? ratio[j] * g_ch[j] : T(0);
+      }
+    }
+#pragma omp simd
+    for (int j = 0; j < kLanes; ++j) {
+      u[j] = kFinite || ratio[j] != T(0) ? pair_cotangent(ratio[j], dot[j], offset[j]) : T(0);
+    }
+  }
+}
+
 // One point's sums over its footprint in a tile, into `partial` (kValues + C
 // fields). `folded` is at the footprint's first pixel in plane 0; `lanes` is
-// scratch for per-lane sums, kLanes per field. With kFinite false (a folded
-// entry is inf or NaN) only pairs of nonzero weight contribute, which spare
-// lanes and zero weights would otherwise turn into NaN.
+// scratch for per-lane sums, kLanes per field.
 template <int kC, bool kFinite, bool kSheared, typename T>
 void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
                       int64_t channels, const T* folded, T* lanes, T* partial) {
@@ -63,70 +112,61 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
   T* sxy = lanes + kUXy * kLanes;
   T* syy = lanes + kUYy * kLanes;
   T* d_c = lanes + kValues * kLanes;
-  for (int64_t r = 0; r < fp.rows; ++r) {
-    const T ey = fp.ey[r], m2y = fp.m2y[r], row_factor = fp.row_factor[r];
-    for (int s = fp.first_segment[r]; s <= fp.last_segment[r]; ++s) {
-      const T* fo = folded + r * kTileSize + s * kLanes;
-      const T* offset = fo + C * kTilePlane;
-      const T* inv_density = fo + (C + 1) * kTilePlane;
+  T u[kLanes], e2[kLanes];
+  if constexpr (kSheared) {
+    // e_y varies along the row: every sum per pair, over each row's span.
+    for (int r = 0; r < fp.rows; ++r) {
+      for (int s = fp.first_segment[r]; s <= fp.last_segment[r]; ++s) {
+        const int j0 = s * kLanes;
+        segment_cotangents<kC, kFinite, true>(g, fp, r, j0, c, C,
+                                              folded + r * kTileSize + j0, d_c, u, e2);
+        const T* ex = fp.ex + j0;
+        const T* m2x = fp.m2x + j0;
+        const T* sx = fp.sx + j0;
+#pragma omp simd
+        for (int j = 0; j < kLanes; ++j) {
+          const T ey = add_rn(sx[j], fp.ey[r]);
+          su[j] += u[j];
+          sex[j] += u[j] * ex[j];
+          sey[j] += u[j] * ey;
+          sxx[j] += u[j] * m2x[j];
+          sxy[j] += u[j] * (ex[j] * ey);
+          syy[j] += u[j] * e2[j];
+        }
+      }
+    }
+  } else {
+    // e_x is fixed down a column and e_y along a row: walk each segment's
+    // column of rows, summing u, u e_y and u e_y^2 per lane, and multiply by
+    // the column's e_x and e_x^2 once per segment. Three sums per pair, where
+    // all six would cost the backward a fifth of its time.
+    T col_u[kLanes], col_uy[kLanes], col_uyy[kLanes];
+    for (int s = 0; s < fp.segments; ++s) {
       const int j0 = s * kLanes;
+      std::fill(col_u, col_u + kLanes, T(0));
+      std::fill(col_uy, col_uy + kLanes, T(0));
+      std::fill(col_uyy, col_uyy + kLanes, T(0));
+      for (int r = 0; r < fp.rows; ++r) {
+        segment_cotangents<kC, kFinite, false>(g, fp, r, j0, c, C,
+                                               folded + r * kTileSize + j0, d_c, u, e2);
+        const T ey = fp.ey[r], m2y = fp.m2y[r];
+#pragma omp simd
+        for (int j = 0; j < kLanes; ++j) {
+          col_u[j] += u[j];
+          col_uy[j] += u[j] * ey;
+          col_uyy[j] += u[j] * m2y;
+        }
+      }
       const T* ex = fp.ex + j0;
       const T* m2x = fp.m2x + j0;
-      const T* sx = fp.sx + j0;
-      // e_y of lane j: the row's, or with a shear the row's part plus the column's.
-      const auto e_y = [&](int j) { return kSheared ? add_rn(sx[j], ey) : ey; };
-      if constexpr (kC > 0) {  // one loop over every plane: GCC vectorises it reliably
 #pragma omp simd
-        for (int j = 0; j < kLanes; ++j) {
-          T e2;
-          const T w = footprint_weight<kSheared>(g, fp, ey, m2y, row_factor, j0 + j, &e2);
-          const T ratio = weight_ratio(w, inv_density[j]);
-          const bool keep = kFinite || ratio != T(0);
-          T dot = 0;
-          for (int ch = 0; ch < kC; ++ch) {
-            const T g_ch = fo[ch * kTilePlane + j];
-            dot += g_ch * c[ch];
-            d_c[ch * kLanes + j] += keep ? ratio * g_ch : T(0);
-          }
-          const T u = keep ? pair_cotangent(ratio, dot, offset[j]) : T(0);
-          const T ey_j = e_y(j);
-          su[j] += u;
-          sex[j] += u * ex[j];
-          sey[j] += u * ey_j;
-          sxx[j] += u * m2x[j];
-          sxy[j] += u * (ex[j] * ey_j);
-          syy[j] += u * e2;
-        }
-      } else {
-        T ratio[kLanes], dot[kLanes], e2[kLanes];
-#pragma omp simd
-        for (int j = 0; j < kLanes; ++j) {
-          const T w = footprint_weight<kSheared>(g, fp, ey, m2y, row_factor, j0 + j, &e2[j]);
-          ratio[j] = weight_ratio(w, inv_density[j]);
-          dot[j] = T(0);
-        }
-        for (int64_t ch = 0; ch < C; ++ch) {
-          const T* g_ch = fo + ch * kTilePlane;
-          T* d_c_ch = d_c + ch * kLanes;
-          const T value = c[ch];
-#pragma omp simd
-          for (int j = 0; j < kLanes; ++j) {
-            dot[j] += g_ch[j] * value;
-            d_c_ch[j] += kFinite || ratio[j] != T(0) ? ratio[j] * g_ch[j] : T(0);
-          }
-        }
-#pragma omp simd
-        for (int j = 0; j < kLanes; ++j) {
-          const T u = kFinite || ratio[j] != T(0) ? pair_cotangent(ratio[j], dot[j], offset[j])
-                                                  : T(0);
-          const T ey_j = e_y(j);
-          su[j] += u;
-          sex[j] += u * ex[j];
-          sey[j] += u * ey_j;
-          sxx[j] += u * m2x[j];
-          sxy[j] += u * (ex[j] * ey_j);
-          syy[j] += u * e2[j];
-        }
+      for (int j = 0; j < kLanes; ++j) {
+        su[j] += col_u[j];
+        sex[j] += col_u[j] * ex[j];
+        sxx[j] += col_u[j] * m2x[j];
+        sey[j] += col_uy[j];
+        sxy[j] += col_uy[j] * ex[j];
+        syy[j] += col_uyy[j];
       }
     }
   }

@@ -27,7 +27,9 @@ void add_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int
   const int64_t C = kC > 0 ? kC : channels;
   for (int r = 0; r < fp.rows; ++r) {
     const T ey = fp.ey[r], m2y = fp.m2y[r], row_factor = fp.row_factor[r];
-    for (int s = fp.first_segment[r]; s <= fp.last_segment[r]; ++s) {
+    const int first = kSheared ? fp.first_segment[r] : 0;
+    const int last = kSheared ? fp.last_segment[r] : fp.segments - 1;
+    for (int s = first; s <= last; ++s) {
       T* a = acc + r * kTileSize + s * kLanes;
       const int j0 = s * kLanes;
       if constexpr (kC > 0) {  // one loop over every plane: GCC vectorises it reliably
