@@ -86,8 +86,18 @@ void prefetch_point(const CelledQueries<T>& celled, const T* values, int64_t cha
 // Weight of g at entries [0, n) of the runs xs, ys, into w: the same pair
 // test as pair_weight (gmm_math.h), with the vectorised exponential of the
 // grid kernels.
+// An axis-aligned point (p21 = 0) skips the shear, whose product is +-0 and
+// leaves e_y's bits unchanged.
 template <typename T>
 void run_weights(const Gaussian<T>& g, const T* xs, const T* ys, int64_t n, T* w) {
+  if (g.axis_aligned()) {
+#pragma omp simd
+    for (int64_t k = 0; k < n; ++k) {
+      const T m2 = add_rn(square(whiten_x(g, xs[k] - g.x)), square(whiten_y(g, ys[k] - g.y)));
+      w[k] = in_cutoff(g, m2) ? g.norm * exp_nonpositive(T(-0.5) * m2) : T(0);
+    }
+    return;
+  }
 #pragma omp simd
   for (int64_t k = 0; k < n; ++k) {
     const T m2 = pair_m2(g, xs[k] - g.x, ys[k] - g.y);
