@@ -1,8 +1,10 @@
 """jax_gmm: differentiable non-uniform image interpolation with Gaussian mixtures.
 
 `interpolate` renders an (H, W, C) image and `interpolate_at` evaluates at
-arbitrary points; both run as native XLA FFI kernels where built (see
-`build_info`) and as the pure-JAX `jax_gmm.reference` elsewhere.
+arbitrary points (round Gaussians, per-axis widths or full covariances);
+`fit_image` fits Gaussians to an image with optax. The kernels run as native
+XLA FFI calls where built (see `build_info`) and as the pure-JAX
+`jax_gmm.reference` elsewhere.
 
 jax.export refuses custom calls it does not know; `FFI_TARGETS` names the
 package's, to allow them (running the exported artefact needs jax_gmm
@@ -20,7 +22,9 @@ from jax_gmm import reference, sharding
 from jax_gmm._api import interpolate, interpolate_at
 from jax_gmm._ffi import FFI_TARGETS
 from jax_gmm._native import build_info
+from jax_gmm.fitting import fit_image
 from jax_gmm.upsampling import upsample
 
-__all__ = ["FFI_TARGETS", "build_info", "interpolate", "interpolate_at", "reference", "sharding", "upsample"]
+__all__ = ["FFI_TARGETS", "build_info", "fit_image", "interpolate", "interpolate_at", "reference",
+           "sharding", "upsample"]
 __version__ = "0.1.0"

@@ -13,9 +13,25 @@ strip (``--compare``). Without IMAGE they use the bundled 256 x 256 photograph
 (jax_gmm/data/). Grey images stay one channel; alpha is kept as a channel and
 interpolated like the colours. The image recipes live in `jax_gmm.imaging`.
 
+``jax-gmm fit [IMAGE] -n N -o gaussians.npz`` fits N Gaussians to IMAGE with
+`jax_gmm.fitting.fit_image`, prints PSNR and L1 of their rendering and the
+time taken, and can write the rendering (``--render``); ``jax-gmm render
+gaussians.npz -o OUT [--scale S | --size HxW]`` renders saved Gaussians at any
+size, their positions and covariances scaled with the image.
+
+The .npz file (format version 1) holds: ``format`` = "jax_gmm.gaussians",
+``version`` = 1, ``points`` (N, 2) float32 positions (x, y) in pixels of the
+fitted image, ``values`` (N, C) float32 colours in [0, 1] (C = 1 grey, 2 grey
++ alpha, 3 RGB, 4 RGBA), ``sigma`` float32 (N, 2, 2) covariances in pixels^2
+or (N,) widths in pixels, ``shape`` (2,) int64 (H, W) of the fitted image and
+``truncate`` the cutoff in standard deviations to render with. It renders
+(eps = 0) as ``jax_gmm.interpolate(points, values, sigma, shape, truncate=truncate)``.
+
 Example::
 
     jax-gmm enlarge photo.png --factor 2.5 -o big.png
+    jax-gmm fit photo.png -n 20000 -o photo.npz --render fit.png
+    jax-gmm render photo.npz --scale 3 -o big.png
 """
 
 from __future__ import annotations
@@ -27,11 +43,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import jax
 import numpy as np
 from PIL import Image, ImageDraw
 
 import jax_gmm
-from jax_gmm import upsampling
+from jax_gmm import fitting, upsampling
 from jax_gmm.imaging import (
     ImageFileError,
     BUNDLED_IMAGE,
@@ -103,6 +120,9 @@ def _checked(convert: Callable[[str], object], ok: Callable[[object], bool], exp
     return parse
 
 
+_count = _checked(int, lambda v: v >= 1, "an integer >= 1")
+_steps = _checked(int, lambda v: v >= 0, "an integer >= 0")
+_scale = _checked(float, lambda v: 0 < v < math.inf, "a positive number")
 _fraction = _checked(float, lambda v: 0 < v <= 1, "a fraction in (0, 1]")
 _factor = _checked(int, lambda v: v >= 2, "an integer >= 2")
 _enlarge_factor = _checked(float, lambda v: 1 < v < math.inf, "a number > 1")
@@ -129,13 +149,17 @@ def _strip(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
     return np.asarray(canvas, dtype=np.float32) / 255
 
 
-def _check_output(path: str | None) -> None:
-    """Fails early, before any work, on an output path that cannot be written."""
+def _check_output(path: str | None, gaussians: bool = False) -> None:
+    """Fails early, before any work, on an output path that cannot be
+    written: an image file, or with `gaussians` a .npz file."""
     if path is None:
         return
     if os.path.isdir(path):
         raise CliError(f"cannot write {path!r}: is a directory", status=2)
-    if os.path.splitext(path)[1].lower() not in Image.registered_extensions():
+    extension = os.path.splitext(path)[1].lower()
+    if gaussians and extension != ".npz":
+        raise CliError(f"cannot write {path!r}: the Gaussians file must end in .npz", status=2)
+    if not gaussians and extension not in Image.registered_extensions():
         raise CliError(f"cannot write {path!r}: unknown image file extension", status=2)
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
@@ -254,6 +278,141 @@ def _enlarge_command(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The .npz format `fit` writes and `render` reads (see the module docstring).
+GAUSSIANS_FORMAT, GAUSSIANS_VERSION = "jax_gmm.gaussians", 1
+
+
+def _size(text: str) -> tuple[int, int]:
+    """An argparse type: 'HxW' as (H, W), both integers >= 1."""
+    parts = text.lower().split("x")
+    try:
+        height, width = (int(part) for part in parts)
+        accepted = len(parts) == 2 and height >= 1 and width >= 1
+    except ValueError:
+        accepted = False
+    if not accepted:
+        raise argparse.ArgumentTypeError(f"must be HEIGHTxWIDTH in pixels, e.g. 512x768, "
+                                         f"got {text!r}")
+    return height, width
+
+
+def save_gaussians(path: str, points, values, sigma, shape: tuple[int, int],
+                   truncate: float) -> None:
+    """Writes Gaussians in the .npz format of the module docstring."""
+    np.savez(path, format=GAUSSIANS_FORMAT, version=GAUSSIANS_VERSION,
+             points=np.asarray(points, np.float32), values=np.asarray(values, np.float32),
+             sigma=np.asarray(sigma, np.float32), shape=np.asarray(shape, np.int64),
+             truncate=np.float64(truncate))
+
+
+def load_gaussians(path: str) -> dict[str, np.ndarray]:
+    """Reads a file `save_gaussians` wrote: its arrays, with shape as (H, W)
+    ints and truncate as a float. CliError (status 1) with a one-line reason
+    for a file that is not one."""
+    def fail(reason: str):
+        return CliError(f"cannot read Gaussians {os.fspath(path)!r}: {reason}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise fail(getattr(error, "strerror", None) or str(error) or type(error).__name__) from None
+    if str(arrays.get("format", "")) != GAUSSIANS_FORMAT:
+        raise fail(f"not a {GAUSSIANS_FORMAT} file")
+    if str(arrays.get("version", "")) != str(GAUSSIANS_VERSION):
+        raise fail(f"format version {arrays.get('version')}, this jax-gmm reads {GAUSSIANS_VERSION}")
+    missing = {"points", "values", "sigma", "shape", "truncate"} - arrays.keys()
+    if missing:
+        raise fail(f"missing {', '.join(sorted(missing))}")
+    points, values, sigma, shape = (arrays[key] for key in ("points", "values", "sigma", "shape"))
+    n = len(points)
+    if (n == 0 or points.shape != (n, 2) or values.ndim != 2 or len(values) != n
+            or sigma.shape not in ((n,), (n, 2, 2)) or shape.shape != (2,)):
+        raise fail(f"inconsistent shapes: points {points.shape}, values {values.shape}, "
+                   f"sigma {sigma.shape}, shape {shape.shape}")
+    try:
+        arrays["shape"] = tuple(int(side) for side in shape)
+        arrays["truncate"] = float(arrays["truncate"])
+    except (TypeError, ValueError):
+        raise fail("shape and truncate must be numbers") from None
+    if min(arrays["shape"]) < 1 or not 0 < arrays["truncate"] < math.inf:
+        raise fail(f"shape {arrays['shape']} or truncate {arrays['truncate']} out of range")
+    return arrays
+
+
+def scaled_gaussians(points: np.ndarray, sigma: np.ndarray, x_scale: float,
+                     y_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and sigma for an image stretched by x_scale horizontally and
+    y_scale vertically: positions times (x_scale, y_scale) (pixel edges stay
+    on edges), covariances D Sigma D with D = diag(x_scale, y_scale); round
+    widths (N,) become per-axis widths (N, 2) when the scales differ."""
+    factors = np.array([x_scale, y_scale], np.float32)
+    points = points * factors
+    if sigma.ndim == 3:
+        return points, sigma * factors[:, None] * factors[None, :]
+    if x_scale == y_scale:
+        return points, sigma * np.float32(x_scale)
+    return points, sigma[:, None] * factors
+
+
+def _fit_command(args: argparse.Namespace) -> int:
+    _check_output(args.output, gaussians=True)
+    _check_output(args.render)
+    if args.image is not None:
+        image, kind = read_image(args.image)
+        name = f"{os.fspath(args.image)} ({kind})"
+    else:
+        image, name = bundled_image(), f"{BUNDLED_IMAGE} (bundled)"
+    height, width, channels = image.shape
+    if args.n > height * width:
+        raise CliError(f"-n {args.n} is more than the {height * width} pixels of the image",
+                       status=2)
+    _print_input(name, image)
+    per_gaussian = 2 + (1 if args.isotropic else 3) + channels
+    print(f"fit {args.n} {'isotropic' if args.isotropic else 'anisotropic'} Gaussians "
+          f"({args.n / (height * width):.3g} per pixel, {args.n * per_gaussian} numbers), "
+          f"{args.steps} steps, seed {args.seed}, cutoff {args.truncate:g} sigma")
+    start = time.perf_counter()
+    points, values, sigma = fitting.fit_image(
+        image, args.n, steps=args.steps, anisotropic=not args.isotropic,
+        key=jax.random.PRNGKey(args.seed), truncate=args.truncate, progress=True)
+    result = np.asarray(jax_gmm.interpolate(points, values, sigma, (height, width),
+                                            truncate=args.truncate))
+    print(f"PSNR {psnr(image, result):.2f} dB, L1 {l1(image, result):.2f} / 255")
+    print(f"time {time.perf_counter() - start:.1f} s, including compilation")
+    save_gaussians(args.output, points, values, sigma, (height, width), args.truncate)
+    print(f"wrote {args.output}")
+    if args.render is not None:
+        save_image(args.render, result)
+        print(f"wrote {args.render}")
+    return 0
+
+
+def _render_command(args: argparse.Namespace) -> int:
+    _check_output(args.output)
+    saved = load_gaussians(args.gaussians)
+    rows, cols = saved["shape"]
+    if args.size is not None:
+        height, width = args.size
+    else:
+        height, width = round(rows * args.scale), round(cols * args.scale)
+    if height * width > MAX_OUTPUT_PIXELS or min(height, width) < 1:
+        raise CliError(f"a {width}x{height} image is not between 1 and {MAX_OUTPUT_PIXELS} "
+                       "pixels", status=2)
+    points, sigma = scaled_gaussians(saved["points"], saved["sigma"], width / cols, height / rows)
+    print(f"render {len(points)} Gaussians fitted at {cols}x{rows} -> {width}x{height}, "
+          f"cutoff {saved['truncate']:g} sigma")
+    start = time.perf_counter()
+    try:
+        result = np.asarray(jax_gmm.interpolate(points, saved["values"], sigma, (height, width),
+                                                truncate=saved["truncate"]))
+    except ValueError as error:  # e.g. a covariance that is not positive definite
+        raise CliError(f"cannot render {args.gaussians!r}: {error}") from None
+    print(f"time {time.perf_counter() - start:.2f} s, including compilation")
+    save_image(args.output, result)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def _add_common(parser: argparse.ArgumentParser, auto_rule: str) -> None:
     parser.add_argument("--sigma", type=_sigma, default=None, metavar="auto|PX",
                         help=f"Gaussian width in output pixels (default: auto, {auto_rule})")
@@ -300,6 +459,35 @@ def _parser() -> argparse.ArgumentParser:
     reconstruct_parser.add_argument("--seed", type=_seed, default=0,
                                     help="random seed of the kept pixels (default: 0)")
     reconstruct_parser.set_defaults(run=_reconstruct_command)
+    fit_parser = commands.add_parser(
+        "fit", help="fit N Gaussians to an image (jax_gmm.fitting.fit_image) and save them")
+    fit_parser.add_argument("image", nargs="?", help="image file (default: the bundled 256x256 photo)")
+    fit_parser.add_argument("-n", type=_count, required=True,
+                            help="number of Gaussians, at most the number of pixels")
+    fit_parser.add_argument("-o", "--output", required=True,
+                            help="write the Gaussians here (.npz, see `render`)")
+    fit_parser.add_argument("--render", metavar="PATH",
+                            help="write the fitted Gaussians' rendering here (PNG, JPEG, ...)")
+    fit_parser.add_argument("--steps", type=_steps, default=2000,
+                            help="Adam steps (default: 2000)")
+    fit_parser.add_argument("--isotropic", action="store_true",
+                            help="isotropic Gaussians (one width each) instead of covariances")
+    fit_parser.add_argument("--seed", type=_seed, default=0,
+                            help="random seed of the initial positions (default: 0)")
+    fit_parser.add_argument("--truncate", type=_truncate, default=4.0, metavar="T",
+                            help="cutoff radius in sigmas, saved with the Gaussians (default: 4)")
+    fit_parser.set_defaults(run=_fit_command)
+    render_parser = commands.add_parser(
+        "render", help="render Gaussians saved by `fit` at any size")
+    render_parser.add_argument("gaussians", help=".npz file written by `jax-gmm fit`")
+    render_parser.add_argument("-o", "--output", required=True,
+                               help="write the image here (PNG, JPEG, ...)")
+    size = render_parser.add_mutually_exclusive_group()
+    size.add_argument("--scale", type=_scale, default=1.0,
+                      help="size relative to the fitted image (default: 1)")
+    size.add_argument("--size", type=_size, metavar="HxW",
+                      help="output height x width in pixels, e.g. 512x768")
+    render_parser.set_defaults(run=_render_command)
     return parser
 
 

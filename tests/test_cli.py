@@ -223,3 +223,106 @@ def test_enlarge_by_an_integer_is_consistent(tmp_path, capsys):
     assert enlarged.shape == (72, 96, 3)
     back = enlarged.reshape(24, 3, 32, 3, 3).mean((1, 3))
     assert np.abs(back - pixels).mean() < 1.5
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """A 24 x 32 RGB image, the Gaussians `fit` saved for it and the rendering it wrote."""
+    folder = tmp_path_factory.mktemp("fit")
+    y, x = np.mgrid[:24, :32]
+    pixels = np.stack([x * 8, y * 10, np.where((x - 20) ** 2 + (y - 12) ** 2 < 36, 220, 30)], -1)
+    source, gaussians, render = folder / "in.png", folder / "g.npz", folder / "fit.png"
+    Image.fromarray(pixels.astype(np.uint8)).save(source)
+    argv = ["fit", str(source), "-n", "80", "--steps", "200", "-o", str(gaussians),
+            "--render", str(render)]
+    return folder, cli.main(argv), gaussians, render
+
+
+def test_fit_writes_the_documented_npz_and_a_rendering(fitted, capsys):
+    folder, status, gaussians, render = fitted
+    assert status == 0
+    with np.load(gaussians) as saved:
+        assert str(saved["format"]) == "jax_gmm.gaussians" and int(saved["version"]) == 1
+        assert saved["points"].shape == (80, 2) and saved["values"].shape == (80, 3)
+        assert saved["sigma"].shape == (80, 2, 2) and saved["points"].dtype == np.float32
+        assert tuple(saved["shape"]) == (24, 32) and float(saved["truncate"]) == 4.0
+    original = np.asarray(Image.open(folder / "in.png"), np.float64)
+    assert 10 * np.log10(255**2 / np.mean((_read_back(render) - original) ** 2)) > 30
+
+
+def test_render_at_the_fitted_size_repeats_the_fit(fitted, tmp_path, capsys):
+    _, _, gaussians, render = fitted
+    out = tmp_path / "same.png"
+    assert cli.main(["render", str(gaussians), "-o", str(out)]) == 0
+    assert "fitted at 32x24 -> 32x24" in capsys.readouterr().out
+    np.testing.assert_array_equal(_read_back(out), _read_back(render))
+
+
+@pytest.mark.parametrize("option, shape", [(["--scale", "2"], (48, 64, 3)),
+                                           (["--size", "48x80"], (48, 80, 3))])
+def test_render_at_another_size(fitted, tmp_path, option, shape):
+    _, _, gaussians, render = fitted
+    out = tmp_path / "out.png"
+    assert cli.main(["render", str(gaussians), "-o", str(out), *option]) == 0
+    result = _read_back(out)
+    assert result.shape == shape
+    # Resized back to 24 x 32, it is the rendering at the fitted size.
+    back = np.asarray(Image.fromarray(result).resize((32, 24), Image.BOX), float)
+    assert np.abs(back - _read_back(render)).mean() < 3
+
+
+def test_scaled_gaussians_stretch_positions_and_covariances():
+    points = np.array([[1.0, 2.0]], np.float32)
+    sigma = np.array([[[4.0, 1.0], [1.0, 9.0]]], np.float32)
+    scaled_points, scaled_sigma = cli.scaled_gaussians(points, sigma, 2.0, 3.0)
+    np.testing.assert_allclose(scaled_points, [[2.0, 6.0]])
+    np.testing.assert_allclose(scaled_sigma, [[[16.0, 6.0], [6.0, 81.0]]])
+    # Round widths stay round under an even scale and become per-axis otherwise.
+    np.testing.assert_allclose(cli.scaled_gaussians(points, np.array([2.0]), 3.0, 3.0)[1], [6.0])
+    np.testing.assert_allclose(cli.scaled_gaussians(points, np.array([2.0]), 2.0, 3.0)[1],
+                               [[4.0, 6.0]])
+
+
+def test_isotropic_fit_renders_stretched(tmp_path, capsys):
+    source, gaussians, out = tmp_path / "in.png", tmp_path / "g.npz", tmp_path / "out.png"
+    Image.fromarray(np.tile(np.arange(0, 240, 10, dtype=np.uint8), (16, 1))).save(source)
+    assert cli.main(["fit", str(source), "-n", "30", "--steps", "100", "--isotropic",
+                     "-o", str(gaussians)]) == 0
+    printed = capsys.readouterr().out
+    assert "30 isotropic Gaussians" in printed and "(0.0781 per pixel, 120 numbers)" in printed
+    assert _psnr(printed) > 30
+    with np.load(gaussians) as saved:
+        assert saved["sigma"].shape == (30,) and saved["values"].shape == (30, 1)
+    assert cli.main(["render", str(gaussians), "-o", str(out), "--size", "32x24"]) == 0
+    result = _read_back(out).astype(int)
+    assert result.shape == (32, 24)
+    assert np.all(np.diff(result[16, 3:-3]) >= -2)  # still a left-to-right ramp
+
+
+@pytest.mark.parametrize("argv, status, message", [
+    (["fit", "-n", "0", "-o", "g.npz"], 2, "-n: must be an integer >= 1"),
+    (["fit", "-n", "x", "-o", "g.npz"], 2, "-n: must be an integer >= 1"),
+    (["fit", "-o", "g.npz"], 2, "required: -n"),
+    (["fit", "-n", "5"], 2, "required: -o/--output"),
+    (["fit", "-n", "100000", "-o", "g.npz"], 2, "more than the 65536 pixels"),
+    (["fit", "-n", "5", "-o", "g.png"], 2, "must end in .npz"),
+    (["fit", "-n", "5", "-o", "g.npz", "--steps", "-1"], 2, "--steps: must be an integer >= 0"),
+    (["fit", "-n", "5", "-o", "g.npz", "--render", "fit.unknown"], 2, "unknown image file extension"),
+    (["fit", "-n", "5", "-o", "{tmp}/missing/g.npz"], 2, "no folder"),
+    (["render", "missing.npz", "-o", "out.png"], 1, "cannot read Gaussians"),
+    (["render", "other.npz", "-o", "out.png"], 1, "not a jax_gmm.gaussians file"),
+    (["render", "future.npz", "-o", "out.png"], 1, "format version 2, this jax-gmm reads 1"),
+    (["render", "other.npz", "-o", "out.png", "--scale", "2", "--size", "4x4"], 2,
+     "not allowed with argument"),
+    (["render", "other.npz", "-o", "out.png", "--size", "0x4"], 2, "--size: must be HEIGHTxWIDTH"),
+    (["render", "other.npz", "-o", "out.png", "--size", "4by4"], 2, "--size: must be HEIGHTxWIDTH"),
+    (["render", "other.npz", "-o", "out.png", "--scale", "0"], 2, "--scale: must be a positive"),
+])
+def test_fit_and_render_bad_arguments(argv, status, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "other.npz", points=np.zeros((1, 2)))
+    np.savez(tmp_path / "future.npz", format="jax_gmm.gaussians", version=2)
+    assert cli.main([a.format(tmp=tmp_path) for a in argv]) == status
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
+    assert not any(tmp_path.glob("g.npz")) and not any(tmp_path.glob("out.png"))
