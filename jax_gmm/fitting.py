@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jax_gmm import _checks
 from jax_gmm._api import interpolate
 
 ArrayLike = Any
@@ -209,15 +210,6 @@ def _check_image(image: ArrayLike) -> jax.Array:
     return (array if array.ndim == 3 else array[..., None]).astype(jnp.float32)
 
 
-def _check_count(name: str, value: Any, least: int) -> int:
-    """value as an int; ValueError naming `name` unless it is an integer >= least."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
-    if value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value}")
-    return int(value)
-
-
 def fit_image(image: ArrayLike, n: int, *, steps: int = 2000, anisotropic: bool = True,
               key: jax.Array | None = None, truncate: float = 4.0, progress: bool = False,
               callback: Callable[[int, jax.Array, jax.Array, jax.Array], None] | None = None,
@@ -279,11 +271,9 @@ def fit_image(image: ArrayLike, n: int, *, steps: int = 2000, anisotropic: bool 
       (40, 48, 3)
     """
     target = _check_image(image)
-    n = _check_count("n", n, 1)
-    steps = _check_count("steps", steps, 0)
-    if isinstance(truncate, (bool, np.bool_)) or not (
-            isinstance(truncate, (int, float, np.integer, np.floating)) and 0 < truncate < math.inf):
-        raise ValueError(f"truncate must be a positive finite number, got {truncate!r}")
+    n = _checks.check_int("n", n, 1)
+    steps = _checks.check_int("steps", steps, 0)
+    truncate = _checks.check_truncate(truncate)
     height, width = target.shape[:2]
     config = _Config(height, width, float(truncate), steps)
     params = _initial(target, n, anisotropic, jax.random.PRNGKey(0) if key is None else key)

@@ -131,13 +131,13 @@ def test_docstring_example_runs(anisotropic_fit):  # after the fit of the same s
     (dict(image=np.zeros((0, 4, 3), np.float32)), "no empty axis"),
     (dict(image=np.zeros((4, 4, 3), np.uint8)), "image must have a floating-point dtype"),
     (dict(image=np.full((4, 4), np.nan, np.float32)), "image must be finite"),
-    (dict(n=0), "n must be an integer >= 1, got 0"),
-    (dict(n=2.5), "n must be an integer >= 1"),
-    (dict(n=True), "n must be an integer >= 1"),
-    (dict(steps=-1), "steps must be an integer >= 0, got -1"),
-    (dict(steps=10.0), "steps must be an integer >= 0"),
-    (dict(truncate=0.0), "truncate must be a positive finite number"),
-    (dict(truncate=float("inf")), "truncate must be a positive finite number"),
+    (dict(n=0), "n must be at least 1, got 0"),
+    (dict(n=2.5), "n must be a static integer"),
+    (dict(n=True), "n must be a static integer"),
+    (dict(steps=-1), "steps must be at least 0, got -1"),
+    (dict(steps=10.0), "steps must be a static integer"),
+    (dict(truncate=0.0), "truncate must be positive and finite"),
+    (dict(truncate=float("inf")), "truncate must be positive and finite"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(kwargs, message):
     arguments = dict(image=np.zeros((4, 4, 3), np.float32), n=2, steps=0) | kwargs
