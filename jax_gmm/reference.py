@@ -164,17 +164,30 @@ def smoothed(out, density, eps: float):
     return out * (density / (density + eps))[..., None]
 
 
+# Compiled as one program, like jax_gmm's own entry points: op-by-op
+# dispatch of the blocks, selects and custom JVP is many times slower.
+@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
+def _grid(points, values, sigma, height, width, truncate, eps, kernel_dtype, result_dtype):
+    args = _checks.to_kernel(kernel_dtype, points, values, sigma)
+    out, density = evaluate(*args, pixel_centres(height, width, kernel_dtype), truncate)
+    out = smoothed(out, density, eps).reshape(height, width, values.shape[-1])
+    return out.astype(result_dtype), density.reshape(height, width).astype(result_dtype)
+
+
+@partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _scattered(points, values, sigma, queries, truncate, eps, kernel_dtype, result_dtype):
+    out, density = evaluate(*_checks.to_kernel(kernel_dtype, points, values, sigma, queries),
+                            truncate)
+    return smoothed(out, density, eps).astype(result_dtype), density.astype(result_dtype)
+
+
 def interpolate(points: Any, values: Any, sigma: Any, shape: tuple[int, int], *,
                 truncate: float = 3.0, eps: float = 0.0, return_density: bool = False):
     """Reference version of `jax_gmm.interpolate` (same arguments and result)."""
     args, result, kernel = _checks.check_inputs(points, values, sigma)
     height, width = _checks.check_shape(shape)
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
-    out, density = evaluate(*_checks.to_kernel(kernel, *args),
-                            pixel_centres(height, width, kernel), truncate)
-    out = smoothed(out, density, eps)
-    out = out.reshape(height, width, out.shape[-1]).astype(result)
-    density = density.reshape(height, width).astype(result)
+    out, density = _grid(*args, height, width, truncate, eps, kernel, result)
     return (out, density) if return_density else out
 
 
@@ -183,6 +196,5 @@ def interpolate_at(points: Any, values: Any, sigma: Any, queries: Any, *,
     """Reference version of `jax_gmm.interpolate_at` (same arguments and result)."""
     args, result, kernel = _checks.check_inputs(points, values, sigma, queries)
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
-    out, density = evaluate(*_checks.to_kernel(kernel, *args), truncate)
-    out, density = smoothed(out, density, eps).astype(result), density.astype(result)
+    out, density = _scattered(*args, truncate, eps, kernel, result)
     return (out, density) if return_density else out
