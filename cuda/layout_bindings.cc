@@ -24,6 +24,10 @@ using Array = nb::ndarray<const T, nb::c_contig, nb::device::cpu>;
 
 template <typename T>
 std::vector<Gaussian<T>> gaussians(Array<T> points, Array<T> scale, double truncate) {
+  if (points.ndim() != 2 || points.shape(1) != 2 || scale.ndim() != 2 || scale.shape(1) != 3 ||
+      scale.shape(0) != points.shape(0)) {
+    throw nb::value_error("points must be (N, 2) and scale (N, 3)");
+  }
   std::vector<Gaussian<T>> g(points.shape(0));
   const T* l = scale.data();
   for (size_t i = 0; i < g.size(); ++i) {

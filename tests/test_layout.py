@@ -349,3 +349,10 @@ def test_span_beyond_double_range_end_to_end():
                                           queries, truncate=4.0, return_density=True)
     np.testing.assert_array_equal(out, 1.0)
     assert (np.asarray(density) > 0).all()
+
+
+def test_scale_must_be_n_by_3():
+    points = np.zeros((4, 2), np.float32)
+    for scale in [np.ones(4, np.float32), np.ones((4, 2), np.float32), np.ones((3, 3), np.float32)]:
+        with pytest.raises(ValueError, match=r"scale \(N, 3\)"):
+            _layout.tile_boxes(points, scale, 3.0, 8, 8, 8)
