@@ -33,7 +33,7 @@ namespace jax_gmm {
 // millions of weights cannot overflow (float: sigma outside about [4e-16,
 // 4e14]; double: [4e-151, 4e149]); each entry of P = L^-1 is capped so that
 // the position gradients, which carry P^T P, stay finite (float: sigma below
-// 1e-18; double: 1e-150). A point needs both widths >= `tiny`, the smallest
+// 1e-18; double: 1e-151). A point needs both widths >= `tiny`, the smallest
 // normal number, whatever the denormal mode of the thread.
 template <typename T>
 struct Clamp;
@@ -50,11 +50,18 @@ template <>
 struct Clamp<double> {
   static constexpr double norm_max = 1e300;
   static constexpr double norm_min = 1e-300;
-  static constexpr double inv_sigma_max = 1e150;
+  static constexpr double inv_sigma_max = 1e151;
   static constexpr double epsilon = 2.220446049250313e-16;
   static constexpr double tiny = 2.2250738585072014e-308;
   static constexpr double max = 1.7976931348623157e308;
 };
+
+// Where both entries of P's diagonal are capped the normaliser is clamped, so
+// an unclamped normaliser always holds 1 / l of a capped entry (finish_point_grad).
+static_assert(Clamp<float>::inv_sigma_max * Clamp<float>::inv_sigma_max * 0.15915494309189535 >
+                  Clamp<float>::norm_max, "float caps");
+static_assert(Clamp<double>::inv_sigma_max * Clamp<double>::inv_sigma_max * 0.15915494309189535 >
+                  Clamp<double>::norm_max, "double caps");
 
 GMM_HD float gmm_exp(float v) { return expf(v); }
 GMM_HD double gmm_exp(double v) { return exp(v); }
@@ -377,8 +384,9 @@ GMM_HD void finish_point_grad(const Gaussian<T>& g, const PointSums<T>& s, T* d_
   d_scale[2] = g.p22 * yy;
   if (!g.norm_clamped()) {
     // The normaliser's terms need 1 / l, not the capped entry of P: with
-    // p11 capped (and the normaliser not clamped, so p22 is not), 1 / l11 =
-    // 2 pi norm / p22, and likewise the other way round.
+    // p11 capped (and the normaliser not clamped, so p22 is not: the
+    // static_asserts on Clamp), 1 / l11 = 2 pi norm / p22, and likewise the
+    // other way round.
     const T two_pi_norm = T(6.283185307179586477) * g.norm;
     const T cap = Clamp<T>::inv_sigma_max;
     d_scale[0] -= (g.p11 < cap ? g.p11 : two_pi_norm / g.p22) * s.u;

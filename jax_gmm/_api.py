@@ -74,7 +74,7 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
     covariance raises ValueError instead.
     A pair of weight 0 passes nothing either way, so an inf value reaches
     only the pixels its point weighs. 1 / sigma is capped at 1e18 (float32;
-    1e150 in float64) and the normaliser 1 / (2 pi sigma^2) clamped to
+    1e151 in float64) and the normaliser 1 / (2 pi sigma^2) clamped to
     [1e-30, 1e30] ([1e-300, 1e300]), so sigma beyond about [4e-16, 4e14]
     pixels (float32) weighs as if at that bound (per axis of the Cholesky
     factor, for covariances). README.md, Conventions, has the full rules.

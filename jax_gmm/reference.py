@@ -23,7 +23,7 @@ from jax_gmm._covariance import rounded_product as _rounded
 # Must equal cuda/gmm_math.h: each entry of P = L^-1 is capped at inv_max,
 # and the normaliser 1/(2 pi l11 l22) clamped to [norm_min, norm_max], so
 # that extreme widths stay finite.
-_INV_MAX = {np.dtype(np.float32): 1e18, np.dtype(np.float64): 1e150}
+_INV_MAX = {np.dtype(np.float32): 1e18, np.dtype(np.float64): 1e151}
 _NORM_CLAMPS = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-300, 1e300)}
 
 # Pairs (times channels) evaluated at once by one block.

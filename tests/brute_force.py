@@ -8,7 +8,7 @@ computed in float64 from the pairs that exist.
 
 import numpy as np
 
-INV_MAX = {np.dtype(np.float32): 1e18, np.dtype(np.float64): 1e150}
+INV_MAX = {np.dtype(np.float32): 1e18, np.dtype(np.float64): 1e151}
 NORM_CLAMPS = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-300, 1e300)}
 
 

@@ -315,3 +315,19 @@ def test_native_and_reference_agree_on_random_covariances(data, dtype):
                                    atol=tol * np.abs(expected).max(initial=0))
     for g in native_grads:
         assert np.isfinite(np.asarray(g)).all()
+
+
+@pytest.mark.parametrize("module", [jax_gmm, reference])
+def test_float64_normaliser_gradient_near_the_caps(module):
+    """float64: sigma = 5e-151 is above the cap on 1 / sigma (1e151) and the
+    normaliser's clamp, so d Z / d sigma = -2 Z / sigma at the centre; with
+    l11 = 5e-152 only p11 is capped, and d Z / d l11 = -Z / l11 still."""
+    point = np.array([[4.5, 4.5]])
+
+    def density(s):
+        return module.interpolate_at(point, np.ones((1, 1)), s, point, return_density=True)[1][0]
+
+    for sigma, want in [(np.float64(5e-151), lambda z: -2 * z / 5e-151),
+                        (np.array([[5e-152, 1e3]]), lambda z: np.array([[-z / 5e-152, -z / 1e3]]))]:
+        z = float(jax.jit(density)(sigma))
+        np.testing.assert_allclose(jax.jit(jax.grad(density))(sigma), want(z), rtol=1e-12)

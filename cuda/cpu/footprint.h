@@ -87,8 +87,8 @@ void axis_footprint(T p, T centre, int64_t first, int count, T* e, T* m2, T* fac
 
 // The segments of each row that a sheared point's ellipse can reach. Row r
 // meets the ellipse (p11 dx)^2 + (p21 dx + p22 dy)^2 <= t^2 in an interval of
-// dx, worked out in double with truncate widened as the bounding box is
-// (gmm_math.h) and a pixel of slack on each side, so that every pixel the
+// dx, worked out in double with truncate widened by a relative 64 eps times
+// the shear (e_y's rounding error grows with it) and a pixel of slack on each side, so that every pixel the
 // rounded pair test accepts is inside; the cost of a thin, tilted Gaussian
 // follows its area rather than its bounding box's.
 template <typename T>

@@ -87,7 +87,7 @@ void prefetch_point(const CelledQueries<T>& celled, const T* values, int64_t cha
 // test as pair_weight (gmm_math.h), with the vectorised exponential of the
 // grid kernels.
 // An axis-aligned point (p21 = 0) skips the shear, whose product is +-0 and
-// leaves e_y's bits unchanged.
+// leaves m2's bits unchanged.
 template <typename T>
 void run_weights(const Gaussian<T>& g, const T* xs, const T* ys, int64_t n, T* w) {
   if (g.axis_aligned()) {
