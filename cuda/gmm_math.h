@@ -327,12 +327,15 @@ GMM_HD T pair_cotangent(T ratio, T g_dot_values, T offset) {
 // times P, never from d times Sigma^-1: that underflows for a huge Gaussian
 // and overflows for a tiny one, where it could meet d = 0. Skipped for u = 0,
 // where e may be inf (a pair beyond the cutoff).
+// With P capped the factor is multiplied by 0 rather than skipped, so that
+// a NaN u stays NaN, as in the reference.
 template <typename T>
 GMM_HD void add_query_grad(const Gaussian<T>& g, T u, T dx, T dy, T* gx, T* gy) {
-  if (u != T(0) && !g.scale_clamped()) {
+  if (u != T(0)) {
+    const T moves = g.scale_clamped() ? T(0) : T(1);
     const Whitened<T> e = whiten(g, dx, dy);
-    *gx -= u * (g.p11 * e.x + g.p21 * e.y);
-    *gy -= u * (g.p22 * e.y);
+    *gx -= u * (moves * (g.p11 * e.x + g.p21 * e.y));
+    *gy -= u * (moves * (g.p22 * e.y));
   }
 }
 
@@ -375,14 +378,21 @@ GMM_HD void finish_point_grad(const Gaussian<T>& g, const PointSums<T>& s, T* d_
     *d_x = *d_y = d_scale[0] = d_scale[1] = d_scale[2] = T(0);
     return;
   }
-  const bool moves = !g.scale_clamped();
-  *d_x = moves ? g.p11 * s.u_ex + g.p21 * s.u_ey : T(0);
-  *d_y = moves ? g.p22 * s.u_ey : T(0);
-  const T xx = moves ? s.u_xx : T(0), xy = moves ? s.u_xy : T(0), yy = moves ? s.u_yy : T(0);
+  // Dropped terms are multiplied by 0, not selected away: a NaN sum (a NaN
+  // value or cotangent the point weighs) stays NaN, as in the reference.
+  // (The sums first: a capped P times a large finite sum could overflow.)
+  const T moves = g.scale_clamped() ? T(0) : T(1);
+  const T ex = moves * s.u_ex, ey = moves * s.u_ey;
+  const T xx = moves * s.u_xx, xy = moves * s.u_xy, yy = moves * s.u_yy;
+  *d_x = g.p11 * ex + g.p21 * ey;
+  *d_y = g.p22 * ey;
   d_scale[0] = g.p11 * xx + g.p21 * xy;
   d_scale[1] = g.p22 * xy;
   d_scale[2] = g.p22 * yy;
-  if (!g.norm_clamped()) {
+  if (g.norm_clamped()) {
+    d_scale[0] += T(0) * s.u;
+    d_scale[2] += T(0) * s.u;
+  } else {
     // The normaliser's terms need 1 / l, not the capped entry of P: with
     // p11 capped (and the normaliser not clamped, so p22 is not: the
     // static_asserts on Clamp), 1 / l11 = 2 pi norm / p22, and likewise the

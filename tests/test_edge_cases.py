@@ -427,3 +427,27 @@ def test_far_points_when_the_float32_cutoff_radius_squared_overflows(impl):
     np.testing.assert_array_equal(result[0], [[1.0]])
     assert_matches_brute_force(result, grads, p, v, np.float32(2e19), q, rtol=1e-5)
 
+
+
+def test_huge_float64_sigma_keeps_its_gaussian_factor_on_the_grid():
+    """sigma = 1e154 in float64: -1 / (2 sigma^2) is subnormal, which XLA's
+    threads flush to 0; the CPU grid's stepped exponentials then gave every
+    pixel a factor of 1 (found by the long hypothesis profile)."""
+    points = np.array([[0.0, -1e151]])
+    _, density = jax_gmm.interpolate(points, np.ones((1, 1)), 1e154, (1, 8), return_density=True)
+    d_y = 0.5 + 1e151
+    want = 1e-300 * np.exp(-0.5 * ((np.arange(8) + 0.5) ** 2 + d_y**2) / 1e308)  # norm clamped
+    np.testing.assert_allclose(np.asarray(density)[0], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("module", [jax_gmm, jax_gmm.reference])
+def test_nan_value_reaches_gradients_through_a_capped_inverse_width(module):
+    """sigma = 1e-19 (float32, 1 / sigma capped) and a NaN value at the query:
+    the position gradients that the clamp zeroes are still NaN (0 * NaN), as
+    everywhere else a NaN goes in (found by the long hypothesis profile)."""
+    point = np.zeros((1, 2), np.float32)
+    values = np.array([[np.nan]], np.float32)
+    grads = jax.jit(jax.grad(lambda p, q: module.interpolate_at(p, values, np.float32(1e-19), q)
+                             .sum(), argnums=(0, 1)))(point, point)
+    for g in grads:
+        assert np.isnan(np.asarray(g)).all()

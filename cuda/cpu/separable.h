@@ -18,14 +18,17 @@ namespace JAX_GMM_ISA {  // one copy per instruction-set build (kernels.h)
 // multiply each, so a row costs five exponentials instead of one per pixel,
 // and the chains overlap their latencies. The recurrence loses about one ulp
 // per step, far below the tests' tolerance. Where an intermediate could
-// overflow (sigma far below a pixel, or offsets beyond double's range) or the
-// row is short, it takes exp(-m2 / 2) directly. (float takes every factor
+// overflow (sigma far below a pixel, or offsets beyond double's range),
+// underflow (sigma beyond about 1e154) or the row is short, it takes
+// exp(-m2 / 2) directly. (float takes every factor
 // directly, with exp_nonpositive, in footprint.h's loop.)
 template <typename T>
 void axis_factors(T inv_sigma, T d0, const T* m2, int64_t count, T* out) {
   const double a = -0.5 * double(inv_sigma) * double(inv_sigma);
   const double reach = std::fabs(static_cast<double>(d0)) + static_cast<double>(count) + 2.0;
-  if (count < 6 || !(-a * reach * reach * 4.0 < 600.0)) {
+  // a subnormal (inv_sigma below about 1e-154) would read as 0 in a thread
+  // that flushes denormals, and every factor would come out 1.
+  if (count < 6 || !(-a * reach * reach * 4.0 < 600.0) || !(-a >= Clamp<double>::tiny)) {
     for (int64_t k = 0; k < count; ++k) out[k] = axis_factor(m2[k]);
     return;
   }
