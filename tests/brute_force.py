@@ -86,9 +86,11 @@ def gmm(points, values, sigma, queries, truncate=3.0, dtype=None, eps=0.0):
     density = w.sum(-1)
     with np.errstate(all="ignore"):
         # Relative to each query's largest weight, so that w * c cannot
-        # underflow; only pairs with a weight carry their value (inf or NaN too).
+        # underflow; only pairs with a weight carry their value (inf or NaN
+        # too), even one whose relative weight underflows to 0.
+        weighs = w[:, :, None] > 0
         w = w / np.maximum(w.max(-1, keepdims=True, initial=0), np.finfo(np.float64).tiny)
-        num = np.where(w[:, :, None] > 0, w[:, :, None] * values[None], 0).sum(1)
+        num = np.where(weighs, w[:, :, None] * values[None], 0).sum(1)
         out = np.where(density[:, None] > 0, num / w.sum(-1, keepdims=True), 0)
         out = out * np.where(density > 0, density / (density + eps), 0)[:, None]
     return out, density
