@@ -54,18 +54,20 @@ def cases():
             "queries value_and_grad": lambda: at_grad(p, v, s, q)}
 
 
-def time_cases(repeats: int) -> dict[str, float]:
+def median_seconds(run, repeats: int) -> float:
+    """Median wall time of `run()` (a JAX computation) over `repeats` calls after a warm-up."""
     import jax
-    result = {}
-    for name, run in cases().items():
+    jax.block_until_ready(run())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
         jax.block_until_ready(run())
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            jax.block_until_ready(run())
-            times.append(time.perf_counter() - start)
-        result[name] = float(np.median(times))
-    return result
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def time_cases(repeats: int) -> dict[str, float]:
+    return {name: median_seconds(run, repeats) for name, run in cases().items()}
 
 
 def worker(base: str | None, repeats: int) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import jax_gmm
+from ab_builds import median_seconds
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
@@ -29,13 +29,7 @@ def covariances(n: int, long: float, short: float, angle: float) -> np.ndarray:
 
 
 def median_ms(run, repeats: int = 9) -> float:
-    jax.block_until_ready(run())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(run())
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+    return 1e3 * median_seconds(run, repeats)
 
 
 def main() -> None:

@@ -188,24 +188,28 @@ def test_small_gradients_match_reference(rng, dtype, sigma_scale, c):
     check_at(points, values, sigma, queries)
 
 
+def check_gpu_matches_cpu(points, values, sigma, shape, queries, dtype):
+    """GPU against the CPU kernel: grid and queries, forward and gradients. Both
+    differ from the exact result by up to the tolerance."""
+    pairs = [(grid_on(GPU, points, values, sigma, shape),
+              grid_on(CPU, points, values, sigma, shape), False),
+             (at_on(GPU, points, values, sigma, queries),
+              at_on(CPU, points, values, sigma, queries), False),
+             (grid_grads(jax_gmm, GPU, points, values, sigma, shape),
+              grid_grads(jax_gmm, CPU, points, values, sigma, shape), True),
+             (at_grads(jax_gmm, GPU, points, values, sigma, queries),
+              at_grads(jax_gmm, CPU, points, values, sigma, queries), True)]
+    for gpu, cpu, grads in pairs:
+        for got, want in zip(gpu, cpu):
+            assert_close(got, want, dtype, grads=grads, factor=2)
+
+
 @pytest.mark.skipif("cpu" not in _native.NATIVE_PLATFORMS, reason="no native CPU module")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_small_gpu_matches_cpu_kernel(rng, dtype):
     shape = (33, 40)
     points, values, sigma, queries = scene(rng, 200, 3, shape, 2.0, dtype, m=300)
-    # Both differ from the exact result by up to the tolerance.
-    for got, want in zip(grid_on(GPU, points, values, sigma, shape),
-                         grid_on(CPU, points, values, sigma, shape)):
-        assert_close(got, want, dtype, factor=2)
-    for got, want in zip(at_on(GPU, points, values, sigma, queries),
-                         at_on(CPU, points, values, sigma, queries)):
-        assert_close(got, want, dtype, factor=2)
-    for got, want in zip(grid_grads(jax_gmm, GPU, points, values, sigma, shape),
-                         grid_grads(jax_gmm, CPU, points, values, sigma, shape)):
-        assert_close(got, want, dtype, grads=True, factor=2)
-    for got, want in zip(at_grads(jax_gmm, GPU, points, values, sigma, queries),
-                         at_grads(jax_gmm, CPU, points, values, sigma, queries)):
-        assert_close(got, want, dtype, grads=True, factor=2)
+    check_gpu_matches_cpu(points, values, sigma, shape, queries, dtype)
 
 
 B = 3
@@ -519,18 +523,7 @@ def test_small_covariances_match_cpu_kernel_and_brute_force(rng, dtype):
     cov = np.concatenate([rotated(rng, 50), rotated(rng, 50, 3.0, 10.0, minor=(0.2, 0.5)),
                           rotated(rng, 50, 0.5, 3.0) * np.eye(2)]).astype(dtype)
     for sigma in [cov, np.sqrt(cov[:, [0, 1], [0, 1]])]:
-        for got, want in zip(grid_on(GPU, points, values, sigma, shape),
-                             grid_on(CPU, points, values, sigma, shape)):
-            assert_close(got, want, dtype, factor=2)
-        for got, want in zip(at_on(GPU, points, values, sigma, queries),
-                             at_on(CPU, points, values, sigma, queries)):
-            assert_close(got, want, dtype, factor=2)
-        for got, want in zip(grid_grads(jax_gmm, GPU, points, values, sigma, shape),
-                             grid_grads(jax_gmm, CPU, points, values, sigma, shape)):
-            assert_close(got, want, dtype, grads=True, factor=2)
-        for got, want in zip(at_grads(jax_gmm, GPU, points, values, sigma, queries),
-                             at_grads(jax_gmm, CPU, points, values, sigma, queries)):
-            assert_close(got, want, dtype, grads=True, factor=2)
+        check_gpu_matches_cpu(points, values, sigma, shape, queries, dtype)
     out, density = grid_on(GPU, points, values, cov, shape)
     want, want_density, ambiguous = covariance_gmm(points, values, cov, pixel_centres(*shape),
                                                    dtype=dtype)
