@@ -22,9 +22,10 @@ from jax_gmm import reference, sharding
 from jax_gmm._api import interpolate, interpolate_at
 from jax_gmm._ffi import FFI_TARGETS
 from jax_gmm._native import build_info
+from jax_gmm.adaptive import adaptive_sigma
 from jax_gmm.fitting import fit_image
 from jax_gmm.upsampling import upsample
 
-__all__ = ["FFI_TARGETS", "build_info", "fit_image", "interpolate", "interpolate_at", "reference",
+__all__ = ["FFI_TARGETS", "adaptive_sigma", "build_info", "fit_image", "interpolate", "interpolate_at", "reference",
            "sharding", "upsample"]
 __version__ = "0.1.0"

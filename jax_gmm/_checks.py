@@ -116,12 +116,17 @@ def _static_number(name: str, x: Any, kind: str) -> float:
         raise ValueError(f"{name} must be a static {kind} number, got {x!r}") from None
 
 
+def check_positive(name: str, x: Any) -> float:
+    """Checks a static positive, finite number."""
+    value = _static_number(name, x, "positive")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be positive and finite, got {x!r}")
+    return value
+
+
 def check_truncate(truncate: Any) -> float:
     """Checks the static cutoff, in units of sigma."""
-    value = _static_number("truncate", truncate, "positive")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"truncate must be positive and finite, got {truncate!r}")
-    return value
+    return check_positive("truncate", truncate)
 
 
 def check_eps(eps: Any) -> float:

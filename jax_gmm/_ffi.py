@@ -25,7 +25,8 @@ Array = jax.Array
 #: jax.export.DisabledSafetyCheck.custom_call(name).
 FFI_TARGETS: tuple[str, ...] = tuple(
     f"jax_gmm_{op}_{suffix}" for op in ("grid_forward", "grid_backward", "scattered_forward",
-                                        "scattered_backward") for suffix in ("f32", "f64"))
+                                        "scattered_backward", "kth_nearest")
+    for suffix in ("f32", "f64"))
 
 
 def _suffix(dtype: np.dtype) -> str:
@@ -149,3 +150,19 @@ def scattered_backward(points, values, scale, queries, out, density, d_out, d_de
     cotangents = _dispatch(native, fallback, points, values, scale, queries, out, density, d_out,
                            d_density)
     return _partition.summed_like(cotangents, (points, values, scale, queries))
+
+
+def kth_nearest(points, k: int):
+    """(N,) int32 index of each point's k-th nearest other point
+    (reference.kth_nearest has the rules). The CPU module has a native
+    search; other platforms run the reference's brute force."""
+    results = (jax.ShapeDtypeStruct(points.shape[:-1], jnp.int32),)
+
+    def native(points):
+        target = f"jax_gmm_kth_nearest_{_suffix(points.dtype)}"
+        return _partition.ffi_call(target, results, k=np.int64(k))(points)
+
+    def fallback(points):
+        return (reference.kth_nearest(points, k),)
+
+    return _dispatch(native, fallback, points, cuda=fallback)[0]

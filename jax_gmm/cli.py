@@ -48,17 +48,15 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import jax_gmm
-from jax_gmm import fitting, upsampling
+from jax_gmm import adaptive, fitting, upsampling
 from jax_gmm.imaging import (
     ImageFileError,
     BUNDLED_IMAGE,
     SIGMA_PER_FACTOR,
-    SIGMA_PER_SPACING,
     TRUNCATE,
     box_downsample,
     bundled_image,
     crop_to_multiple,
-    density_sigma,
     enlarge,
     l1,
     pixel_centres,
@@ -236,12 +234,17 @@ def _reconstruct_command(args: argparse.Namespace) -> int:
     indices = sample_pixels(height, width, args.keep, np.random.default_rng(args.seed))
     points = pixel_centres(indices, width)
     values = image.reshape(-1, channels)[indices]
-    sigma = density_sigma(args.keep) if args.sigma is None else args.sigma
+    if args.sigma is None:
+        sigma_of = lambda: np.asarray(adaptive.resolve_sigma("auto", points, args.truncate))  # noqa: E731
+        described = f"sigma per sample, median {np.median(sigma_of()):.2f} px (auto)"
+    else:
+        sigma_of = lambda: args.sigma  # noqa: E731
+        described = f"sigma {args.sigma:.2f} px"
     _print_input(name, image)
     print(f"reconstruct from {len(indices)} of {height * width} pixels (keep {args.keep:g}, "
-          f"seed {args.seed}), sigma {sigma:.2f} px{' (auto)' if args.sigma is None else ''}")
+          f"seed {args.seed}), {described}")
     (result, density), first, steady = time_twice(
-        lambda: render(points, values, sigma, height, width, args.truncate))
+        lambda: render(points, values, sigma_of(), height, width, args.truncate))
     kept = np.zeros_like(image).reshape(-1, channels)
     kept[indices] = values
     _report(args, image, result, density, kept.reshape(image.shape), first, steady)
@@ -453,7 +456,10 @@ def _parser() -> argparse.ArgumentParser:
     upsample_parser.set_defaults(run=_upsample_command)
     reconstruct_parser = commands.add_parser(
         "reconstruct", help="render the image from a random fraction of its pixels")
-    _add_evaluation(reconstruct_parser, f"{SIGMA_PER_SPACING:g} / sqrt(keep)")
+    _add_evaluation(reconstruct_parser,
+                    f"per sample, {adaptive.DEFAULT_SCALE:g} x the distance to its "
+                    f"{adaptive.DEFAULT_K}th nearest other sample (jax_gmm.adaptive_sigma), "
+                    "widened below truncate 4 so that the cutoff reaches as far")
     reconstruct_parser.add_argument("--keep", type=_fraction, default=0.1,
                                     help="fraction of pixels kept, in (0, 1] (default: 0.1)")
     reconstruct_parser.add_argument("--seed", type=_seed, default=0,

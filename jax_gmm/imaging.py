@@ -21,11 +21,6 @@ import jax_gmm
 #: rule experiments/grid_reconstruction.py fits on half of scikit-image's images.
 SIGMA_PER_FACTOR = 0.4
 
-#: `reconstruct --sigma auto` uses sigma = SIGMA_PER_SPACING / sqrt(keep) pixels
-#: (1 / sqrt(keep) pixels is the side of the square area per kept pixel), the
-#: rule experiments/scattered_reconstruction.py fits on half of its images.
-SIGMA_PER_SPACING = 0.45
-
 #: Cutoff radius, in sigmas, of every rendering here: 4 rather than the
 #: library's default 3, so that randomly placed samples leave no pixel beyond
 #: the reach of every Gaussian (such pixels would render black).
@@ -210,8 +205,3 @@ def pixel_centres(indices: np.ndarray, width: int) -> np.ndarray:
     rows, cols = np.divmod(indices, width)
     return np.stack([cols + 0.5, rows + 0.5], axis=-1).astype(np.float32)
 
-
-def density_sigma(keep: float) -> float:
-    """The automatic sigma in pixels for samples of a fraction `keep` of the
-    pixels: SIGMA_PER_SPACING / sqrt(keep)."""
-    return SIGMA_PER_SPACING / math.sqrt(keep)

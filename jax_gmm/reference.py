@@ -156,6 +156,35 @@ def evaluate(points, values, scale, queries, truncate: float):
     return out.reshape(-1, c)[:m], density.reshape(-1)[:m]
 
 
+def kth_nearest(points, k: int):
+    """(N,) int32: for each point, its k-th nearest other finite point by
+    distance then index, the farthest one if there are fewer than k, and the
+    point itself if there is none or it is not finite (cuda/neighbours.h).
+    Brute force, O(N^2) in blocks of rows."""
+    n = points.shape[0]
+    if n == 0:
+        return jnp.zeros((0,), jnp.int32)
+    valid = jnp.isfinite(points).all(-1)
+    others = jnp.where(valid[:, None], points, 0)
+    index = jnp.arange(n)
+    nearest = min(k, n)
+
+    def block(rows):
+        d = points[rows][:, None, :] - others[None]
+        d2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
+        excluded = ~valid[None] | (index[None] == rows[:, None])
+        # top_k returns the lower index first among equal values: ties by index.
+        _, order = lax.top_k(-jnp.where(excluded, jnp.inf, d2), nearest)
+        found = jnp.minimum((~excluded).sum(-1), k)
+        pick = jnp.take_along_axis(order, jnp.maximum(found - 1, 0)[:, None], -1)[:, 0]
+        return jnp.where(valid[rows] & (found > 0), pick, rows).astype(jnp.int32)
+
+    size = max(1, _BLOCK_PAIRS // n)
+    blocks = -(-n // size)
+    rows = jnp.minimum(jnp.arange(blocks * size), n - 1).reshape(blocks, size)
+    return lax.map(block, rows).reshape(-1)[:n]
+
+
 def smoothed(out, density, eps: float):
     """sum_i c_i w_i / (Z + eps) from out = sum_i c_i w_i / Z (the `eps` option):
     out Z / (Z + eps), 0 where Z = 0; JAX differentiates the product."""

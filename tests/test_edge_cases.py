@@ -32,7 +32,7 @@ V = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     (lambda: jax_gmm.interpolate_at(P, V, 1.0, np.ones((4, 3))), r"queries must have shape \(K, 2\)"),
     (lambda: jax_gmm.interpolate_at(P, V, 1.0, np.ones((4, 2), int)), "queries must have a floating"),
     (lambda: jax_gmm.interpolate(P.astype(int).tolist(), V, 1.0, (8, 8)), "points must have a floating"),
-    (lambda: jax_gmm.interpolate(P, V, "1", (8, 8)), "sigma must have a floating-point dtype"),
+    (lambda: jax_gmm.interpolate(P, V, "1", (8, 8)), 'sigma must be a number, an array or "auto"'),
     (lambda: jax_gmm.interpolate(P, V, jnp.array(-1.0), (8, 8)), "sigma must be positive"),
     (lambda: jax_gmm.interpolate(P, V, 1.0, (8, 8), truncate="3"), "truncate must be a static"),
     (lambda: jax_gmm.interpolate(P, V, 1.0, (70000, 70000)), r"H \* W must be at most 2\*\*32"),

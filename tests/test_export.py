@@ -13,7 +13,9 @@ def test_targets_cover_the_built_modules():
     for platform in ("cpu", "cuda"):
         info = jax_gmm.build_info()[platform]
         if info:
-            assert set(info["targets"]) == set(jax_gmm.FFI_TARGETS)
+            assert set(info["targets"]) <= set(jax_gmm.FFI_TARGETS)
+    if jax_gmm.build_info()["cpu"]:  # the CPU module has every operation
+        assert set(jax_gmm.build_info()["cpu"]["targets"]) == set(jax_gmm.FFI_TARGETS)
 
 
 def test_export_refuses_custom_calls_unless_allowed(rng):

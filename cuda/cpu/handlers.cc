@@ -7,6 +7,7 @@
 #include <string>
 
 #include "kernels.h"
+#include "neighbours.h"
 #include "operands.h"
 #include "targets.h"
 
@@ -192,6 +193,27 @@ ffi::Error ScatteredBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
   return ffi::Error::Success();
 }
 
+template <ffi::DataType DT>
+ffi::Error KthNearest(ffi::ThreadPool pool, ffi::Buffer<DT> points,
+                      ffi::ResultBuffer<ffi::S32> index, int64_t k) {
+  using T = ffi::NativeType<DT>;
+  if (k < 1 || k > kMaxNeighbours) {
+    return ffi::Error::InvalidArgument("k must be in [1, " + std::to_string(kMaxNeighbours) +
+                                       "], got " + std::to_string(k));
+  }
+  const auto dims = index->dimensions();
+  const BatchLayout layout(dims, 1);
+  const int64_t n = dims.size() == 0 ? 0 : dims.back();
+  if (n >= (int64_t{1} << 31)) return ffi::Error::InvalidArgument("points must be fewer than 2^31");
+  Operand<T> p;
+  if (ffi::Error e = bind_operand(p, layout, points, {n, 2}, "points"); e.failure()) return e;
+  int32_t* out = index->typed_data();
+  for (int64_t b = 0; b < layout.count(); ++b) {
+    kth_nearest(pool, p.at(layout, b), n, static_cast<int>(k), out + b * n);
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 // XLA's CPU thread pool, then the buffers (operands.h).
@@ -212,6 +234,16 @@ auto bind() {
 JAX_GMM_DEFINE(F32, F32)
 JAX_GMM_DEFINE(F64, F64)
 
+#define JAX_GMM_DEFINE_KTH_NEAREST(DT, SUFFIX)                                 \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(KthNearest##SUFFIX, KthNearest<ffi::DT>,       \
+                                ffi::Ffi::Bind()                               \
+                                    .Ctx<ffi::ThreadPool>()                    \
+                                    .Arg<ffi::Buffer<ffi::DT>>()               \
+                                    .Ret<ffi::Buffer<ffi::S32>>()              \
+                                    .Attr<int64_t>("k"));
+JAX_GMM_DEFINE_KTH_NEAREST(F32, F32)
+JAX_GMM_DEFINE_KTH_NEAREST(F64, F64)
+
 std::vector<Target> targets() {
   return {
       {"jax_gmm_grid_forward_f32", reinterpret_cast<void*>(GridForwardF32)},
@@ -222,6 +254,8 @@ std::vector<Target> targets() {
       {"jax_gmm_grid_backward_f64", reinterpret_cast<void*>(GridBackwardF64)},
       {"jax_gmm_scattered_forward_f64", reinterpret_cast<void*>(ScatteredForwardF64)},
       {"jax_gmm_scattered_backward_f64", reinterpret_cast<void*>(ScatteredBackwardF64)},
+      {"jax_gmm_kth_nearest_f32", reinterpret_cast<void*>(KthNearestF32)},
+      {"jax_gmm_kth_nearest_f64", reinterpret_cast<void*>(KthNearestF64)},
   };
 }
 

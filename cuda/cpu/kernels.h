@@ -67,6 +67,13 @@ struct CelledQueries {
   Range cells_y_of(const Gaussian<T>& g) const;
 };
 
+// index[i] = the k-th nearest other valid point of point i (1 <= k <=
+// kMaxNeighbours; ties by index), the farthest other valid point if there
+// are fewer than k, and i itself if there is none or point i is not finite.
+// Scalar code, compiled once (not per instruction set).
+template <typename T>
+void kth_nearest(ThreadPool& pool, const T* points, int64_t n, int k, int32_t* index);
+
 // The kernels are compiled once per instruction set, each build in its own
 // namespace (CMakeLists.txt); handlers.cc picks one at run time. The
 // vectorised helpers (footprint.h, separable.h) live in JAX_GMM_ISA too, so
