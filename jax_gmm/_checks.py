@@ -46,12 +46,12 @@ def check_points(points: Any, name: str = "points") -> int:
     return shape[0]
 
 
-def check_values(values: Any, n: int) -> int:
+def check_values(values: Any, n: int, name: str = "values") -> int:
     """Checks values (N, C) against the N points and returns C."""
     shape = _shape_of(values)
     if len(shape) != 2 or shape[0] != n:
-        raise ValueError(f"values must have shape (N, C) = ({n}, C) to match points, got {shape}")
-    _check_float("values", values)
+        raise ValueError(f"{name} must have shape (N, C) = ({n}, C) to match points, got {shape}")
+    _check_float(name, values)
     return shape[1]
 
 
@@ -144,7 +144,7 @@ def compute_dtype(*args: Any) -> tuple[np.dtype, np.dtype]:
     return np.dtype(result), np.dtype(kernel)
 
 
-def _as_array(name: str, x: Any) -> Any:
+def as_array(name: str, x: Any) -> Any:
     """Array-likes (nested lists, say) as NumPy arrays; arrays and scalars as
     they are, except Python integers too large for a float."""
     if isinstance(x, int) and not isinstance(x, bool):
@@ -168,14 +168,14 @@ def check_inputs(points: Any, values: Any, sigma: Any, queries: Any | None = Non
     """Checks points (N, 2), values (N, C), sigma (see check_sigma) and, if given,
     queries (M, 2). Returns them (array-likes as arrays), the result dtype and
     the dtype the kernels compute in."""
-    args = [_as_array(name, x) for name, x in zip(("points", "values", "sigma"),
+    args = [as_array(name, x) for name, x in zip(("points", "values", "sigma"),
                                                   (points, values, sigma))]
     n = check_points(args[0])
     _check_count("the number of points", n)
     check_values(args[1], n)
     kind = check_sigma(args[2], n)
     if queries is not None:
-        args.append(_as_array("queries", queries))
+        args.append(as_array("queries", queries))
         _check_count("the number of queries", check_points(args[3], "queries"))
     result, kernel = compute_dtype(*args)
     check_static_sigma(args[2], kind, kernel)

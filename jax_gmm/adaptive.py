@@ -64,7 +64,7 @@ def adaptive_sigma(points: ArrayLike, *, k: int = DEFAULT_K,
     if k > MAX_K:
         raise ValueError(f"k must be at most {MAX_K}, got {k}")
     scale = _checks.check_positive("scale", scale)
-    points = _checks._as_array("points", points)
+    points = _checks.as_array("points", points)
     _checks.check_points(points)
     result, kernel = _checks.compute_dtype(points)
     return _adaptive_sigma(points, k, scale, kernel, result)
