@@ -1,7 +1,7 @@
 // The k-th nearest neighbour of every point (jax_gmm.adaptive_sigma): which
-// neighbour counts as nearer, and the grid of cells the search walks. Host
-// and device callable, so that a CUDA search can make the same choices as the
-// CPU one (cpu/nearest_neighbour.cc).
+// neighbour counts as nearer, and when a search may skip a rectangle of
+// points. Host and device callable, so that a CUDA search can make the same
+// choices as the CPU one (cpu/nearest_neighbour.cc).
 #pragma once
 
 #include <math.h>
@@ -42,43 +42,27 @@ GMM_HD void keep_nearest(Neighbour* best, int& count, int k, const Neighbour& c)
   best[j] = c;
 }
 
-// A grid of square cells over the points, every point in exactly one cell:
-// coordinates outside the grid are clamped into its edge cells. Clamping
-// keeps the search's bound: two points whose cells are more than r apart
-// along an axis are at least r cells apart along it, r * cell.
-struct NeighbourGrid {
-  double origin_x, origin_y, cell;
-  int64_t cells_x, cells_y;
-  GMM_HD int64_t cells() const { return cells_x * cells_y; }
+// A rectangle [lo_x, hi_x] x [lo_y, hi_y] of points, and the squared distance
+// from (x, y) to it. Each difference is rounded as in squared_distance, and
+// rounding is monotone, so the result is at most the computed squared
+// distance to any point inside: a search may skip the rectangle when it
+// exceeds the k-th best, without ever changing the answer.
+struct Rect {
+  double lo_x, lo_y, hi_x, hi_y;
 };
 
-GMM_HD int64_t clamped_cell(double v, double origin, double cell, int64_t count) {
-  const double k = floor((v - origin) / cell);
-  if (!(k > 0)) return 0;  // NaN (an infinite cell) too
-  return k < double(count - 1) ? static_cast<int64_t>(k) : count - 1;
+template <typename T>
+GMM_HD double squared_distance_to(const Rect& r, T x, T y) {
+  const double qx = double(x), qy = double(y);
+  const double dx = qx < r.lo_x ? r.lo_x - qx : (qx > r.hi_x ? qx - r.hi_x : 0.0);
+  const double dy = qy < r.lo_y ? r.lo_y - qy : (qy > r.hi_y ? qy - r.hi_y : 0.0);
+  return dx * dx + dy * dy;
 }
 
-// The grid over the box [x_lo, x_hi] x [y_lo, y_hi] (the bulk of the valid
-// points: outliers do not stretch it) for `valid` points, with about k points
-// per cell where they spread over an area (or along a line), and at most
-// 2 * valid + 16 cells. One infinite cell when the points coincide or the
-// spans overflow.
-GMM_HD NeighbourGrid neighbour_grid(double x_lo, double x_hi, double y_lo, double y_hi,
-                                    int64_t valid, int k) {
-  const NeighbourGrid one = {x_lo, y_lo, INFINITY, 1, 1};
-  if (valid <= 0) return one;
-  const double span_x = x_hi - x_lo, span_y = y_hi - y_lo;
-  const double per_cell = double(k) / double(valid);
-  const double longest = span_x > span_y ? span_x : span_y;
-  double cell = sqrt(span_x * span_y * per_cell);
-  if (longest * per_cell > cell) cell = longest * per_cell;  // points along a line
-  if (!(cell > 0) || !is_finite(cell)) return one;
-  const double limit = 2.0 * double(valid) + 16.0;
-  if (!((floor(span_x / cell) + 1) * (floor(span_y / cell) + 1) <= limit)) {
-    cell = longest / floor(sqrt(limit) - 1.0);
-  }
-  return {x_lo, y_lo, cell, static_cast<int64_t>(floor(span_x / cell)) + 1,
-          static_cast<int64_t>(floor(span_y / cell)) + 1};
+// Whether no point of a rectangle at squared distance `d2` whose smallest
+// point index is `min_index` can rank before `kth`.
+GMM_HD bool cannot_beat(double d2, int64_t min_index, const Neighbour& kth) {
+  return d2 > kth.d2 || (d2 == kth.d2 && min_index > kth.index);
 }
 
 }  // namespace jax_gmm

@@ -76,11 +76,28 @@ def _adaptive_sigma(points, k: int, scale: float, kernel_dtype, result_dtype):
     neighbour = _ffi.kth_nearest(jax.lax.stop_gradient(points), k)
     d = points[neighbour] - points
     # Itself (no neighbour, or not finite) or a coincident point: width 0 and
-    # zero gradient, with no NaN from hypot's derivative at 0 or at NaN.
+    # zero gradient.
     usable = jnp.isfinite(d).all(-1) & (d != 0).any(-1)
-    distance = jnp.hypot(jnp.where(usable, d[:, 0], 1), jnp.where(usable, d[:, 1], 0))
+    distance = _norm(jnp.where(usable[:, None], d, jnp.ones_like(d)))
     sigma = jnp.where(usable, distance, 0) * np.asarray(scale, kernel_dtype)
     return sigma.astype(result_dtype)
+
+
+@jax.custom_jvp
+def _norm(d):
+    """|d| over the last axis (of length 2), without overflow or underflow."""
+    return jnp.hypot(d[..., 0], d[..., 1])
+
+
+@_norm.defjvp
+def _norm_jvp(primals, tangents):
+    # The unit vector d / |d| from d scaled by its largest entry: jnp.hypot's
+    # own derivative divides by squares that underflow for |d| < 1e-19
+    # (float32) and gives NaN.
+    (d,), (t,) = primals, tangents
+    scaled = d / jnp.max(jnp.abs(d), -1, keepdims=True)
+    unit = scaled / jnp.linalg.norm(scaled, axis=-1, keepdims=True)
+    return _norm(d), (unit * t).sum(-1)
 
 
 def resolve_sigma(sigma: Any, points: ArrayLike, truncate: float) -> Any:

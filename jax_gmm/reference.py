@@ -158,30 +158,35 @@ def evaluate(points, values, scale, queries, truncate: float):
 
 def kth_nearest(points, k: int):
     """(N,) int32: for each point, its k-th nearest other finite point by
-    distance then index, the farthest one if there are fewer than k, and the
-    point itself if there is none or it is not finite (cuda/neighbours.h).
-    Brute force, O(N^2) in blocks of rows."""
+    squared distance then index, the farthest one if there are fewer than k,
+    and the point itself if there is none or it is not finite
+    (cuda/neighbours.h). Brute force, O(N^2) in blocks of rows;
+    distances in float64 under jax_enable_x64 (as the native search always
+    does), else in the points' dtype."""
     n = points.shape[0]
     if n == 0:
         return jnp.zeros((0,), jnp.int32)
+    points = points.astype(jax.dtypes.canonicalize_dtype(jnp.float64))  # float64 where enabled
     valid = jnp.isfinite(points).all(-1)
     others = jnp.where(valid[:, None], points, 0)
-    index = jnp.arange(n)
-    nearest = min(k, n)
+    index = jnp.arange(n, dtype=jnp.int32)
 
     def block(rows):
         d = points[rows][:, None, :] - others[None]
-        d2 = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]
+        d2 = _rounded(d[..., 0], d[..., 0]) + _rounded(d[..., 1], d[..., 1])
         excluded = ~valid[None] | (index[None] == rows[:, None])
-        # top_k returns the lower index first among equal values: ties by index.
-        _, order = lax.top_k(-jnp.where(excluded, jnp.inf, d2), nearest)
+        # Excluded points last: at inf, above every distance (one that
+        # overflowed counts as the largest finite number). top_k puts the
+        # lower index first among equal values: ties by index.
+        key = jnp.where(excluded, jnp.inf, jnp.minimum(d2, jnp.finfo(d2.dtype).max))
+        _, order = lax.top_k(-key, min(k, n))
         found = jnp.minimum((~excluded).sum(-1), k)
         pick = jnp.take_along_axis(order, jnp.maximum(found - 1, 0)[:, None], -1)[:, 0]
-        return jnp.where(valid[rows] & (found > 0), pick, rows).astype(jnp.int32)
+        return jnp.where(valid[rows] & (found > 0), pick, rows)
 
-    size = max(1, _BLOCK_PAIRS // n)
+    size = min(n, max(1, _BLOCK_PAIRS // n))
     blocks = -(-n // size)
-    rows = jnp.minimum(jnp.arange(blocks * size), n - 1).reshape(blocks, size)
+    rows = jnp.minimum(jnp.arange(blocks * size, dtype=jnp.int32), n - 1).reshape(blocks, size)
     return lax.map(block, rows).reshape(-1)[:n]
 
 

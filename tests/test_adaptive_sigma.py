@@ -13,15 +13,16 @@ from jax_gmm import _ffi, reference
 
 
 def brute_kth(points, k):
-    """k-th nearest other finite point by (distance, index); the farthest if
-    fewer; itself if none or not finite. float64 NumPy, O(N^2)."""
+    """k-th nearest other finite point by (squared distance, index); the
+    farthest if fewer; itself if none or not finite. float64 NumPy, O(N^2)."""
     points = np.asarray(points, np.float64)
     n = len(points)
     valid = np.isfinite(points).all(-1)
     with np.errstate(invalid="ignore", over="ignore"):
         d2 = ((points[:, None] - points[None]) ** 2).sum(-1)
     excluded = ~valid[None] | np.eye(n, dtype=bool)
-    order = np.argsort(np.where(excluded, np.inf, d2), axis=1, kind="stable")  # ties by index
+    index = np.broadcast_to(np.arange(n), (n, n))
+    order = np.lexsort((index, d2, excluded), axis=1)  # an excluded point never ties with inf
     found = np.minimum((~excluded).sum(-1), k)
     pick = order[np.arange(n), np.maximum(found - 1, 0)]
     return np.where(valid & (found > 0), pick, np.arange(n))
@@ -38,8 +39,19 @@ def layouts(rng):
     outliers = np.concatenate([rng.uniform(0, 50, (200, 2)), [[1e9, -1e9], [-3e30, 2.0]]])
     cluster = np.concatenate([rng.normal(0, 1e-6, (150, 2)), rng.uniform(-1e3, 1e3, (50, 2))])
     line = np.stack([rng.uniform(0, 100, 150), np.full(150, 7.0)], -1)
+    diagonal = np.repeat(rng.uniform(0, 100, (150, 1)), 2, -1)
+    # Squared distances that overflow to inf must still rank above the
+    # excluded (non-finite) points, and ones that underflow keep index order.
+    huge = np.array([[np.nan, 0.0], [-1.7e308, 0.0], [1.7e308, 0.0], [0.0, 1.7e308]])
+    tiny = rng.uniform(0, 1, (60, 2)) * 1e-170
+    coincident = np.concatenate([np.full((80, 2), 3.25), rng.uniform(0, 9, (20, 2))])
     return {"spread": spread, "lattice": lattice, "holes": holes, "outliers": outliers,
-            "cluster": cluster, "line": line}
+            "cluster": cluster, "line": line, "diagonal": diagonal, "huge": huge, "tiny": tiny,
+            "coincident": coincident}
+
+
+PADDED = 400
+reference_kth = jax.jit(lambda p: reference.kth_nearest(p, 4))
 
 
 @pytest.mark.parametrize("k", [1, 4, 9])
@@ -49,7 +61,9 @@ def test_native_search_matches_brute_force(rng, k):
         native = np.asarray(_ffi.kth_nearest(jnp.asarray(points), k))
         np.testing.assert_array_equal(native, expected, err_msg=name)
         if k == 4:  # the fallback on platforms without the native search
-            np.testing.assert_array_equal(reference.kth_nearest(jnp.asarray(points), k),
+            # Padded with NaN points (never anyone's neighbour): one compilation.
+            padded = np.concatenate([points, np.full((PADDED - len(points), 2), np.nan)])
+            np.testing.assert_array_equal(reference_kth(jnp.asarray(padded))[:len(points)],
                                           expected, err_msg=name)
 
 
@@ -93,6 +107,14 @@ def test_gradient_against_finite_differences(rng):
     points = jnp.asarray(rng.uniform(0, 20, (40, 2)))
     check_grads(lambda p: jax_gmm.adaptive_sigma(p, k=3), (points,), order=1, modes=["rev"],
                 eps=1e-6)
+
+
+@pytest.mark.parametrize("dtype,gap", [(np.float32, 1e-20), (np.float32, 1e-30),
+                                       (np.float64, 1e-160)])
+def test_gradient_of_tiny_distances_is_the_unit_vector(dtype, gap):
+    points = jnp.asarray([[0.0, 0.0], [gap, gap]], dtype)
+    grad = jax.grad(lambda p: jax_gmm.adaptive_sigma(p, k=1, scale=1.0)[0])(points)
+    np.testing.assert_allclose(grad, [[-0.5 ** 0.5] * 2, [0.5 ** 0.5] * 2], rtol=1e-6)
 
 
 def test_jit_and_vmap(rng):

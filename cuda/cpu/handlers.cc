@@ -202,8 +202,9 @@ ffi::Error KthNearest(ffi::ThreadPool pool, ffi::Buffer<DT> points,
                                        "], got " + std::to_string(k));
   }
   const auto dims = index->dimensions();
+  if (dims.size() == 0) return ffi::Error::InvalidArgument("points must have shape (..., N, 2)");
   const BatchLayout layout(dims, 1);
-  const int64_t n = dims.size() == 0 ? 0 : dims.back();
+  const int64_t n = dims.back();
   if (n >= (int64_t{1} << 31)) return ffi::Error::InvalidArgument("points must be fewer than 2^31");
   Operand<T> p;
   if (ffi::Error e = bind_operand(p, layout, points, {n, 2}, "points"); e.failure()) return e;

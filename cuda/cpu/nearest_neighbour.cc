@@ -1,7 +1,10 @@
-// The k-th nearest other point of every point, on a grid of cells: each
-// point searches rings of cells around its own until no unvisited cell can
-// hold a nearer point. Exact, and independent of the thread count: ties are
-// broken by index (neighbours.h).
+// The k-th nearest other point of every point, in a k-d tree: median splits
+// along the wider side, then a depth-first search per point that skips
+// every subtree that cannot hold a better neighbour (neighbours.h). A tree
+// rather than a uniform grid, because it keeps O(log N) per point however
+// the points cluster (a grid sized for the mean density walks O(N) points
+// per query in a dense cluster, or from a far outlier). Exact, and
+// independent of the thread count: ties are broken by index.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -13,88 +16,107 @@
 namespace jax_gmm {
 namespace {
 
-template <typename T>
-bool valid_point(const T* points, int64_t i) {
-  return std::isfinite(points[2 * i]) && std::isfinite(points[2 * i + 1]);
-}
+// Points per leaf: enough to amortise a node's bookkeeping.
+constexpr int64_t kLeafSize = 8;
 
-// The value of rank `q` (0 <= q <= 1) among `v`, which it reorders.
-double quantile(std::vector<double>& v, double q) {
-  const auto at = v.begin() + static_cast<int64_t>(q * double(v.size() - 1));
-  std::nth_element(v.begin(), at, v.end());
-  return *at;
-}
+struct Node {
+  Rect box;           // of the node's points
+  int64_t min_index;  // their smallest index
+  int64_t begin, end; // their slots in KdTree::order
+  int64_t left, right; // children, -1 for a leaf
+};
 
-// The grid over the central 98 % of the valid points along each axis.
 template <typename T>
-NeighbourGrid grid_of(const T* points, int64_t n, int k) {
-  std::vector<double> xs, ys;
-  for (int64_t i = 0; i < n; ++i) {
-    if (!valid_point(points, i)) continue;
-    xs.push_back(points[2 * i]);
-    ys.push_back(points[2 * i + 1]);
+class KdTree {
+ public:
+  KdTree(const T* points, int64_t n) : points_(points) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (std::isfinite(points[2 * i]) && std::isfinite(points[2 * i + 1])) order_.push_back(i);
+    }
+    if (!order_.empty()) build(0, static_cast<int64_t>(order_.size()));
   }
-  if (xs.empty()) return neighbour_grid(0, 0, 0, 0, 0, k);
-  const double x_lo = quantile(xs, 0.01), x_hi = quantile(xs, 0.99);
-  const double y_lo = quantile(ys, 0.01), y_hi = quantile(ys, 0.99);
-  return neighbour_grid(x_lo, x_hi, y_lo, y_hi, static_cast<int64_t>(xs.size()), k);
-}
+
+  // The k nearest other points of point i, best first, into best[]; returns
+  // how many there are (fewer than k if the tree has fewer other points).
+  int search(int64_t i, int k, Neighbour* best) const {
+    int count = 0;
+    if (order_.empty()) return 0;
+    const T x = points_[2 * i], y = points_[2 * i + 1];
+    // Median splits keep the depth below 32 for N < 2^31, and the stack
+    // holds at most one pending sibling per level.
+    int64_t stack[64] = {0};
+    int depth = 1;
+    while (depth > 0) {
+      const Node& node = nodes_[stack[--depth]];
+      if (count == k && cannot_beat(squared_distance_to(node.box, x, y), node.min_index,
+                                    best[k - 1])) {
+        continue;
+      }
+      if (node.left < 0) {
+        for (int64_t s = node.begin; s < node.end; ++s) {
+          const int64_t j = order_[s];
+          if (j == i) continue;
+          keep_nearest(best, count, k,
+                       {squared_distance(x, y, points_[2 * j], points_[2 * j + 1]), j});
+        }
+        continue;
+      }
+      // The nearer child last, so that it is searched first.
+      const double left = squared_distance_to(nodes_[node.left].box, x, y);
+      const double right = squared_distance_to(nodes_[node.right].box, x, y);
+      const bool left_first = left <= right;
+      stack[depth++] = left_first ? node.right : node.left;
+      stack[depth++] = left_first ? node.left : node.right;
+    }
+    return count;
+  }
+
+ private:
+  int64_t build(int64_t begin, int64_t end) {
+    Rect box = {INFINITY, INFINITY, -INFINITY, -INFINITY};
+    int64_t min_index = order_[begin];
+    for (int64_t s = begin; s < end; ++s) {
+      const int64_t j = order_[s];
+      const double px = points_[2 * j], py = points_[2 * j + 1];
+      box = {std::min(box.lo_x, px), std::min(box.lo_y, py), std::max(box.hi_x, px),
+             std::max(box.hi_y, py)};
+      min_index = std::min(min_index, j);
+    }
+    const int64_t id = static_cast<int64_t>(nodes_.size());
+    nodes_.push_back({box, min_index, begin, end, -1, -1});
+    if (end - begin <= kLeafSize) return id;
+    // Split at the median of the wider side, ties by index: coincident
+    // points are then split by index, so that min_index lets the search
+    // skip all but O(log N) subtrees of a cluster of them.
+    const int axis = box.hi_y - box.lo_y > box.hi_x - box.lo_x ? 1 : 0;
+    const int64_t mid = begin + (end - begin) / 2;
+    std::nth_element(order_.begin() + begin, order_.begin() + mid, order_.begin() + end,
+                     [&](int64_t a, int64_t b) {
+                       const T pa = points_[2 * a + axis], pb = points_[2 * b + axis];
+                       return pa < pb || (pa == pb && a < b);
+                     });
+    const int64_t left = build(begin, mid);
+    const int64_t right = build(mid, end);
+    nodes_[id].left = left;
+    nodes_[id].right = right;
+    return id;
+  }
+
+  const T* points_;
+  std::vector<int64_t> order_;  // the finite points, grouped by node
+  std::vector<Node> nodes_;     // nodes_[0] is the root
+};
 
 }  // namespace
 
 template <typename T>
 void kth_nearest(ThreadPool& pool, const T* points, int64_t n, int k, int32_t* index) {
-  const NeighbourGrid grid = grid_of(points, n, k);
-  const auto cell_of = [&](int64_t i, int64_t& cx, int64_t& cy) {
-    cx = clamped_cell(points[2 * i], grid.origin_x, grid.cell, grid.cells_x);
-    cy = clamped_cell(points[2 * i + 1], grid.origin_y, grid.cell, grid.cells_y);
-  };
-  CellLists cells;
-  cells.build(pool, grid.cells(), n, [&](int64_t i, auto emit) {
-    if (!valid_point(points, i)) return;
-    int64_t cx, cy;
-    cell_of(i, cx, cy);
-    emit(cy * grid.cells_x + cx);
-  });
-  // Rounding may put a point just across a cell boundary; keep the bound
-  // below the true separation by far more than that.
-  double magnitude = std::fabs(grid.origin_x) + std::fabs(grid.origin_y);
-  if (std::isfinite(grid.cell)) magnitude += grid.cell * double(grid.cells_x + grid.cells_y);
-  const double slack = 1e-12 * magnitude;
-
+  const KdTree<T> tree(points, n);
   parallel_over(pool, n, [&](int64_t i) {
     index[i] = static_cast<int32_t>(i);  // no neighbour: itself, at distance 0
-    if (!valid_point(points, i)) return;
-    const T x = points[2 * i], y = points[2 * i + 1];
-    int64_t cx, cy;
-    cell_of(i, cx, cy);
+    if (!(std::isfinite(points[2 * i]) && std::isfinite(points[2 * i + 1]))) return;
     Neighbour best[kMaxNeighbours];
-    int count = 0;
-    const auto visit = [&](int64_t gx, int64_t gy) {
-      if (gx < 0 || gy < 0 || gx >= grid.cells_x || gy >= grid.cells_y) return;
-      const int64_t c = gy * grid.cells_x + gx;
-      for (int64_t e = cells.start[c]; e < cells.start[c + 1]; ++e) {
-        const int64_t j = cells.items[e];
-        if (j == i) continue;
-        keep_nearest(best, count, k,
-                     {squared_distance(x, y, points[2 * j], points[2 * j + 1]), j});
-      }
-    };
-    for (int64_t r = 0;; ++r) {
-      for (int64_t gy = cy - r; gy <= cy + r; ++gy) {
-        const bool edge_row = gy == cy - r || gy == cy + r;
-        for (int64_t gx = cx - r; gx <= cx + r; gx += edge_row || r == 0 ? 1 : 2 * r) {
-          visit(gx, gy);
-        }
-      }
-      const bool everything = cx - r <= 0 && cy - r <= 0 && cx + r >= grid.cells_x - 1 &&
-                              cy + r >= grid.cells_y - 1;
-      // Cells beyond ring r are at least r cells away.
-      if (everything ||
-          (count == k && std::sqrt(best[k - 1].d2) < double(r) * grid.cell - slack)) {
-        break;
-      }
-    }
+    const int count = tree.search(i, k, best);
     if (count > 0) index[i] = static_cast<int32_t>(best[count - 1].index);
   });
 }
