@@ -3,7 +3,8 @@
 `interpolate` renders an (H, W, C) image and `interpolate_at` evaluates at
 arbitrary points (round Gaussians, per-axis widths or full covariances);
 `adaptive_sigma` gives per-point widths from the points' density,
-`fit_values` values that reproduce the samples, `upsample` enlarges an image
+`fit_values` values that reproduce the samples, `reconstruct` rebuilds an
+image from scattered samples (steered, locally linear), `upsample` enlarges an image
 consistently and `fit_image` fits Gaussians to an image with optax. The kernels run as native
 XLA FFI calls where built (see `build_info`) and as the pure-JAX
 `jax_gmm.reference` elsewhere.
@@ -27,8 +28,9 @@ from jax_gmm._native import build_info
 from jax_gmm.adaptive import adaptive_sigma
 from jax_gmm.fitting import fit_image
 from jax_gmm.interpolating import fit_values
+from jax_gmm.reconstruction import reconstruct
 from jax_gmm.upsampling import upsample
 
 __all__ = ["FFI_TARGETS", "adaptive_sigma", "build_info", "fit_image", "fit_values", "interpolate",
-           "interpolate_at", "reference", "sharding", "upsample"]
+           "interpolate_at", "reconstruct", "reference", "sharding", "upsample"]
 __version__ = "0.1.0"

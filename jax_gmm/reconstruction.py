@@ -1,0 +1,208 @@
+"""Rebuilding an image from scattered samples: `reconstruct`.
+
+The plain Gaussian-weighted mean of the samples is a local average: it
+reproduces constants only, and round Gaussians blur across edges. Three
+changes, each built on the same mixture, make it a sharper reconstruction:
+
+- Steered widths: each sample's Gaussian is stretched along the edge it sits
+  on (the structure tensor of a first, plain rendering gives the edge's
+  direction and strength), at the area of the round one (Takeda, Farsiu and
+  Milanfar, "Kernel regression for image processing and reconstruction",
+  2007).
+- Local linear fit: at every pixel the Gaussian-weighted least-squares plane
+  through the samples, rather than their weighted mean (first-order
+  normalised convolution, Knutsson and Westin 1993), from the mixture's
+  moments: `interpolate` of the samples times 1, x and y, and of x, y, x^2,
+  x y and y^2.
+- Residual correction: the values are corrected a few times by what the fit
+  misses at the samples, v <- v + STEP (samples - fit at the samples).
+
+A second pass estimates the edges again from the first pass's result. The
+constants below were chosen on half of scikit-image's photographs
+(experiments/scattered_reconstruction.py reports on the other half).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_gmm import _checks
+from jax_gmm._api import interpolate, interpolate_at
+from jax_gmm.adaptive import DEFAULT_SCALE, adaptive_sigma
+
+ArrayLike = Any
+
+#: Round width: WIDTH x the distance to the NEIGHBOURS-th nearest sample.
+NEIGHBOURS = 4
+WIDTH = 0.5
+#: Elongation along an edge: (lambda_1 / lambda_2) ** ELONGATION_POWER of the
+#: structure tensor's eigenvalues, at most MAX_ELONGATION (the ratio of the
+#: two axes' variances; the area stays that of the round Gaussian).
+ELONGATION_POWER = 1.0
+MAX_ELONGATION = 16.0
+#: The structure tensor is smoothed over TENSOR_SCALE x the mean sample
+#: spacing sqrt(H W / N); its eigenvalues get TENSOR_FLOOR x its mean trace
+#: added, so that flat regions stay round.
+TENSOR_SCALE = 1.0
+TENSOR_FLOOR = 0.01
+#: Ridge on the local fit's 2 x 2 moment matrix, relative to its trace: where
+#: the samples around a pixel are nearly collinear the plane tilts less.
+RIDGE = 0.1
+#: Residual correction steps per pass and their size.
+STEP = 0.7
+#: Cutoff of every Gaussian: 4 sigma, so that no pixel between samples is
+#: beyond every sample's reach.
+TRUNCATE = 4.0
+
+
+def _moments(points: jax.Array, values: jax.Array) -> jax.Array:
+    """(N, 3 C + 5) channels whose weighted means give the local plane: c,
+    x c, y c, x, y, x^2, x y, y^2 (positions as given)."""
+    x, y = points[:, :1], points[:, 1:]
+    return jnp.concatenate([values, x * values, y * values, x, y, x * x, x * y, y * y], -1)
+
+
+def _plane(means: jax.Array, density: jax.Array, queries: jax.Array, channels: int) -> jax.Array:
+    """The weighted least-squares plane through the samples, evaluated at the
+    queries, from the weighted means of _moments: (..., C)."""
+    c = channels
+    mean_c, mean_xc, mean_yc = means[..., :c], means[..., c:2 * c], means[..., 2 * c:3 * c]
+    mx, my, mxx, mxy, myy = (means[..., 3 * c + j] for j in range(5))
+    # Variances rounded below 0 (one sample, or cancellation) are 0; the
+    # ridge also covers the rounding error of mxx - mx^2, so the matrix
+    # stays positive definite.
+    vxx, vyy = jnp.maximum(mxx - mx * mx, 0), jnp.maximum(myy - my * my, 0)
+    vxy = jnp.clip(mxy - mx * my, -jnp.sqrt(vxx * vyy), jnp.sqrt(vxx * vyy))
+    eps = jnp.finfo(means.dtype).eps
+    ridge = RIDGE * (vxx + vyy) / 2 + 16 * eps * (mxx + myy) + jnp.finfo(means.dtype).tiny
+    vxx, vyy = vxx + ridge, vyy + ridge
+    det = vxx * vyy - vxy * vxy
+    cov_x = mean_xc - mx[..., None] * mean_c
+    cov_y = mean_yc - my[..., None] * mean_c
+    slope_x = (vyy[..., None] * cov_x - vxy[..., None] * cov_y) / det[..., None]
+    slope_y = (vxx[..., None] * cov_y - vxy[..., None] * cov_x) / det[..., None]
+    plane = (mean_c + slope_x * (queries[..., :1] - mx[..., None])
+             + slope_y * (queries[..., 1:] - my[..., None]))
+    return jnp.where((density > 0)[..., None], plane, 0)
+
+
+def _blur(image: jax.Array, sigma: float) -> jax.Array:
+    """Separable Gaussian blur of an (H, W, K) image, edges replicated."""
+    radius = max(1, int(np.ceil(3 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    taps = jnp.asarray(taps / taps.sum(), image.dtype)
+    for axis in (0, 1):
+        padded = jnp.pad(image, [(radius, radius) if a == axis else (0, 0) for a in range(3)],
+                         mode="edge")
+        size = image.shape[axis]
+        image = sum(w * jax.lax.slice_in_dim(padded, j, j + size, axis=axis)
+                    for j, w in enumerate(taps))
+    return image
+
+
+def _steered(image: jax.Array, points: jax.Array, width: jax.Array,
+             spacing: float) -> jax.Array:
+    """(N, 2, 2) covariances of area pi width^2, stretched along the edges of
+    `image` (H, W, C) at the points."""
+    # The colour structure tensor: the sum over channels of grad grad^T.
+    gy, gx = jnp.gradient(image, axis=(0, 1))
+    tensor = _blur(jnp.stack([(gx * gx).sum(-1), (gx * gy).sum(-1), (gy * gy).sum(-1)], -1),
+                   TENSOR_SCALE * spacing)
+    height, width_px = image.shape[:2]
+    col = jnp.clip(jnp.floor(points[:, 0]).astype(jnp.int32), 0, width_px - 1)
+    row = jnp.clip(jnp.floor(points[:, 1]).astype(jnp.int32), 0, height - 1)
+    jxx, jxy, jyy = (tensor[row, col, j] for j in range(3))
+    floor = TENSOR_FLOOR * jnp.mean(tensor[..., 0] + tensor[..., 2]) + jnp.finfo(image.dtype).tiny
+    # Eigenvalues mean +- half_gap, and the projector onto the gradient's
+    # direction, (J - lambda_2 I) / (lambda_1 - lambda_2). Where the gap is 0
+    # the ratio is 1 and any projector gives the round covariance: take 0
+    # (with a square root and a division whose gradients stay finite).
+    gap_squared = ((jxx - jyy) / 2) ** 2 + jxy ** 2
+    distinct = gap_squared > 0
+    half_gap = jnp.where(distinct, jnp.sqrt(jnp.where(distinct, gap_squared, 1)), 0)
+    mean = (jxx + jyy) / 2
+    smaller = jnp.maximum(mean - half_gap, 0)  # >= 0 but for rounding
+    ratio = ((mean + half_gap + floor) / (smaller + floor)) ** ELONGATION_POWER
+    ratio = jnp.minimum(ratio, MAX_ELONGATION)
+    denominator = jnp.where(distinct, 2 * half_gap, 1)
+    across_xx = jnp.where(distinct, (jxx - mean + half_gap) / denominator, 0)
+    across_xy = jxy / denominator
+    across_yy = jnp.where(distinct, (jyy - mean + half_gap) / denominator, 0)
+    across = jnp.stack([jnp.stack([across_xx, across_xy], -1),
+                        jnp.stack([across_xy, across_yy], -1)], -2)
+    along = jnp.eye(2, dtype=image.dtype) - across
+    root = jnp.sqrt(ratio)[:, None, None]
+    return (width ** 2)[:, None, None] * (root * along + across / root)
+
+
+def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *,
+                passes: int = 2, iters: int = 2) -> jax.Array:
+    """Rebuilds an (H, W, C) image from samples at scattered points.
+
+    Args:
+      points: (N, 2) sample positions (x, y) in pixels (pixel (i, j) has its
+        centre at (j + 0.5, i + 0.5)).
+      samples: (N, C) values there.
+      shape: static (H, W) of the image.
+      passes: static number of edge estimates (default 2): the first from
+        the plain mean with round Gaussians, each later one from the previous
+        pass's result.
+      iters: static residual corrections per pass (default 2).
+
+    Returns:
+      (H, W, C) in the inputs' floating dtype; 0 where no sample reaches.
+      Differentiable in samples and points (reverse mode), jit-able and
+      vmap-able. Costs passes x (iters + 1) evaluations of the mixture with
+      3 C + 5 channels at the samples and one on the image, plus the plain
+      first rendering.
+
+    Example:
+      >>> points = jax.random.uniform(jax.random.key(0), (300, 2)) * 32
+      >>> samples = jnp.sin(points[:, :1] / 5) + points[:, 1:] / 32
+      >>> jax_gmm.reconstruct(points, samples, (32, 32)).shape
+      (32, 32, 1)
+    """
+    passes = _checks.check_int("passes", passes, 1)
+    iters = _checks.check_int("iters", iters, 0)
+    height, width = _checks.check_shape(shape)
+    points, samples = _checks.as_array("points", points), _checks.as_array("samples", samples)
+    channels = _checks.check_values(samples, _checks.check_points(points), "samples")
+    result, kernel = _checks.compute_dtype(points, samples)
+    out = _reconstruct(jnp.asarray(points, kernel), jnp.asarray(samples, kernel), height, width,
+                       channels, passes, iters)
+    return out.astype(result)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
+def _reconstruct(points, samples, height, width, channels, passes, iters):
+    if points.shape[0] == 0:
+        return jnp.zeros((height, width, channels), samples.dtype)
+    # The moments use positions relative to the image's centre, so that x^2
+    # loses less to cancellation against the squared mean.
+    centre = jnp.asarray([width / 2, height / 2], points.dtype)
+    local = points - centre
+    pixels = jnp.stack(jnp.meshgrid(jnp.arange(width, dtype=points.dtype) + 0.5,
+                                    jnp.arange(height, dtype=points.dtype) + 0.5), -1) - centre
+    distance = adaptive_sigma(points, k=NEIGHBOURS, scale=1.0)
+    spacing = float(np.sqrt(height * width / points.shape[0]))
+    image = interpolate(points, samples, DEFAULT_SCALE * distance, (height, width), truncate=TRUNCATE)
+
+    def fit_at_samples(values, sigma):
+        means, density = interpolate_at(points, _moments(local, values), sigma, points,
+                                        truncate=TRUNCATE, return_density=True)
+        return _plane(means, density, local, channels)
+
+    for _ in range(passes):
+        sigma = _steered(image, points, WIDTH * distance, spacing)
+        values = samples
+        for _ in range(iters):
+            values = values + STEP * (samples - fit_at_samples(values, sigma))
+        means, density = interpolate(points, _moments(local, values), sigma, (height, width),
+                                     truncate=TRUNCATE, return_density=True)
+        image = _plane(means, density, pixels, channels)
+    return image
