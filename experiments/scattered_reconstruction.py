@@ -6,14 +6,17 @@ pattern) or concentrated on edges (probability proportional to the gradient
 magnitude plus its mean, so half of the samples follow edges). The image is
 rebuilt from the kept pixels by scipy.interpolate.griddata (nearest, linear,
 cubic; linear and cubic are undefined outside the samples' convex hull, where
-they take the nearest sample's value) and by jax_gmm with a fixed sigma from the
+they take the nearest sample's value), by scipy's RBFInterpolator (thin-plate
+spline on the 32 nearest samples) and by jax_gmm with a fixed sigma from the
 sample density (sigma = c / sqrt(kept fraction)) or a per-point sigma from the
-distance to the k-th nearest other sample (sigma_i = c * d_k(i)). c and k are
-fitted on the even-numbered images and every result is reported on the
-odd-numbered ones. Wall times are the best of two runs on this machine's
-CPU; jax_gmm's exclude its one-off jit compilation, and the k-nearest-neighbour
-variant's include the k-d tree. The quick default uses the first 12 images
-cropped to 256 x 256; --full uses every image at full size.
+distance to the k-th nearest other sample (sigma_i = c * d_k(i), found by
+jax_gmm.adaptive_sigma's native search). c and k are fitted on the
+even-numbered images and every result is reported on the odd-numbered ones.
+Wall times are the best of two runs on this machine's CPU (one for the slow
+RBF); jax_gmm's exclude its one-off jit compilation and include the
+neighbour search. The quick default uses the first 12 images cropped to
+256 x 256; --full uses every image at full size. A last section times one
+512 x 512 image at 10 %.
 
 Usage: python experiments/scattered_reconstruction.py [--full] [--images DIR ...]
 """
@@ -26,19 +29,21 @@ from collections.abc import Callable
 
 import numpy as np
 from matplotlib.figure import Figure
-from scipy.interpolate import griddata
-from scipy.spatial import cKDTree
+from scipy.interpolate import RBFInterpolator, griddata
 from tqdm import tqdm
 
 from common import (base_parser, image_paths, image_row, load_images, markdown_table, split_halves,
                     write_results)
+import jax_gmm
 from jax_gmm.imaging import TRUNCATE, l1, pixel_centres, psnr, render, sample_pixels
 
 FRACTIONS = (0.01, 0.05, 0.1, 0.25)
 QUICK_CROP = 256
+TIMING_SIZE = 512
 QUICK_IMAGES = 12
 TIMING_RUNS = 2
 GRIDDATA = ("nearest", "linear", "cubic")
+RBF_NEIGHBOURS = 32
 # Candidate c for sigma = c / sqrt(kept fraction); 1 / sqrt(kept fraction) pixels is the
 # side of the square area per sample.
 FIXED_RATIOS = np.round(np.arange(0.3, 1.21, 0.05), 2)
@@ -87,8 +92,7 @@ SAMPLINGS: dict[str, Sampler] = {
 def knn_distance(points: np.ndarray, k: int) -> np.ndarray:
     """(N,) distance in pixels from each of the (N, 2) points to its k-th
     nearest other point."""
-    distances, _ = cKDTree(points).query(points, k=k + 1)
-    return distances[:, k].astype(np.float32)
+    return np.asarray(jax_gmm.adaptive_sigma(points, k=k, scale=1.0))
 
 
 def griddata_image(points: np.ndarray, values: np.ndarray, shape: tuple[int, int],
@@ -105,6 +109,14 @@ def griddata_image(points: np.ndarray, values: np.ndarray, shape: tuple[int, int
     return image
 
 
+def rbf_image(points: np.ndarray, values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W, C) thin-plate-spline RBF interpolation on the 32 nearest samples."""
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]] + 0.5
+    queries = np.stack([cols.ravel(), rows.ravel()], axis=-1)
+    rbf = RBFInterpolator(points, values, neighbors=RBF_NEIGHBOURS, kernel="thin_plate_spline")
+    return rbf(queries).reshape(*shape, values.shape[-1])
+
+
 def gmm_fixed(points: np.ndarray, values: np.ndarray, shape: tuple[int, int],
               ratio: float) -> tuple[np.ndarray, np.ndarray]:
     """jax_gmm with sigma = ratio / sqrt(N / (H W)) pixels; (image, density)."""
@@ -117,6 +129,23 @@ def gmm_knn(points: np.ndarray, values: np.ndarray, shape: tuple[int, int], k: i
     """jax_gmm with sigma_i = ratio * (distance to the k-th nearest other
     point); (image, density)."""
     return render(points, values, ratio * knn_distance(points, k), *shape)
+
+
+def gmm_interpolating(points: np.ndarray, values: np.ndarray, shape: tuple[int, int], k: int,
+                      ratio: float) -> tuple[np.ndarray, np.ndarray]:
+    """The mixture that reproduces the samples (jax_gmm.fit_values) with
+    sigma_i = ratio * d_k(i); (image, density)."""
+    sigma = ratio * knn_distance(points, k)
+    fitted = jax_gmm.fit_values(points, values, sigma, truncate=TRUNCATE)
+    return render(points, np.asarray(fitted), sigma, *shape)
+
+
+def gmm_reconstruct(points: np.ndarray, values: np.ndarray,
+                    shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """jax_gmm.reconstruct with its defaults; (image, coverage: 0 where every
+    channel is 0, which is where no sample reaches)."""
+    image = np.asarray(jax_gmm.reconstruct(points, values, shape))
+    return image, np.any(image != 0, axis=-1).astype(np.float32)
 
 
 def samples(image: np.ndarray, sampling: str, keep: float, seed: tuple[int, ...]):
@@ -150,10 +179,10 @@ def fit(images: list[tuple[str, np.ndarray]]) -> tuple[float, int, float]:
     return float(best_fixed), KNN_K[k_index], float(KNN_RATIOS[c_index])
 
 
-def best_time(run: Callable[[], object]) -> tuple[object, float]:
-    """(result, seconds) of the fastest of TIMING_RUNS calls of `run`."""
+def best_time(run: Callable[[], object], runs: int = TIMING_RUNS) -> tuple[object, float]:
+    """(result, seconds) of the fastest of `runs` calls of `run`."""
     seconds = []
-    for _ in range(TIMING_RUNS):
+    for _ in range(runs):
         start = time.perf_counter()
         result = run()
         seconds.append(time.perf_counter() - start)
@@ -176,11 +205,19 @@ def methods(fixed_ratio: float, k: int, knn_ratio: float) -> dict[str, Callable]
             return image, seconds, int(np.sum(density == 0))
         return run
 
+    def rbf(points, values, shape):
+        image, seconds = best_time(lambda: rbf_image(points, values, shape), runs=1)
+        return image, seconds, 0
+
     named = {f"griddata {m}": grid_method(m) for m in GRIDDATA}
+    named[f"RBF thin-plate, {RBF_NEIGHBOURS} neighbours"] = rbf
     named[f"jax_gmm, sigma = {fixed_ratio:g}/sqrt(fraction)"] = gmm_method(
         lambda p, v, s: gmm_fixed(p, v, s, fixed_ratio))
     named[f"jax_gmm, sigma_i = {knn_ratio:g} d_{k}(i)"] = gmm_method(
         lambda p, v, s: gmm_knn(p, v, s, k, knn_ratio))
+    named[f"jax_gmm.fit_values, sigma_i = {knn_ratio:g} d_{k}(i)"] = gmm_method(
+        lambda p, v, s: gmm_interpolating(p, v, s, k, knn_ratio))
+    named["jax_gmm.reconstruct"] = gmm_method(gmm_reconstruct)
     return named
 
 
@@ -243,7 +280,7 @@ def example_figure(name: str, image: np.ndarray, named: dict[str, Callable],
     panels = {"original": image, f"{keep:.0%} kept": kept}
     for method, run in named.items():
         panels[method.replace(", ", "\n")] = run(points, values, image.shape[:2])[0]
-    return image_row(panels, f"{name}, random {keep:.0%} of the pixels", 12)
+    return image_row(panels, f"{name}, random {keep:.0%} of the pixels", 18)
 
 
 def sampling_section(results: dict, names: list[str], sampling: str) -> list[str]:
@@ -262,6 +299,20 @@ def sampling_section(results: dict, names: list[str], sampling: str) -> list[str
     ]
 
 
+def large_timing(path, named: dict[str, Callable], keep: float = 0.1) -> list[str]:
+    """Markdown: every method on one report image at 512 x 512 (or its size,
+    if smaller), random sampling: wall time and PSNR."""
+    name, image = load_images([path], TIMING_SIZE)[0]
+    points, values = samples(image, "random", keep, seed=(0,))
+    rows = []
+    for method, run in named.items():
+        estimate, seconds, _ = run(points, values, image.shape[:2])
+        rows.append([method, f"{seconds * 1e3:.0f}", f"{psnr(image, np.clip(estimate, 0, 1)):.2f}"])
+    return [f"## Time at {image.shape[1]} x {image.shape[0]}\n",
+            f"{name}, random {keep:.0%} of the pixels ({len(points)} samples), one image:\n",
+            markdown_table(["method", "wall time (ms)", "PSNR (dB)"], rows)]
+
+
 def main() -> None:
     args = base_parser(__doc__.splitlines()[0]).parse_args()
     paths = image_paths(args.images, None if args.full else QUICK_IMAGES)
@@ -278,11 +329,15 @@ def main() -> None:
         f"{', '.join(n for n, _ in fit_images)}; everything below is the mean over "
         f"{', '.join(n for n, _ in report_images)}. Fitted: c = {fixed_ratio:g} for the fixed "
         f"sigma, k = {k} and c = {knn_ratio:g} for the per-point sigma. Times are the best of "
-        f"{TIMING_RUNS} runs on a shared 2-core CPU, exclude jax's one-off compilation and "
-        "include the k-d tree of the per-point sigma.\n",
+        f"{TIMING_RUNS} runs on a shared 2-core CPU (one for RBF), exclude jax's one-off "
+        "compilation and include jax_gmm's neighbour search. jax_gmm.fit_values solves to its "
+        "default tolerance (relative residual 1e-4, at most 100 GMRES steps) and renders the "
+        "solved values; jax_gmm.reconstruct runs its defaults (2 passes of 2 residual "
+        "corrections, constants chosen on the fit half).\n",
     ]
     for sampling in SAMPLINGS:
         sections += sampling_section(results, names, sampling)
+    sections += large_timing(split_halves(paths)[1][0], named)
     sections += ["![PSNR and time](scattered_reconstruction.png)\n",
                  "![Example](scattered_reconstruction_example.png)\n"]
     example_name, example = report_images[0]

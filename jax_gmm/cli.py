@@ -6,8 +6,8 @@ that box-downsampling the result gives IMAGE back; another F with the plain
 weighted mean of `jax_gmm.interpolate`.
 ``jax-gmm upsample [IMAGE] --factor F`` box-downsamples IMAGE by the integer
 factor F and renders it back at full size; ``jax-gmm reconstruct [IMAGE]
---keep P`` keeps a random fraction P of the pixels and renders the whole image
-from them. Those two print PSNR and L1 against the original and the time
+--keep P`` keeps a random fraction P of the pixels and rebuilds the whole image
+from them with `jax_gmm.reconstruct` (``--plain``: the plain weighted mean). Those two print PSNR and L1 against the original and the time
 taken, and can write the result (``-o``) and an original | input | result
 strip (``--compare``). Without IMAGE they use the bundled 256 x 256 photograph
 (jax_gmm/data/). Grey images stay one channel; alpha is kept as a channel and
@@ -234,17 +234,28 @@ def _reconstruct_command(args: argparse.Namespace) -> int:
     indices = sample_pixels(height, width, args.keep, np.random.default_rng(args.seed))
     points = pixel_centres(indices, width)
     values = image.reshape(-1, channels)[indices]
-    if args.sigma is None:
-        sigma_of = lambda: np.asarray(adaptive.resolve_sigma("auto", points, args.truncate))  # noqa: E731
-        described = f"sigma per sample, median {np.median(sigma_of()):.2f} px (auto)"
+    if not args.plain:
+        if args.sigma is not None:
+            raise CliError("--sigma applies to the plain mean: add --plain", status=2)
+        described = "jax_gmm.reconstruct (steered Gaussians, local linear fit)"
+
+        def run():
+            result = np.asarray(jax_gmm.reconstruct(points, values, (height, width)))
+            return result, np.any(result != 0, axis=-1).astype(np.float32)
     else:
-        sigma_of = lambda: args.sigma  # noqa: E731
-        described = f"sigma {args.sigma:.2f} px"
+        if args.sigma is None:
+            sigma_of = lambda: np.asarray(adaptive.resolve_sigma("auto", points, args.truncate))  # noqa: E731
+            described = f"plain mean, sigma per sample, median {np.median(sigma_of()):.2f} px (auto)"
+        else:
+            sigma_of = lambda: args.sigma  # noqa: E731
+            described = f"plain mean, sigma {args.sigma:.2f} px"
+
+        def run():
+            return render(points, values, sigma_of(), height, width, args.truncate)
     _print_input(name, image)
     print(f"reconstruct from {len(indices)} of {height * width} pixels (keep {args.keep:g}, "
           f"seed {args.seed}), {described}")
-    (result, density), first, steady = time_twice(
-        lambda: render(points, values, sigma_of(), height, width, args.truncate))
+    (result, density), first, steady = time_twice(run)
     kept = np.zeros_like(image).reshape(-1, channels)
     kept[indices] = values
     _report(args, image, result, density, kept.reshape(image.shape), first, steady)
@@ -457,9 +468,13 @@ def _parser() -> argparse.ArgumentParser:
     reconstruct_parser = commands.add_parser(
         "reconstruct", help="render the image from a random fraction of its pixels")
     _add_evaluation(reconstruct_parser,
-                    f"per sample, {adaptive.DEFAULT_SCALE:g} x the distance to its "
+                    f"with --plain; per sample, {adaptive.DEFAULT_SCALE:g} x the distance to its "
                     f"{adaptive.DEFAULT_K}th nearest other sample (jax_gmm.adaptive_sigma), "
                     "widened below truncate 4 so that the cutoff reaches as far")
+    reconstruct_parser.add_argument(
+        "--plain", action="store_true",
+        help="render the plain Gaussian-weighted mean of the samples (with --sigma and "
+             "--truncate) instead of jax_gmm.reconstruct")
     reconstruct_parser.add_argument("--keep", type=_fraction, default=0.1,
                                     help="fraction of pixels kept, in (0, 1] (default: 0.1)")
     reconstruct_parser.add_argument("--seed", type=_seed, default=0,

@@ -165,8 +165,21 @@ def test_enlarge_by_a_fraction(tmp_path, capsys):
 
 
 def test_truncate_option_is_used(capsys):
-    assert cli.main(["reconstruct", "--keep", "0.02", "--sigma", "1", "--truncate", "1"]) == 0
+    assert cli.main(["reconstruct", "--keep", "0.02", "--plain", "--sigma", "1",
+                     "--truncate", "1"]) == 0
     assert "beyond 1 sigma" in capsys.readouterr().out
+
+
+def test_reconstruct_beats_the_plain_mean_and_sigma_needs_plain(capsys):
+    scores = []
+    for extra in ([], ["--plain"]):
+        assert cli.main(["reconstruct", "--keep", "0.1"] + extra) == 0
+        printed = capsys.readouterr().out
+        assert ("plain mean" in printed) == bool(extra)
+        scores.append(_psnr(printed))
+    assert scores[0] > scores[1] + 0.5  # measured 27.22 against 26.36 dB
+    assert cli.main(["reconstruct", "--sigma", "2"]) == 2
+    assert "add --plain" in capsys.readouterr().err
 
 
 def test_version(capsys):
