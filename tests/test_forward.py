@@ -44,6 +44,29 @@ def test_grid_matches_brute_force(rng, dtype, per_point_sigma, c, truncate, impl
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_many_channels_in_groups(rng, dtype):
+    """C = 70: the grid forward takes the channels in groups (64, 6), each a
+    pass over the tile's points. Each channel must come out as if rendered
+    alone, bit for bit, and a non-finite value stays in its own channel."""
+    shape = (37, 45)
+    points, values, sigma = random_inputs(rng, 300, 70, shape, True, dtype)
+    inside = np.flatnonzero((points > 5).all(-1) & (points[:, 1] < shape[0] - 5))
+    values[inside[0], 40] = np.inf
+    values[inside[1], 69] = np.nan
+    out, density = jax_gmm.interpolate(points, values, sigma, shape, return_density=True)
+    expected, expected_density = gmm_grid(points, values, sigma, shape, 3.0)
+    finite = [c for c in range(70) if c not in (40, 69)]
+    assert_close(out[..., finite], expected[..., finite], dtype)
+    assert_close(density, expected_density, dtype)
+    for c in (40, 69):  # inf and NaN exactly where their points weigh
+        np.testing.assert_array_equal(np.isfinite(out[..., c]), np.isfinite(expected[..., c]))
+    assert np.isinf(out[..., 40]).any() and np.isnan(out[..., 69]).any()
+    for lo, hi in [(0, 3), (30, 34), (40, 41), (64, 70)]:
+        alone = jax_gmm.interpolate(points, values[:, lo:hi], sigma, shape)
+        np.testing.assert_array_equal(out[..., lo:hi], alone)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("per_point_sigma", [False, True])
 @pytest.mark.parametrize("c,truncate", [(1, 3.0), (3, 4.0)])
 @pytest.mark.parametrize("impl", ["native", "reference"])

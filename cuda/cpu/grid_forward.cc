@@ -73,14 +73,21 @@ void add_point(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int64_t
   }
 }
 
+// Channels per pass over a tile's points when C is large, so that one pass's
+// accumulator planes (kTilePlane entries each, 64 KiB in float) stay in
+// cache: with every channel in one pass, time per channel grew 3-8x from
+// C = 96 to C = 1024 (experiments/results/channel_groups_ab.md). Each pass
+// clips the footprints again; at C = 96 (two passes) that was within noise.
+constexpr int64_t kChannelGroup = 64;
+
+// Adds channels [c0, c0 + group) of the tile's points into `acc` (planes
+// [Z | A_c0 | ...]), normalises them and writes them to out; the density
+// too if c0 == 0. values and out have C channels per point and pixel.
 template <int kC, typename T>
-void grid_forward_tile(const TiledPoints<T>& tiled, int64_t t, const T* values,
-                       int64_t channels, T* out, T* density) {
+void grid_forward_group(const TiledPoints<T>& tiled, const TileRect& tile, int64_t t,
+                        const T* values, int64_t channels, int64_t c0, int64_t group, T* acc,
+                        T* row, T* out, T* density) {
   const int64_t C = kC > 0 ? kC : channels;
-  const TileRect tile = tiled.tile(t);
-  // Accumulator planes, then one interleaved output row.
-  const auto acc = tile_scratch<T>((C + 1) * kTilePlane + kTileSize * C);
-  T* row = acc.get() + (C + 1) * kTilePlane;
   Footprint<T> fp;
   const uint32_t* items = tiled.tiles.items.data();
   const int64_t first = tiled.tiles.start[t], last = tiled.tiles.start[t + 1];
@@ -88,33 +95,58 @@ void grid_forward_tile(const TiledPoints<T>& tiled, int64_t t, const T* values,
     // The list is in point order, not in memory order of the tile: fetch ahead.
     if (k + 4 < last) {
       __builtin_prefetch(&tiled.gaussians[items[k + 4]]);
-      __builtin_prefetch(values + items[k + 4] * C);
+      __builtin_prefetch(values + items[k + 4] * C + c0);
     }
     const int64_t i = items[k];
     const Gaussian<T>& g = tiled.gaussians[i];
     if (!clip_footprint(g, tile, tiled.width, tiled.height, fp)) continue;
-    const T* v = values + i * C;
-    T* a = acc.get() + fp.offset(tile);
-    if (all_finite(v, C)) {
-      add_point<kC, true>(g, fp, v, C, a);
+    const T* v = values + i * C + c0;
+    T* a = acc + fp.offset(tile);
+    if (all_finite(v, group)) {
+      add_point<kC, true>(g, fp, v, group, a);
     } else {
-      add_point<kC, false>(g, fp, v, C, a);
+      add_point<kC, false>(g, fp, v, group, a);
     }
   }
   // Normalise each channel plane in place, then interleave whole rows into out.
   for (int64_t r = 0; r < tile.height; ++r) {
     const T* z = &acc[r * kTileSize];
-    for (int64_t ch = 0; ch < C; ++ch) {
+    for (int64_t ch = 0; ch < group; ++ch) {
       T* a = &acc[(ch + 1) * kTilePlane + r * kTileSize];
 #pragma omp simd
       for (int j = 0; j < kTileSize; ++j) a[j] = normalise(a[j], z[j]);
     }
-    for (int64_t j = 0; j < tile.width; ++j) {
-      for (int64_t ch = 0; ch < C; ++ch) row[j * C + ch] = z[(ch + 1) * kTilePlane + j];
-    }
     const int64_t p0 = (tile.y0 + r) * tiled.width + tile.x0;
-    stream_copy(z, tile.width, density + p0);
-    stream_copy(row, tile.width * C, out + p0 * C);
+    if (group == C) {
+      for (int64_t j = 0; j < tile.width; ++j) {
+        for (int64_t ch = 0; ch < C; ++ch) row[j * C + ch] = z[(ch + 1) * kTilePlane + j];
+      }
+      stream_copy(row, tile.width * C, out + p0 * C);
+    } else {  // this group's channels of each pixel: a run of `group` in out per pixel
+      for (int64_t j = 0; j < tile.width; ++j) {
+        for (int64_t ch = 0; ch < group; ++ch) row[j * group + ch] = z[(ch + 1) * kTilePlane + j];
+      }
+      for (int64_t j = 0; j < tile.width; ++j) {
+        stream_copy(row + j * group, group, out + (p0 + j) * C + c0);
+      }
+    }
+    if (c0 == 0) stream_copy(z, tile.width, density + p0);
+  }
+}
+
+template <int kC, typename T>
+void grid_forward_tile(const TiledPoints<T>& tiled, int64_t t, const T* values,
+                       int64_t channels, T* out, T* density) {
+  const int64_t C = kC > 0 ? kC : channels;
+  const int64_t group = std::min(C, kC > 0 ? C : kChannelGroup);
+  const TileRect tile = tiled.tile(t);
+  // Accumulator planes, then one interleaved output row.
+  const auto acc = tile_scratch<T>((group + 1) * kTilePlane + kTileSize * C);
+  T* row = acc.get() + (group + 1) * kTilePlane;
+  for (int64_t c0 = 0; c0 < C; c0 += group) {
+    const int64_t count = std::min(group, C - c0);
+    if (c0 > 0) std::fill(acc.get(), acc.get() + (count + 1) * kTilePlane, T(0));
+    grid_forward_group<kC>(tiled, tile, t, values, C, c0, count, acc.get(), row, out, density);
   }
   stream_fence();
 }
