@@ -142,10 +142,9 @@ def gmm_interpolating(points: np.ndarray, values: np.ndarray, shape: tuple[int, 
 
 def gmm_reconstruct(points: np.ndarray, values: np.ndarray,
                     shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """jax_gmm.reconstruct with its defaults; (image, coverage: 0 where every
-    channel is 0, which is where no sample reaches)."""
-    image = np.asarray(jax_gmm.reconstruct(points, values, shape))
-    return image, np.any(image != 0, axis=-1).astype(np.float32)
+    """jax_gmm.reconstruct with its defaults; (image, density)."""
+    image, density = jax_gmm.reconstruct(points, values, shape, return_density=True)
+    return np.asarray(image), np.asarray(density)
 
 
 def samples(image: np.ndarray, sampling: str, keep: float, seed: tuple[int, ...]):

@@ -3,8 +3,8 @@
 Where samples are dense a Gaussian should be narrow, and where they are
 sparse, wide enough to cover the gap. `adaptive_sigma` takes each point's
 width from the distance to its k-th nearest neighbour, found by a native
-grid search on the CPU (cuda/cpu/nearest_neighbour.cc; other platforms run
-the pure-JAX brute force, jax_gmm.reference.kth_nearest).
+k-d tree search on the CPU (cuda/cpu/nearest_neighbour.cc; other platforms
+run the pure-JAX brute force, jax_gmm.reference.kth_nearest).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ ArrayLike = Any
 #: 1-25 % kept) and reported on the other half.
 DEFAULT_K = 4
 DEFAULT_SCALE = 0.4
+#: The cutoff they were fitted with (the experiments render at 4 sigma).
+FITTED_TRUNCATE = 4.0
 
 #: Most neighbours the search keeps (cuda/neighbours.h, kMaxNeighbours).
 MAX_K = 64
@@ -52,13 +54,13 @@ def adaptive_sigma(points: ArrayLike, *, k: int = DEFAULT_K,
       one whose k-th neighbour coincides with it gets 0, which makes it
       contribute nothing to a rendering. Differentiable in points (the
       neighbour choice is held fixed; a zero distance has zero gradient),
-      and vmap-able. Cost O(N k) for points spread over an area, from a grid
-      over their central 98 % (outliers do not stretch it).
+      and vmap-able. On the CPU a k-d tree: O(N log N) however the points
+      cluster; elsewhere a brute force, O(N^2).
 
     Example:
       >>> points = jnp.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
-      >>> jax_gmm.adaptive_sigma(points, k=1, scale=1.0)
-      Array([3., 3., 4.], dtype=float32)
+      >>> jax_gmm.adaptive_sigma(points, k=1, scale=1.0).tolist()
+      [3.0, 3.0, 4.0]
     """
     k = _checks.check_int("k", k, 1)
     if k > MAX_K:
@@ -102,11 +104,15 @@ def _norm_jvp(primals, tangents):
 
 def resolve_sigma(sigma: Any, points: ArrayLike, truncate: float) -> Any:
     """sigma as given, or for the string "auto" `adaptive_sigma(points)`,
-    widened where the cutoff would not reach DEFAULT_SCALE * 4 times the
-    k-th neighbour distance (the reach of the fitted rule at truncate 4), so
-    that no pixel between samples is left uncovered at a smaller truncate."""
+    widened where the cutoff would not reach DEFAULT_SCALE * FITTED_TRUNCATE
+    times the k-th neighbour distance (the fitted rule's reach), so that no
+    pixel between samples is left uncovered at a smaller truncate."""
     if isinstance(sigma, str):
         if sigma != "auto":
             raise ValueError(f'sigma must be a number, an array or "auto", got {sigma!r}')
-        return adaptive_sigma(points, scale=max(DEFAULT_SCALE, DEFAULT_SCALE * 4 / truncate))
+        scale = DEFAULT_SCALE * max(1.0, FITTED_TRUNCATE / truncate)
+        widths = adaptive_sigma(points, scale=scale)
+        # A width of 0 (no usable neighbour) as NaN: the point is left out
+        # either way, but a static 0 would fail the check for sigma <= 0.
+        return jnp.where(widths > 0, widths, jnp.nan)
     return sigma

@@ -6,10 +6,11 @@ that box-downsampling the result gives IMAGE back; another F with the plain
 weighted mean of `jax_gmm.interpolate`.
 ``jax-gmm upsample [IMAGE] --factor F`` box-downsamples IMAGE by the integer
 factor F and renders it back at full size; ``jax-gmm reconstruct [IMAGE]
---keep P`` keeps a random fraction P of the pixels and rebuilds the whole image
-from them with `jax_gmm.reconstruct` (``--plain``: the plain weighted mean). Those two print PSNR and L1 against the original and the time
-taken, and can write the result (``-o``) and an original | input | result
-strip (``--compare``). Without IMAGE they use the bundled 256 x 256 photograph
+--keep P`` keeps a random fraction P of the pixels and rebuilds the whole
+image from them with `jax_gmm.reconstruct` (``--plain``: the plain weighted
+mean). Those two print PSNR and L1 against the original and the time taken,
+and can write the result (``-o``) and an original | input | result strip
+(``--compare``). Without IMAGE they use the bundled 256 x 256 photograph
 (jax_gmm/data/). Grey images stay one channel; alpha is kept as a channel and
 interpolated like the colours. The image recipes live in `jax_gmm.imaging`.
 
@@ -188,7 +189,9 @@ def _print_input(name: str, image: np.ndarray) -> None:
 
 def _note_uncovered(args: argparse.Namespace, density: np.ndarray) -> None:
     uncovered = int(np.sum(density == 0))
-    if uncovered:
+    if uncovered and getattr(args, "plain", True) is False:  # reconstruct, its own cutoff
+        print(f"note: {uncovered} pixels are beyond the reach of every sample and are black")
+    elif uncovered:
         print(f"note: {uncovered} pixels are beyond {args.truncate:g} sigma of every sample and "
               "are black; a larger --sigma or --truncate covers them")
 
@@ -235,17 +238,21 @@ def _reconstruct_command(args: argparse.Namespace) -> int:
     points = pixel_centres(indices, width)
     values = image.reshape(-1, channels)[indices]
     if not args.plain:
-        if args.sigma is not None:
-            raise CliError("--sigma applies to the plain mean: add --plain", status=2)
+        if args.sigma is not None or args.truncate != TRUNCATE:
+            raise CliError("--sigma and --truncate apply to the plain mean: add --plain",
+                           status=2)
         described = "jax_gmm.reconstruct (steered Gaussians, local linear fit)"
 
         def run():
-            result = np.asarray(jax_gmm.reconstruct(points, values, (height, width)))
-            return result, np.any(result != 0, axis=-1).astype(np.float32)
+            result, density = jax_gmm.reconstruct(points, values, (height, width),
+                                                  return_density=True)
+            return np.asarray(result), np.asarray(density)
     else:
         if args.sigma is None:
-            sigma_of = lambda: np.asarray(adaptive.resolve_sigma("auto", points, args.truncate))  # noqa: E731
-            described = f"plain mean, sigma per sample, median {np.median(sigma_of()):.2f} px (auto)"
+            def sigma_of():
+                return np.asarray(adaptive.resolve_sigma("auto", points, args.truncate))
+            median = np.nanmedian(sigma_of())
+            described = f"plain mean, sigma per sample, median {median:.2f} px (auto)"
         else:
             sigma_of = lambda: args.sigma  # noqa: E731
             described = f"plain mean, sigma {args.sigma:.2f} px"

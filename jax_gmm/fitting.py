@@ -21,6 +21,7 @@ import optax
 
 from jax_gmm import _checks
 from jax_gmm._api import interpolate
+from jax_gmm.reconstruction import image_gradient
 
 ArrayLike = Any
 
@@ -152,8 +153,7 @@ def _sampling_probability(image: jax.Array) -> jax.Array:
     """(H W,) row-major probability of each pixel: UNIFORM_SHARE uniform, the
     rest proportional to the magnitude of the image's gradient."""
     height, width = image.shape[:2]
-    rows, cols = (jnp.gradient(image, axis=a) if image.shape[a] > 1 else jnp.zeros_like(image)
-                  for a in (0, 1))
+    rows, cols = image_gradient(image)
     magnitude = jnp.sqrt(jnp.sum(rows**2 + cols**2, axis=-1)).ravel()
     total = jnp.sum(magnitude)
     uniform = jnp.full((height * width,), 1.0 / (height * width))

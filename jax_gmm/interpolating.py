@@ -204,8 +204,13 @@ def _gmres(matvec: Callable[[jax.Array], jax.Array], b: jax.Array, iters: int, t
         k, steps, basis, triangle, _, _, g = lax.while_loop(
             lambda s: (s[0] < restart) & (s[1] < iters) & unconverged(jnp.abs(s[6][s[0]])),
             arnoldi_step, (0, steps, basis, triangle, cos, sin, g))
-        y = jax.scipy.linalg.solve_triangular(triangle, jnp.where(jnp.arange(restart) < k,
-                                                                  g[:restart], 0))
+        # A zero on the diagonal is a breakdown (the next direction lies in
+        # the basis, as when A is singular): that column gets no weight,
+        # rather than a division by 0.
+        broken = jnp.diagonal(triangle) == 0
+        y = jax.scipy.linalg.solve_triangular(
+            triangle + jnp.diag(broken.astype(dtype)),
+            jnp.where((jnp.arange(restart) < k) & ~broken, g[:restart], 0))
         return x + jnp.tensordot(y, basis[:restart], 1), unconverged(residual_norm), steps
 
     x, *_ = lax.while_loop(lambda s: s[1] & (s[2] < iters), cycle, (b, True, 0))

@@ -31,14 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_gmm import _checks
+from jax_gmm import _checks, reference
 from jax_gmm._api import interpolate, interpolate_at
-from jax_gmm.adaptive import DEFAULT_SCALE, adaptive_sigma
+from jax_gmm.adaptive import DEFAULT_K, DEFAULT_SCALE, FITTED_TRUNCATE as TRUNCATE, adaptive_sigma
 
 ArrayLike = Any
 
-#: Round width: WIDTH x the distance to the NEIGHBOURS-th nearest sample.
-NEIGHBOURS = 4
+#: Round width: WIDTH x the distance to the DEFAULT_K-th nearest sample.
 WIDTH = 0.5
 #: Elongation along an edge: (lambda_1 / lambda_2) ** ELONGATION_POWER of the
 #: structure tensor's eigenvalues, at most MAX_ELONGATION (the ratio of the
@@ -50,14 +49,13 @@ MAX_ELONGATION = 16.0
 #: added, so that flat regions stay round.
 TENSOR_SCALE = 1.0
 TENSOR_FLOOR = 0.01
+#: Cap on that smoothing's radius (reached below about 1 % of pixels kept).
+MAX_BLUR_RADIUS = 32
 #: Ridge on the local fit's 2 x 2 moment matrix, relative to its trace: where
 #: the samples around a pixel are nearly collinear the plane tilts less.
 RIDGE = 0.1
 #: Residual correction steps per pass and their size.
 STEP = 0.7
-#: Cutoff of every Gaussian: 4 sigma, so that no pixel between samples is
-#: beyond every sample's reach.
-TRUNCATE = 4.0
 
 
 def _moments(points: jax.Array, values: jax.Array) -> jax.Array:
@@ -73,13 +71,17 @@ def _plane(means: jax.Array, density: jax.Array, queries: jax.Array, channels: i
     c = channels
     mean_c, mean_xc, mean_yc = means[..., :c], means[..., c:2 * c], means[..., 2 * c:3 * c]
     mx, my, mxx, mxy, myy = (means[..., 3 * c + j] for j in range(5))
-    # Variances rounded below 0 (one sample, or cancellation) are 0; the
-    # ridge also covers the rounding error of mxx - mx^2, so the matrix
-    # stays positive definite.
+    # Variances that cancellation rounds below 0 are 0, and the covariance
+    # stays within their geometric mean (a square root whose derivative is
+    # kept finite where one sample, or collinear ones, make it 0). The
+    # ridge's last terms cover the rounding error of mxx - mx^2 and keep the
+    # matrix positive definite where the variances are 0, in pixels^2.
     vxx, vyy = jnp.maximum(mxx - mx * mx, 0), jnp.maximum(myy - my * my, 0)
-    vxy = jnp.clip(mxy - mx * my, -jnp.sqrt(vxx * vyy), jnp.sqrt(vxx * vyy))
+    product = vxx * vyy
+    bound = jnp.where(product > 0, jnp.sqrt(jnp.where(product > 0, product, 1)), 0)
+    vxy = jnp.clip(mxy - mx * my, -bound, bound)
     eps = jnp.finfo(means.dtype).eps
-    ridge = RIDGE * (vxx + vyy) / 2 + 16 * eps * (mxx + myy) + jnp.finfo(means.dtype).tiny
+    ridge = RIDGE * (vxx + vyy) / 2 + 16 * eps * (mxx + myy + 1)
     vxx, vyy = vxx + ridge, vyy + ridge
     det = vxx * vyy - vxy * vxy
     cov_x = mean_xc - mx[..., None] * mean_c
@@ -92,8 +94,11 @@ def _plane(means: jax.Array, density: jax.Array, queries: jax.Array, channels: i
 
 
 def _blur(image: jax.Array, sigma: float) -> jax.Array:
-    """Separable Gaussian blur of an (H, W, K) image, edges replicated."""
-    radius = max(1, int(np.ceil(3 * sigma)))
+    """Separable Gaussian blur of an (H, W, K) image, edges replicated, cut
+    at 3 sigma but at most MAX_BLUR_RADIUS pixels: a sum of shifted slices,
+    which XLA's CPU backend runs several times faster than a convolution,
+    kept to a program of bounded size."""
+    radius = max(1, min(int(np.ceil(3 * sigma)), MAX_BLUR_RADIUS))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps = jnp.asarray(taps / taps.sum(), image.dtype)
     for axis in (0, 1):
@@ -105,19 +110,35 @@ def _blur(image: jax.Array, sigma: float) -> jax.Array:
     return image
 
 
+def image_gradient(image: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(d/drow, d/dcolumn) of an (H, W, C) image by central differences, 0
+    along an axis of one pixel."""
+    return tuple(jnp.gradient(image, axis=a) if image.shape[a] > 1 else jnp.zeros_like(image)
+                 for a in (0, 1))
+
+
 def _steered(image: jax.Array, points: jax.Array, width: jax.Array,
              spacing: float) -> jax.Array:
     """(N, 2, 2) covariances of area pi width^2, stretched along the edges of
     `image` (H, W, C) at the points."""
-    # The colour structure tensor: the sum over channels of grad grad^T.
-    gy, gx = jnp.gradient(image, axis=(0, 1))
+    # The colour structure tensor: the sum over channels of grad grad^T, of
+    # the image scaled to a peak of 1 and the tensor to a mean trace of 1
+    # (finite entries only: a NaN sample spoils its neighbourhood, not every
+    # covariance), so that the steering does not depend on the samples' units.
+    finite = jnp.isfinite(image)
+    peak = jnp.max(jnp.where(finite, jnp.abs(image), 0))
+    gy, gx = image_gradient(image / jnp.where(peak > 0, peak, 1))
     tensor = _blur(jnp.stack([(gx * gx).sum(-1), (gx * gy).sum(-1), (gy * gy).sum(-1)], -1),
                    TENSOR_SCALE * spacing)
+    trace = tensor[..., 0] + tensor[..., 2]
+    usable = jnp.isfinite(trace)
+    mean_trace = jnp.sum(jnp.where(usable, trace, 0)) / jnp.maximum(jnp.sum(usable), 1)
+    tensor = tensor / jnp.where(mean_trace > 0, mean_trace, 1)
     height, width_px = image.shape[:2]
     col = jnp.clip(jnp.floor(points[:, 0]).astype(jnp.int32), 0, width_px - 1)
     row = jnp.clip(jnp.floor(points[:, 1]).astype(jnp.int32), 0, height - 1)
     jxx, jxy, jyy = (tensor[row, col, j] for j in range(3))
-    floor = TENSOR_FLOOR * jnp.mean(tensor[..., 0] + tensor[..., 2]) + jnp.finfo(image.dtype).tiny
+    floor = TENSOR_FLOOR
     # Eigenvalues mean +- half_gap, and the projector onto the gradient's
     # direction, (J - lambda_2 I) / (lambda_1 - lambda_2). Where the gap is 0
     # the ratio is 1 and any projector gives the round covariance: take 0
@@ -141,7 +162,7 @@ def _steered(image: jax.Array, points: jax.Array, width: jax.Array,
 
 
 def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *,
-                passes: int = 2, iters: int = 2) -> jax.Array:
+                passes: int = 2, iters: int = 2, return_density: bool = False):
     """Rebuilds an (H, W, C) image from samples at scattered points.
 
     Args:
@@ -153,13 +174,22 @@ def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *
         the plain mean with round Gaussians, each later one from the previous
         pass's result.
       iters: static residual corrections per pass (default 2).
+      return_density: also return Z, (H, W), of the last pass's Gaussians:
+        0 where no sample reaches.
 
     Returns:
-      (H, W, C) in the inputs' floating dtype; 0 where no sample reaches.
+      (H, W, C) in the inputs' floating dtype, 0 where no sample reaches (and
+      with ``return_density``, ``(image, density)``). A sample with no other
+      finite sample, or whose 4th nearest coincides with it, has width 0 and
+      contributes nothing, so one sample alone renders nothing. A NaN sample
+      makes its neighbourhood NaN, not the image. Positions are taken
+      relative to the image's centre; in float32, images wider than a few
+      thousand pixels lose accuracy towards their edges (use float64).
       Differentiable in samples and points (reverse mode), jit-able and
-      vmap-able. Costs passes x (iters + 1) evaluations of the mixture with
-      3 C + 5 channels at the samples and one on the image, plus the plain
-      first rendering.
+      vmap-able. Costs one neighbour search, the plain first rendering, and
+      per pass a blur of the structure tensor (O(H W) per tap, about 6 x the
+      sample spacing taps per axis, at most 65), `iters` evaluations of the mixture at
+      the samples and one rendering, both with 3 C + 5 channels.
 
     Example:
       >>> points = jax.random.uniform(jax.random.key(0), (300, 2)) * 32
@@ -173,24 +203,27 @@ def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *
     points, samples = _checks.as_array("points", points), _checks.as_array("samples", samples)
     channels = _checks.check_values(samples, _checks.check_points(points), "samples")
     result, kernel = _checks.compute_dtype(points, samples)
-    out = _reconstruct(jnp.asarray(points, kernel), jnp.asarray(samples, kernel), height, width,
-                       channels, passes, iters)
-    return out.astype(result)
+    image, density = _reconstruct(jnp.asarray(points, kernel), jnp.asarray(samples, kernel),
+                                  height, width, channels, passes, iters)
+    image, density = image.astype(result), density.astype(result)
+    return (image, density) if return_density else image
 
 
 @partial(jax.jit, static_argnums=(2, 3, 4, 5, 6))
 def _reconstruct(points, samples, height, width, channels, passes, iters):
-    if points.shape[0] == 0:
-        return jnp.zeros((height, width, channels), samples.dtype)
+    if points.shape[0] == 0 or height * width == 0:
+        return (jnp.zeros((height, width, channels), samples.dtype),
+                jnp.zeros((height, width), samples.dtype))
     # The moments use positions relative to the image's centre, so that x^2
     # loses less to cancellation against the squared mean.
     centre = jnp.asarray([width / 2, height / 2], points.dtype)
     local = points - centre
-    pixels = jnp.stack(jnp.meshgrid(jnp.arange(width, dtype=points.dtype) + 0.5,
-                                    jnp.arange(height, dtype=points.dtype) + 0.5), -1) - centre
-    distance = adaptive_sigma(points, k=NEIGHBOURS, scale=1.0)
+    pixels = reference.pixel_centres(height, width, points.dtype).reshape(height, width, 2)
+    pixels = pixels - centre
+    distance = adaptive_sigma(points, k=DEFAULT_K, scale=1.0)
     spacing = float(np.sqrt(height * width / points.shape[0]))
-    image = interpolate(points, samples, DEFAULT_SCALE * distance, (height, width), truncate=TRUNCATE)
+    image = interpolate(points, samples, DEFAULT_SCALE * distance, (height, width),
+                        truncate=TRUNCATE)
 
     def fit_at_samples(values, sigma):
         means, density = interpolate_at(points, _moments(local, values), sigma, points,
@@ -205,4 +238,4 @@ def _reconstruct(points, samples, height, width, channels, passes, iters):
         means, density = interpolate(points, _moments(local, values), sigma, (height, width),
                                      truncate=TRUNCATE, return_density=True)
         image = _plane(means, density, pixels, channels)
-    return image
+    return image, density

@@ -143,6 +143,20 @@ def test_sigma_auto(rng):
     np.testing.assert_allclose(auto, explicit, rtol=1e-12, atol=1e-14)
 
 
+def test_sigma_auto_outside_jit_with_duplicates_and_nan(rng):
+    """Points that get width 0 from adaptive_sigma are left out, eagerly as
+    under jit (a static width 0 would otherwise be refused)."""
+    points = np.concatenate([rng.uniform(0, 16, (20, 2)), np.full((6, 2), 3.0),
+                             [[np.nan, 1.0]]])
+    values = rng.uniform(0, 1, (27, 1))
+    eager = jax_gmm.interpolate(points, values, "auto", (16, 16))
+    jitted = jax.jit(lambda p, v: jax_gmm.interpolate(p, v, "auto", (16, 16)))(points, values)
+    np.testing.assert_array_equal(eager, jitted)
+    assert np.isfinite(eager).all()
+    np.testing.assert_array_equal(
+        jax_gmm.interpolate_at(points[:1], values[:1], "auto", points[:3]), 0.0)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"k": 0}, "k must be at least 1"), ({"k": 65}, "k must be at most 64"),
     ({"k": 2.5}, "k must be a static integer"), ({"scale": 0.0}, "scale must be positive"),

@@ -80,6 +80,35 @@ def test_no_points_and_uncovered_pixels_give_zero():
     assert np.isfinite(out).all() and out[-1, -1, 0] == 0 and out[2, 2, 0] > 0
 
 
+def test_scanlines_and_collinear_samples_have_finite_gradients():
+    # Every 6th row: each pixel's samples are collinear, their moment matrix singular.
+    rows, cols = np.meshgrid(np.arange(0, SIZE[0], 6) + 0.5, np.arange(SIZE[1]) + 0.5)
+    points = np.stack([cols.ravel(), rows.ravel()], -1)
+    samples = np.sin(points[:, :1] / 3)
+    grad = jax.grad(lambda s: jax_gmm.reconstruct(points, s, SIZE).sum())(samples)
+    assert np.isfinite(grad).all() and np.abs(grad).max() > 0
+
+
+def test_independent_of_the_samples_units_and_nan_stays_local(rng):
+    points = scattered(rng)
+    samples = np.sin(points[:, :1] / 4) * np.cos(points[:, 1:] / 5)
+    out = np.asarray(jax_gmm.reconstruct(points, samples, SIZE))
+    for scale in (1e-9, 1e12):
+        np.testing.assert_allclose(jax_gmm.reconstruct(points, samples * scale, SIZE) / scale,
+                                   out, rtol=1e-9, atol=1e-12)
+    samples[np.argmin(np.abs(points - [4, 4]).sum(-1))] = np.nan  # near a corner
+    spoilt = np.isnan(np.asarray(jax_gmm.reconstruct(points, samples, SIZE))[..., 0])
+    assert spoilt[:6, :6].any() and not spoilt[12:, 14:].any()
+
+
+@pytest.mark.parametrize("shape", [(1, 14), (12, 1), (1, 1), (0, 5)])
+def test_thin_and_empty_images(rng, shape):
+    points = rng.uniform(0, 1, (40, 2)) * [max(shape[1], 1), max(shape[0], 1)]
+    out, density = jax_gmm.reconstruct(points, np.ones((40, 2)), shape, return_density=True)
+    assert out.shape == (*shape, 2) and density.shape == shape
+    np.testing.assert_allclose(out, 1.0, rtol=1e-12)
+
+
 @pytest.mark.parametrize("args,kwargs,match", [
     ((np.zeros((3, 3)), np.zeros((3, 1)), SIZE), {}, "points must have shape"),
     ((np.zeros((3, 2)), np.zeros((4, 1)), SIZE), {}, "samples must have shape"),

@@ -166,7 +166,8 @@ def test_jacrev_matches_reference(rng, where):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(b).max())
 
 
-@pytest.mark.parametrize("module", ["jax_gmm", "jax_gmm._api", "jax_gmm._native"])
+@pytest.mark.parametrize("module", ["jax_gmm", "jax_gmm._api", "jax_gmm._native",
+                                    "jax_gmm.adaptive", "jax_gmm.reconstruction"])
 def test_docstring_examples_run(module):
     globs = {"jax": jax, "jnp": jnp, "jax_gmm": jax_gmm}
     result = doctest.testmod(importlib.import_module(module), extraglobs=globs)
