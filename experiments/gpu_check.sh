@@ -40,7 +40,7 @@ sanitize() {
   # Under the sanitizer XLA allocates every buffer on its own rather than
   # from one pooled block, so an access past a buffer's end is caught.
   export XLA_PYTHON_CLIENT_ALLOCATOR=platform XLA_PYTHON_CLIENT_PREALLOCATE=false
-  local small=(python -m pytest -q -x -p no:cacheprovider tests/test_gpu.py -k small)
+  local small=(python -m pytest -q -x -p no:cacheprovider -o addopts= tests/test_gpu.py -k small)
   # racecheck and initcheck look at this module's kernels only (their names
   # contain jax_gmm), not at XLA's or CUB's.
   local ours=()
@@ -71,7 +71,7 @@ pprint.pprint(jax_gmm.build_info())
 assert jax_gmm.build_info()["cuda"], "the CUDA module did not load"
 '
 
-  if wants tests; then step python -m pytest -q -ra tests; fi
+  if wants tests; then step python -m pytest -q -ra -o addopts= tests; fi
 
   if wants sanitize; then sanitize; fi
 
