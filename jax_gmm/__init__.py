@@ -4,10 +4,10 @@
 arbitrary points (round Gaussians, per-axis widths or full covariances);
 `adaptive_sigma` gives per-point widths from the points' density,
 `fit_values` values that reproduce the samples, `reconstruct` rebuilds an
-image from scattered samples (steered, locally linear), `upsample` enlarges an image
-consistently and `fit_image` fits Gaussians to an image with optax. The kernels run as native
-XLA FFI calls where built (see `build_info`) and as the pure-JAX
-`jax_gmm.reference` elsewhere.
+image from scattered samples (steered, locally linear), `upsample` enlarges
+an image consistently and `fit_image` fits Gaussians to an image with optax.
+The kernels run as native XLA FFI calls where built (see `build_info`) and
+as the pure-JAX `jax_gmm.reference` elsewhere.
 
 jax.export refuses custom calls it does not know; `FFI_TARGETS` names the
 package's, to allow them (running the exported artefact needs jax_gmm

@@ -45,8 +45,8 @@ WIDTH = 0.5
 ELONGATION_POWER = 1.0
 MAX_ELONGATION = 16.0
 #: The structure tensor is smoothed over TENSOR_SCALE x the mean sample
-#: spacing sqrt(H W / N); its eigenvalues get TENSOR_FLOOR x its mean trace
-#: added, so that flat regions stay round.
+#: spacing sqrt(H W / N) and scaled to a mean trace of 1; its eigenvalues get
+#: TENSOR_FLOOR added, so that flat regions stay round.
 TENSOR_SCALE = 1.0
 TENSOR_FLOOR = 0.01
 #: Cap on that smoothing's radius (reached below about 1 % of pixels kept).
@@ -138,7 +138,6 @@ def _steered(image: jax.Array, points: jax.Array, width: jax.Array,
     col = jnp.clip(jnp.floor(points[:, 0]).astype(jnp.int32), 0, width_px - 1)
     row = jnp.clip(jnp.floor(points[:, 1]).astype(jnp.int32), 0, height - 1)
     jxx, jxy, jyy = (tensor[row, col, j] for j in range(3))
-    floor = TENSOR_FLOOR
     # Eigenvalues mean +- half_gap, and the projector onto the gradient's
     # direction, (J - lambda_2 I) / (lambda_1 - lambda_2). Where the gap is 0
     # the ratio is 1 and any projector gives the round covariance: take 0
@@ -148,7 +147,7 @@ def _steered(image: jax.Array, points: jax.Array, width: jax.Array,
     half_gap = jnp.where(distinct, jnp.sqrt(jnp.where(distinct, gap_squared, 1)), 0)
     mean = (jxx + jyy) / 2
     smaller = jnp.maximum(mean - half_gap, 0)  # >= 0 but for rounding
-    ratio = ((mean + half_gap + floor) / (smaller + floor)) ** ELONGATION_POWER
+    ratio = ((mean + half_gap + TENSOR_FLOOR) / (smaller + TENSOR_FLOOR)) ** ELONGATION_POWER
     ratio = jnp.minimum(ratio, MAX_ELONGATION)
     denominator = jnp.where(distinct, 2 * half_gap, 1)
     across_xx = jnp.where(distinct, (jxx - mean + half_gap) / denominator, 0)
