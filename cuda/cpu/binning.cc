@@ -17,6 +17,11 @@ TileBox tiles_of(const Gaussian<T>& g, int64_t width, int64_t height) {
   return {static_cast<int32_t>(b.x.lo), static_cast<int32_t>(b.x.hi),
           static_cast<int32_t>(b.y.lo), static_cast<int32_t>(b.y.hi)};
 }
+
+// The box of the reachable queries.
+struct QueryBox {
+  Interval x, y;
+};
 }  // namespace
 
 template <typename T>
@@ -51,21 +56,27 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scal
     : gaussians(make_gaussians(pool, points, scale, n, truncate)) {
   // The layout rule is layout.h's, shared with the GPU binning: a grid over
   // the queries some point can reach, worked out in double.
-  PointReach reach = no_reach();
-  for (const Gaussian<T>& g : gaussians) reach = combine(reach, point_reach(g));
-  Interval box_x = no_interval(), box_y = no_interval();
-  for (int64_t q = 0; q < m; ++q) {
-    const T x = queries[2 * q], y = queries[2 * q + 1];
-    if (!query_reachable(reach, x, y)) continue;
-    box_x = hull(box_x, {double(x), double(x)});
-    box_y = hull(box_y, {double(y), double(y)});
-  }
-  const CellLayout l = cell_layout(box_x, box_y, reach, m);
+  const PointReach reach = reduce_over(
+      pool, n, no_reach(), [&](int64_t i) { return point_reach(gaussians[i]); },
+      [](const PointReach& a, const PointReach& b) { return combine(a, b); });
+  const QueryBox box = reduce_over(
+      pool, m, QueryBox{no_interval(), no_interval()},
+      [&](int64_t q) {
+        const T x = queries[2 * q], y = queries[2 * q + 1];
+        if (!query_reachable(reach, x, y)) return QueryBox{no_interval(), no_interval()};
+        return QueryBox{{double(x), double(x)}, {double(y), double(y)}};
+      },
+      [](const QueryBox& a, const QueryBox& b) { return QueryBox{hull(a.x, b.x), hull(a.y, b.y)}; });
+  const CellLayout l = cell_layout(box.x, box.y, reach, m);
   origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;
   cells_x = l.cells_x, cells_y = l.cells_y;
+  // Each query's cell, worked out once for both passes of the build.
+  std::vector<int64_t> cell_of(m);
+  parallel_over(pool, m, [&](int64_t q) {
+    cell_of[q] = query_cell(l, reach, queries[2 * q], queries[2 * q + 1]);
+  });
   this->queries.build(pool, l.cells(), m, [&](int64_t q, auto emit) {
-    const int64_t k = query_cell(l, reach, queries[2 * q], queries[2 * q + 1]);
-    if (k >= 0) emit(k);
+    if (cell_of[q] >= 0) emit(cell_of[q]);
   });
   this->points.build(pool, l.cells(), n, [&](int64_t i, auto emit) {
     const Box b = point_cells(l, gaussians[i]);

@@ -35,6 +35,25 @@ void parallel_over(ThreadPool& pool, int64_t count, const Body& body) {
   });
 }
 
+// The combination, in a fixed grouping (chunks of kMembersPerChunk, then the
+// chunks in order), of of(i) for i in [0, count), starting from `none`: the
+// same result for every thread count even when `combine` rounds.
+template <typename R, typename Of, typename Combine>
+R reduce_over(ThreadPool& pool, int64_t count, R none, const Of& of, const Combine& combine) {
+  const int64_t chunks = (count + kMembersPerChunk - 1) / kMembersPerChunk;
+  std::vector<R> partial(chunks, none);
+  parallel_for(pool, chunks, [&](int64_t c) {
+    R sum = none;
+    for (int64_t i = c * kMembersPerChunk; i < std::min(count, (c + 1) * kMembersPerChunk); ++i) {
+      sum = combine(sum, of(i));
+    }
+    partial[c] = sum;
+  });
+  R total = none;
+  for (const R& r : partial) total = combine(total, r);
+  return total;
+}
+
 // Compressed lists: the members of cell k are items[start[k] .. start[k+1]).
 struct CellLists {
   std::vector<int64_t> start;
