@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import jax_gmm
+from brute_force import gmm_grid
 from jax_gmm import _ffi
 
 needs_cpu_module = pytest.mark.skipif(not jax_gmm.build_info()["cpu"],
@@ -90,3 +91,28 @@ def test_grid_backward_in_chunks_is_bitwise_the_same(rng, monkeypatch, dtype):
     for a, b in zip(whole, chunked):
         np.testing.assert_array_equal(a, b)
     assert np.abs(np.asarray(whole[0])).max() > 0
+
+
+@needs_cpu_module
+def test_outputs_past_the_huge_page_size_are_right(rng):
+    """Results of 32 MiB or more are advised to take huge pages
+    (cuda/cpu/streaming.h): a 37.5 MiB render equals the brute force where its
+    points reach and is 0 elsewhere, and its gradient is right."""
+    height, width = 1600, 1536  # out: 1600 * 1536 * 4 channels * 4 bytes = 37.5 MiB
+    points = rng.uniform(0, 48, (40, 2)).astype(np.float32) + np.float32(700)
+    values = rng.uniform(-1, 1, (40, 4)).astype(np.float32)
+    out = np.asarray(jax.jit(lambda p, v: jax_gmm.interpolate(p, v, 2.5, (height, width)))(
+        points, values))
+    crop = (slice(680, 770), slice(680, 770))
+    expected = gmm_grid(points - np.float32(680), values, np.full(40, 2.5, np.float32),
+                        (90, 90))[0]
+    np.testing.assert_allclose(out[crop], expected, rtol=2e-5, atol=2e-6)
+    rest = out.copy()
+    rest[crop] = 0
+    assert not rest.any()
+    d_values = jax.grad(lambda v: jnp.sum(jax_gmm.interpolate(points, v, 2.5, (height, width))))(
+        values)
+    # d sum(out) / d c_ic = sum over pixels of w_i / Z, the brute force's image of c = e_i
+    shares = gmm_grid(points - np.float32(680), np.eye(40, dtype=np.float32),
+                      np.full(40, 2.5, np.float32), (90, 90))[0].sum((0, 1))
+    np.testing.assert_allclose(d_values, np.repeat(shares[:, None], 4, 1), rtol=1e-4)

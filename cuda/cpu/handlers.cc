@@ -9,6 +9,7 @@
 #include "kernels.h"
 #include "neighbours.h"
 #include "operands.h"
+#include "streaming.h"
 #include "targets.h"
 
 namespace ffi = xla::ffi;
@@ -110,12 +111,19 @@ const TiledPoints<T>& tiled_points(BinCache<TiledPoints<T>>& cache, ffi::ThreadP
   });
 }
 
+// Huge pages for the large results of a call (streaming.h).
+template <typename... Results>
+void advise_huge_pages_for(Results&... results) {
+  (advise_huge_pages(results->untyped_data(), results->size_bytes()), ...);
+}
+
 template <ffi::DataType DT>
 ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer<DT> values,
                        ffi::Buffer<DT> scale, ffi::ResultBuffer<DT> out,
                        ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
   JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, nullptr, *out, *density));
+  advise_huge_pages_for(out, density);
   const auto& l = call.layout;
   BinCache<TiledPoints<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
@@ -136,6 +144,7 @@ ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffe
   JAX_GMM_ASSIGN(call, check_backward<T>(points, values, scale, nullptr, out, density, d_out,
                                          d_density, *d_points, *d_values, *d_scale, nullptr,
                                          /*zero_d_density=*/true));
+  advise_huge_pages_for(d_points, d_values, d_scale);
   const auto& l = call.layout;
   BinCache<TiledPoints<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
@@ -156,6 +165,7 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
                             ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
   JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, &queries, *out, *density));
+  advise_huge_pages_for(out, density);
   const auto& l = call.layout;
   BinCache<CelledQueries<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
@@ -179,6 +189,7 @@ ffi::Error ScatteredBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
   JAX_GMM_ASSIGN(call, check_backward<T>(points, values, scale, &queries, out, density, d_out,
                                          d_density, *d_points, *d_values, *d_scale,
                                          &*d_queries));
+  advise_huge_pages_for(d_points, d_values, d_scale, d_queries);
   const auto& l = call.layout;
   BinCache<CelledQueries<T>> cache;
   for (int64_t b = 0; b < l.count(); ++b) {
