@@ -2,6 +2,7 @@
 
     python experiments/benchmark.py --quick      # under 2 minutes on 2 CPU cores
     python experiments/benchmark.py --full       # every case of the grid (hours on 2 cores)
+    python experiments/benchmark.py --quick --no-pause  # calls back to back, no pause
     python experiments/benchmark.py --gpu-quick  # the three GPU acceptance cases
 
 It times whichever platform jax runs on (CPU or GPU; the report says which).
@@ -19,17 +20,21 @@ same process, alternating call by call with jax_gmm, it times:
   (b) reference: `jax_gmm.reference`, the dense pure-JAX version (all pairs);
   (c) griddata:  `scipy.interpolate.griddata(method="linear")`, forward of
                  one image only (another interpolant, so it is not compared);
+  (d) fill:      an XLA program that writes zeros of the output's shape,
+                 against the output-bound case (no point reaches a pixel);
   loop:          a Python loop of single-image jax_gmm calls (batched cases).
 
 Every JAX method is compiled ahead of time and called once (warm-up, not
 timed); that first result must agree with jax_gmm's to within 1e-4 of its
 largest magnitude, leaf by leaf, or the comparator is reported as a mismatch
 and not timed. Then each method is called `repeats` times in turn, with an
-untimed pause (SETTLE_S) after every call so that the work a program leaves
+untimed 50 ms pause after every call so that the work a program leaves
 behind (freeing its temporaries) is not billed to the next one, and the
-medians are reported; the CPU time spent in those pauses is reported too. A comparator whose cost would exceed the preset's
-budget (window entries for (a), pairs for (b), pixels for (c)) is skipped and
-says so.
+medians are reported; the CPU time spent in those pauses is reported too.
+--no-pause times the calls back to back instead (strict alternation, each
+call paying for what the last left behind). A comparator whose cost would
+exceed the preset's budget (window entries for (a), pairs for (b), pixels
+for (c)) is skipped and says so.
 
 "Pairs" are the (point, pixel) pairs inside the cutoff, counted exactly (in
 float64) for every case; pairs/s is that count over the median time.
@@ -51,6 +56,7 @@ command line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,13 +78,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     which.add_argument("--probe", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR,
                         help=f"output folder (default: {RESULTS_DIR})")
+    parser.add_argument("--no-pause", action="store_true",
+                        help="time the calls back to back, without the pause after each "
+                             "(writes benchmark_<preset>-nopause_<platform>.*)")
     args = parser.parse_args(argv)
     if args.probe:
         request = json.loads(args.probe)
         cases = [case_from_dict(c) for c in request["cases"]]
         print(json.dumps(probe(cases, request["method"], request["repeats"])))
         return
-    results = run(PRESETS[args.preset], args.out)
+    preset = PRESETS[args.preset]
+    if args.no_pause:
+        preset = dataclasses.replace(preset, name=f"{preset.name}-nopause", pause_s=0.0)
+    results = run(preset, args.out)
     print(markdown(results))
 
 

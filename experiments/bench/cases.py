@@ -17,7 +17,9 @@ class Case:
     height, width: output image, pixels (labels say W x H). points: N per
     image. sigma: pixels. layout: "uniform" (points uniform over the image)
     or "jittered_grid" (N points on a regular grid of the image's aspect,
-    one per cell, plus N(0, 1 px) noise).
+    one per cell, plus N(0, 1 px) noise) or "outside" (points uniform over
+    the image's area one image-width to the left of it: no pixel is reached,
+    so the call only writes its zero output).
     batch: images per call (vmap when > 1); shared: one set of points for
     every image of the batch. mode: "forward" or "value_and_grad".
     comparators: the ones to try, subject to the preset's budgets.
@@ -39,7 +41,8 @@ class Case:
         """Short human-readable description for tables."""
         whose = "shared" if self.shared else "own"
         batch = "" if self.batch == 1 else f", batch {self.batch} {whose} pts"
-        layout = "" if self.layout == "uniform" else ", jittered grid"
+        layout = {"uniform": "", "jittered_grid": ", jittered grid",
+                  "outside": " outside the image"}[self.layout]
         return (f"{self.width}x{self.height}, N={self.points}{layout}, sigma={self.sigma:g}, "
                 f"t={self.truncate:g}, C={self.channels}{batch}")
 
@@ -58,6 +61,8 @@ class Preset:
     is probed. threads: cases timed with 1 and all threads.
     case_seconds: target time for the timed repeats of one case; repeats drop
     towards 3 when calls are slower.
+    pause_s: untimed pause after every timed call (timing.py says why); 0
+    times the calls back to back, each paying for what the last left behind.
     """
 
     name: str
@@ -67,6 +72,7 @@ class Preset:
     memory: tuple[tuple[Case, str], ...] = ()
     threads: tuple[Case, ...] = ()
     case_seconds: float = 30.0
+    pause_s: float = 0.05
 
 
 def case_from_dict(d: dict) -> Case:
@@ -86,6 +92,9 @@ def _with_methods(cases: Sequence[Case], methods: Sequence[str]) -> tuple[tuple[
 HEADLINE = Case(1024, 1024, 65536, 2.0)
 # Memory acceptance case: 4096^2 output from 1,048,576 points at sigma 2.
 BIG = Case(4096, 4096, 1 << 20, 2.0, comparators=("scatter",))
+# Output-bound case: 4096^2 output that no point reaches, against XLA writing
+# an output of the same size (the "fill" comparator).
+OUTPUT_BOUND = Case(4096, 4096, 1024, 2.0, layout="outside", comparators=("fill",))
 SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 DENSITIES = (1 / 16, 1 / 4)  # points per pixel
 
@@ -116,7 +125,7 @@ def _quick_cases() -> tuple[Case, ...]:
                  for s in (0.5, 8.0)))
     return (*_both_modes(HEADLINE), *sweep,
             Case(256, 256, 4096, 2.0, mode="value_and_grad", comparators=("scatter",)),
-            *batched, *scaling)
+            *batched, *scaling, OUTPUT_BOUND)
 
 
 PRESETS = {

@@ -35,8 +35,9 @@ class Inputs:
 def _layout_points(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
     """(count, N, 2) positions (x, y) in pixels."""
     size = np.array([case.width, case.height], np.float64)
-    if case.layout == "uniform":
-        return rng.uniform(0, size, (count, case.points, 2))
+    if case.layout in ("uniform", "outside"):
+        shift = np.array([-2 * case.width, 0]) if case.layout == "outside" else 0
+        return rng.uniform(0, size, (count, case.points, 2)) + shift
     nx = round(math.sqrt(case.points * case.width / case.height))
     ny = case.points // nx
     if nx * ny != case.points:

@@ -21,9 +21,9 @@ import jax_gmm
 from .cases import Case
 from .inputs import Inputs
 
-COMPARATORS = ("scatter", "reference", "griddata", "loop")
+COMPARATORS = ("scatter", "reference", "griddata", "loop", "fill")
 LABELS = {"scatter": "(a) scatter", "reference": "(b) reference", "griddata": "(c) griddata",
-          "loop": "loop"}
+          "loop": "loop", "fill": "(d) XLA fill"}
 
 
 def scatter_interpolate(points: jax.Array, values: jax.Array, sigma: jax.Array, *,
@@ -55,9 +55,19 @@ def scatter_interpolate(points: jax.Array, values: jax.Array, sigma: jax.Array, 
     return jnp.where(reached[:, None], out, 0).reshape(height, width, channels)
 
 
+def _fill(points: jax.Array, values: jax.Array, sigma: jax.Array, *,
+          shape: tuple[int, int]) -> jax.Array:
+    """Zeros of the output's shape and dtype, computed from the inputs so that
+    XLA writes them on every call: comparator (d), the floor of a call that
+    writes an image (the output-bound case, where no point reaches a pixel)."""
+    return jnp.broadcast_to(values[0, 0] * 0, (*shape, values.shape[-1]))
+
+
 def _single_image_fn(method: str, case: Case) -> Callable:
     """f(points (N, 2), values (N, C), sigma ()) -> (H, W, C) for a JAX method."""
     shape = (case.height, case.width)
+    if method == "fill":
+        return partial(_fill, shape=shape)
     if method == "scatter":
         return partial(scatter_interpolate, shape=shape, truncate=case.truncate,
                        radius=case.window())
@@ -137,11 +147,14 @@ def skip_reason(method: str, case: Case, budgets: dict[str, float]) -> str | Non
         return "forward of one image only"
     if method == "loop" and case.batch == 1:
         return "batched cases only"
+    if method == "fill" and (case.batch > 1 or case.mode != "forward"):
+        return "forward of one image only"
     cost = {
         "scatter": case.batch * case.points * (2 * case.window() + 1) ** 2,
         "reference": case.batch * case.points * case.height * case.width,
         "griddata": case.height * case.width,
         "loop": 0,
+        "fill": 0,
     }[method]
     if cost > budgets.get(method, math.inf):
         return f"cost {cost:.2g} over budget {budgets[method]:.2g}"

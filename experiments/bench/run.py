@@ -33,7 +33,7 @@ def run(preset: Preset, out_dir: Path) -> dict:
     on_cpu = env["platform"] == "cpu"
     stem = f"benchmark_{preset.name}_{env['platform']}"
     results = {
-        "preset": preset.name, "environment": env, "rows": rows,
+        "preset": preset.name, "pause_s": preset.pause_s, "environment": env, "rows": rows,
         "memory": measure_memory(preset),
         "threads": measure_threads(preset) if on_cpu else [],
         "floor": measure_floor(HEADLINE.channels, env["cores"]) if on_cpu else {},

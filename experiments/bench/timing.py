@@ -19,13 +19,6 @@ from .methods import Runner, make_runner, skip_reason
 # this fraction of that leaf's largest magnitude (float32 sums of ~100 terms).
 AGREEMENT_TOL = 1e-4
 
-# Pause after every timed call, outside the timing. The runtime frees a
-# program's temporaries after its results are ready: for (a), hundreds of MB
-# of them, about 10 ms of kernel time on this 2-core machine. Without the
-# pause that work lands in the next call, whichever method it is. The CPU
-# time each method leaves behind is measured during the pause and reported.
-SETTLE_S = 0.05
-
 
 def relative_error(result: Any, expected: Any) -> float:
     """max over leaves of max|result - expected| / max|expected|."""
@@ -53,8 +46,14 @@ def time_case(case: Case, preset: Preset) -> dict:
 
     Returns a dict with the case, its pair count and, per method, either
     median_s (seconds per call), times_s, compile_s, rel_error and tail_cpu_s
-    (median CPU seconds the process spent in the SETTLE_S pause after a
-    call), or skipped.
+    (median CPU seconds the process spent in the pause after a call), or
+    skipped.
+
+    The pause (preset.pause_s) comes after every timed call, outside the
+    timing. The runtime frees a program's temporaries after its results are
+    ready: for (a), hundreds of MB of them, about 10 ms of kernel time on a
+    2-core machine. Without the pause that work lands in the next call,
+    whichever method it is.
     """
     inputs = make_inputs(case)
     args = inputs.device()
@@ -87,7 +86,7 @@ def time_case(case: Case, preset: Preset) -> dict:
             runner.run()
             times[method].append(time.perf_counter() - start)
             before = _process_cpu_s()
-            time.sleep(SETTLE_S)
+            time.sleep(preset.pause_s)
             tails[method].append(_process_cpu_s() - before)
     for method, samples in times.items():
         methods[method].update(median_s=float(np.median(samples)), times_s=samples,
