@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "batch.h"
+#include "neighbours.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jax_gmm {
@@ -165,6 +166,34 @@ xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer
   if (d_queries) {
     JAX_GMM_CHECK(bind_operand(call.d_queries, call.layout, *d_queries, {call.m, 2}, "d_queries"));
   }
+  return call;
+}
+
+// The operands of kth_nearest: points (..., N, 2), whose batch axes are
+// those of the int32 result (..., N), and the neighbour rank k.
+template <typename T>
+struct NeighbourCall {
+  BatchLayout layout;
+  int64_t n = 0;
+  Operand<T> points;
+};
+
+template <typename T, typename Buffer, typename Index>
+xla::ffi::ErrorOr<NeighbourCall<T>> check_kth_nearest(Buffer& points, Index& index, int64_t k) {
+  if (k < 1 || k > kMaxNeighbours) {
+    return xla::ffi::Unexpected(xla::ffi::Error::InvalidArgument(
+        "k must be in [1, " + std::to_string(kMaxNeighbours) + "], got " + std::to_string(k)));
+  }
+  const auto dims = index.dimensions();
+  if (dims.size() == 0) {
+    return xla::ffi::Unexpected(
+        xla::ffi::Error::InvalidArgument("points must have shape (..., N, 2)"));
+  }
+  NeighbourCall<T> call{BatchLayout(dims, 1), dims.back()};
+  if (call.n >= (int64_t{1} << 31)) {  // the result is int32
+    return xla::ffi::Unexpected(xla::ffi::Error::InvalidArgument("points must be fewer than 2^31"));
+  }
+  JAX_GMM_CHECK(bind_operand(call.points, call.layout, points, {call.n, 2}, "points"));
   return call;
 }
 

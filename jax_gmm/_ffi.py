@@ -154,8 +154,9 @@ def scattered_backward(points, values, scale, queries, out, density, d_out, d_de
 
 def kth_nearest(points, k: int):
     """(N,) int32 index of each point's k-th nearest other point
-    (reference.kth_nearest has the rules). The CPU module has a native
-    search; other platforms run the reference's brute force."""
+    (reference.kth_nearest has the rules): a k-d tree search in the native
+    modules (cuda/kd_tree.h; the CUDA module builds the tree on the host),
+    the reference's brute force elsewhere."""
     results = (jax.ShapeDtypeStruct(points.shape[:-1], jnp.int32),)
 
     def native(points):
@@ -165,4 +166,4 @@ def kth_nearest(points, k: int):
     def fallback(points):
         return (reference.kth_nearest(points, k),)
 
-    return _dispatch(native, fallback, points, cuda=fallback)[0]
+    return _dispatch(native, fallback, points)[0]

@@ -3,8 +3,9 @@
 Where samples are dense a Gaussian should be narrow, and where they are
 sparse, wide enough to cover the gap. `adaptive_sigma` takes each point's
 width from the distance to its k-th nearest neighbour, found by a native
-k-d tree search on the CPU (cuda/cpu/nearest_neighbour.cc; other platforms
-run the pure-JAX brute force, jax_gmm.reference.kth_nearest).
+k-d tree search (cuda/kd_tree.h: on the CPU, and on a GPU with the tree built
+on the host; platforms without a native module run the pure-JAX brute force,
+jax_gmm.reference.kth_nearest).
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ def adaptive_sigma(points: ArrayLike, *, k: int = DEFAULT_K,
       one whose k-th neighbour coincides with it gets 0, which makes it
       contribute nothing to a rendering. Differentiable in points (the
       neighbour choice is held fixed; a zero distance has zero gradient),
-      and vmap-able. On the CPU a k-d tree: O(N log N) however the points
-      cluster; elsewhere a brute force, O(N^2). Distances are ranked in
-      float64 (under jax_enable_x64 on other platforms) with XLA's
-      flush-to-zero, so subnormal offsets count as 0.
+      and vmap-able. A k-d tree, O(N log N) however the points cluster, on
+      the CPU and the GPU (which copies the points to the host to build the
+      tree, then searches on the device); elsewhere a brute force, O(N^2).
+      Distances are ranked in float64 (under jax_enable_x64 on other
+      platforms); on the CPU with XLA's flush-to-zero, so that subnormal
+      offsets count as 0 there.
 
     Example:
       >>> points = jnp.array([[0.0, 0.0], [3.0, 0.0], [0.0, 4.0]])

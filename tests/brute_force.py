@@ -184,3 +184,41 @@ def covariance_gmm(points, values, cov, queries, truncate=3.0, dtype=np.float32,
         density = w.sum(-1)
         out = np.where(density[:, None] > 0, (w @ values) / (density + eps)[:, None], 0)
     return out, density, ambiguous
+
+
+def kth_nearest(points, k):
+    """k-th nearest other finite point by (squared distance, index); the
+    farthest if fewer; itself if none or not finite. float64 NumPy, O(N^2)."""
+    points = np.asarray(points, np.float64)
+    n = len(points)
+    valid = np.isfinite(points).all(-1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        d2 = ((points[:, None] - points[None]) ** 2).sum(-1)
+    excluded = ~valid[None] | np.eye(n, dtype=bool)
+    index = np.broadcast_to(np.arange(n), (n, n))
+    order = np.lexsort((index, d2, excluded), axis=1)  # an excluded point never ties with inf
+    found = np.minimum((~excluded).sum(-1), k)
+    pick = order[np.arange(n), np.maximum(found - 1, 0)]
+    return np.where(valid & (found > 0), pick, np.arange(n))
+
+
+def neighbour_layouts(rng):
+    """Point sets that stress the grid: spread, lattice ties, duplicates,
+    non-finite entries, far outliers, a tight cluster, a line."""
+    spread = rng.uniform(0, 300, (400, 2))
+    lattice = rng.integers(0, 12, (300, 2)).astype(np.float64)  # many exact ties and duplicates
+    holes = rng.uniform(-5, 5, (120, 2))
+    holes[::7, 0] = np.nan
+    holes[3::11, 1] = np.inf
+    outliers = np.concatenate([rng.uniform(0, 50, (200, 2)), [[1e9, -1e9], [-3e30, 2.0]]])
+    cluster = np.concatenate([rng.normal(0, 1e-6, (150, 2)), rng.uniform(-1e3, 1e3, (50, 2))])
+    line = np.stack([rng.uniform(0, 100, 150), np.full(150, 7.0)], -1)
+    diagonal = np.repeat(rng.uniform(0, 100, (150, 1)), 2, -1)
+    # Squared distances that overflow to inf must still rank above the
+    # excluded (non-finite) points, and ones that underflow keep index order.
+    huge = np.array([[np.nan, 0.0], [-1.7e308, 0.0], [1.7e308, 0.0], [0.0, 1.7e308]])
+    tiny = rng.uniform(0, 1, (60, 2)) * 1e-170
+    coincident = np.concatenate([np.full((80, 2), 3.25), rng.uniform(0, 9, (20, 2))])
+    return {"spread": spread, "lattice": lattice, "holes": holes, "outliers": outliers,
+            "cluster": cluster, "line": line, "diagonal": diagonal, "huge": huge, "tiny": tiny,
+            "coincident": coincident}

@@ -9,45 +9,8 @@ import pytest
 from jax.test_util import check_grads
 
 import jax_gmm
+from brute_force import kth_nearest, neighbour_layouts
 from jax_gmm import _ffi, reference
-
-
-def brute_kth(points, k):
-    """k-th nearest other finite point by (squared distance, index); the
-    farthest if fewer; itself if none or not finite. float64 NumPy, O(N^2)."""
-    points = np.asarray(points, np.float64)
-    n = len(points)
-    valid = np.isfinite(points).all(-1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        d2 = ((points[:, None] - points[None]) ** 2).sum(-1)
-    excluded = ~valid[None] | np.eye(n, dtype=bool)
-    index = np.broadcast_to(np.arange(n), (n, n))
-    order = np.lexsort((index, d2, excluded), axis=1)  # an excluded point never ties with inf
-    found = np.minimum((~excluded).sum(-1), k)
-    pick = order[np.arange(n), np.maximum(found - 1, 0)]
-    return np.where(valid & (found > 0), pick, np.arange(n))
-
-
-def layouts(rng):
-    """Point sets that stress the grid: spread, lattice ties, duplicates,
-    non-finite entries, far outliers, a tight cluster, a line."""
-    spread = rng.uniform(0, 300, (400, 2))
-    lattice = rng.integers(0, 12, (300, 2)).astype(np.float64)  # many exact ties and duplicates
-    holes = rng.uniform(-5, 5, (120, 2))
-    holes[::7, 0] = np.nan
-    holes[3::11, 1] = np.inf
-    outliers = np.concatenate([rng.uniform(0, 50, (200, 2)), [[1e9, -1e9], [-3e30, 2.0]]])
-    cluster = np.concatenate([rng.normal(0, 1e-6, (150, 2)), rng.uniform(-1e3, 1e3, (50, 2))])
-    line = np.stack([rng.uniform(0, 100, 150), np.full(150, 7.0)], -1)
-    diagonal = np.repeat(rng.uniform(0, 100, (150, 1)), 2, -1)
-    # Squared distances that overflow to inf must still rank above the
-    # excluded (non-finite) points, and ones that underflow keep index order.
-    huge = np.array([[np.nan, 0.0], [-1.7e308, 0.0], [1.7e308, 0.0], [0.0, 1.7e308]])
-    tiny = rng.uniform(0, 1, (60, 2)) * 1e-170
-    coincident = np.concatenate([np.full((80, 2), 3.25), rng.uniform(0, 9, (20, 2))])
-    return {"spread": spread, "lattice": lattice, "holes": holes, "outliers": outliers,
-            "cluster": cluster, "line": line, "diagonal": diagonal, "huge": huge, "tiny": tiny,
-            "coincident": coincident}
 
 
 PADDED = 400
@@ -56,8 +19,8 @@ reference_kth = jax.jit(lambda p: reference.kth_nearest(p, 4))
 
 @pytest.mark.parametrize("k", [1, 4, 9])
 def test_native_search_matches_brute_force(rng, k):
-    for name, points in layouts(rng).items():
-        expected = brute_kth(points, k)
+    for name, points in neighbour_layouts(rng).items():
+        expected = kth_nearest(points, k)
         native = np.asarray(_ffi.kth_nearest(jnp.asarray(points), k))
         np.testing.assert_array_equal(native, expected, err_msg=name)
         if k == 4:  # the fallback on platforms without the native search
@@ -70,7 +33,7 @@ def test_native_search_matches_brute_force(rng, k):
 def test_float32_search_matches_brute_force_distances(rng):
     points = rng.uniform(0, 512, (3000, 2)).astype(np.float32)
     found = np.asarray(_ffi.kth_nearest(jnp.asarray(points), 4))
-    expected = brute_kth(points, 4)
+    expected = kth_nearest(points, 4)
     p = points.astype(np.float64)
     np.testing.assert_array_equal(np.linalg.norm(p[found] - p, axis=-1),
                                   np.linalg.norm(p[expected] - p, axis=-1))
@@ -94,12 +57,12 @@ def test_fewer_than_k_neighbours_take_the_farthest():
 
 def test_values_and_dtype(rng):
     points = rng.uniform(0, 64, (500, 2))
-    expected = 0.4 * np.linalg.norm(points[brute_kth(points, 4)] - points, axis=-1)
+    expected = 0.4 * np.linalg.norm(points[kth_nearest(points, 4)] - points, axis=-1)
     np.testing.assert_allclose(jax_gmm.adaptive_sigma(points), expected, rtol=1e-14)
     f32 = jax_gmm.adaptive_sigma(points.astype(np.float32), k=2, scale=0.7)
     assert f32.dtype == jnp.float32
     rounded = points.astype(np.float32).astype(np.float64)
-    expected = 0.7 * np.linalg.norm(rounded[brute_kth(rounded, 2)] - rounded, axis=-1)
+    expected = 0.7 * np.linalg.norm(rounded[kth_nearest(rounded, 2)] - rounded, axis=-1)
     np.testing.assert_allclose(f32, expected, rtol=1e-6)
 
 

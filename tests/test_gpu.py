@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import jax_gmm
-from brute_force import gmm, gmm_grid
-from jax_gmm import _native
+from brute_force import gmm, gmm_grid, kth_nearest, neighbour_layouts
+from jax_gmm import _ffi, _native
 
 
 def first_gpu():
@@ -146,7 +146,7 @@ def check_at(points, values, sigma, queries, grads=True):
 def test_cuda_module_is_built_and_used():
     info = jax_gmm.build_info()["cuda"]
     assert info is not None, "the _cuda module was not built or not loaded"
-    assert len(info["targets"]) == 8 and "cuda" in _native.NATIVE_PLATFORMS
+    assert len(info["targets"]) == 10 and "cuda" in _native.NATIVE_PLATFORMS
     p, v, s = put(GPU, np.zeros((3, 2)), np.ones((3, 1)), np.ones(3))
     text = jax.jit(lambda p, v, s: jax_gmm.interpolate(p, v, s, (4, 5))).lower(p, v, s).as_text()
     assert "jax_gmm_grid_forward_f64" in text
@@ -529,3 +529,35 @@ def test_small_covariances_match_cpu_kernel_and_brute_force(rng, dtype):
                                                    dtype=dtype)
     assert_close(out.reshape(-1, 3)[~ambiguous], want[~ambiguous], dtype, factor=5)
     assert_close(density.ravel()[~ambiguous], want_density[~ambiguous], dtype, factor=5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 4, 9])
+def test_small_kth_nearest_matches_brute_force_and_cpu(rng, dtype, k):
+    """The GPU's search (kd_tree.h's tree, built on the host and searched on
+    the device) on the layouts of test_adaptive_sigma: ties, duplicates,
+    non-finite and far points. The brute force's index, as the CPU's."""
+    search = jax.jit(lambda p: _ffi.kth_nearest(p, k))
+    for name, points in neighbour_layouts(rng).items():
+        with np.errstate(over="ignore"):
+            points = points.astype(dtype)
+        expected = kth_nearest(points, k)
+        for device in (GPU, CPU):
+            got = search(jax.device_put(points, device))
+            assert got.devices() == {device}
+            np.testing.assert_array_equal(np.asarray(got), expected, err_msg=f"{name}, {device}")
+
+
+def test_small_kth_nearest_batched_and_empty(rng):
+    """vmap over point sets (one tree per set, scratch reused), an empty set
+    and a set with no finite point; adaptive_sigma on the GPU equals the CPU's."""
+    points = rng.uniform(0, 40, (3, 200, 2))
+    points[1, ::5] = np.nan
+    batched = np.asarray(jax.vmap(lambda p: _ffi.kth_nearest(p, 4))(jax.device_put(points, GPU)))
+    for b in range(3):
+        np.testing.assert_array_equal(batched[b], kth_nearest(points[b], 4))
+    assert np.asarray(_ffi.kth_nearest(jax.device_put(np.zeros((0, 2)), GPU), 4)).shape == (0,)
+    nothing = np.full((5, 2), np.nan)
+    np.testing.assert_array_equal(_ffi.kth_nearest(jax.device_put(nothing, GPU), 2), np.arange(5))
+    sigma = [np.asarray(jax_gmm.adaptive_sigma(jax.device_put(points[0], d))) for d in (GPU, CPU)]
+    np.testing.assert_allclose(sigma[0], sigma[1], rtol=1e-12)

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "kernels.h"
-#include "neighbours.h"
 #include "operands.h"
 #include "streaming.h"
 #include "targets.h"
@@ -208,20 +207,10 @@ template <ffi::DataType DT>
 ffi::Error KthNearest(ffi::ThreadPool pool, ffi::Buffer<DT> points,
                       ffi::ResultBuffer<ffi::S32> index, int64_t k) {
   using T = ffi::NativeType<DT>;
-  if (k < 1 || k > kMaxNeighbours) {
-    return ffi::Error::InvalidArgument("k must be in [1, " + std::to_string(kMaxNeighbours) +
-                                       "], got " + std::to_string(k));
-  }
-  const auto dims = index->dimensions();
-  if (dims.size() == 0) return ffi::Error::InvalidArgument("points must have shape (..., N, 2)");
-  const BatchLayout layout(dims, 1);
-  const int64_t n = dims.back();
-  if (n >= (int64_t{1} << 31)) return ffi::Error::InvalidArgument("points must be fewer than 2^31");
-  Operand<T> p;
-  if (ffi::Error e = bind_operand(p, layout, points, {n, 2}, "points"); e.failure()) return e;
-  int32_t* out = index->typed_data();
-  for (int64_t b = 0; b < layout.count(); ++b) {
-    kth_nearest(pool, p.at(layout, b), n, static_cast<int>(k), out + b * n);
+  JAX_GMM_ASSIGN(call, check_kth_nearest<T>(points, *index, k));
+  for (int64_t b = 0; b < call.layout.count(); ++b) {
+    kth_nearest(pool, call.points.at(call.layout, b), call.n, static_cast<int>(k),
+                index->typed_data() + b * call.n);
   }
   return ffi::Error::Success();
 }

@@ -140,6 +140,23 @@ ffi::Error ScatteredBackward(cudaStream_t stream, int32_t device, CallContext co
       });
 }
 
+template <ffi::DataType DT>
+ffi::Error KthNearest(cudaStream_t stream, int32_t device, CallContext context,
+                      ffi::Buffer<DT> points, ffi::ResultBuffer<ffi::S32> index, int64_t k) {
+  using T = ffi::NativeType<DT>;
+  JAX_GMM_ASSIGN(call, check_kth_nearest<T>(points, *index, k));
+  DeviceScope scope;
+  JAX_GMM_RETURN_IF_ERROR(scope.enter(device));
+  ScratchArena scratch(context);
+  Device dev{stream, scratch};
+  NeighbourScratch tree;
+  for (int64_t b = 0; b < call.layout.count(); ++b) {
+    JAX_GMM_RETURN_IF_ERROR(kth_nearest(dev, tree, call.points.at(call.layout, b), call.n,
+                                        static_cast<int>(k), index->typed_data() + b * call.n));
+  }
+  return ffi::Error::Success();
+}
+
 // XLA's stream, the ordinal of its device and the call's context (for
 // scratch memory), then the buffers (operands.h).
 template <ffi::DataType DT, int kArgs, int kRets>
@@ -165,6 +182,19 @@ JAX_GMM_DEFINE(F32)
 JAX_GMM_DEFINE(F64)
 #undef JAX_GMM_DEFINE
 
+#define JAX_GMM_DEFINE_KTH_NEAREST(DT)                                          \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(CudaKthNearest##DT, KthNearest<ffi::DT>,        \
+                                ffi::Ffi::Bind()                                \
+                                    .Ctx<ffi::PlatformStream<cudaStream_t>>()   \
+                                    .Ctx<ffi::DeviceOrdinal>()                  \
+                                    .Ctx<CallContext>()                         \
+                                    .Arg<ffi::Buffer<ffi::DT>>()                \
+                                    .Ret<ffi::Buffer<ffi::S32>>()               \
+                                    .Attr<int64_t>("k"));
+JAX_GMM_DEFINE_KTH_NEAREST(F32)
+JAX_GMM_DEFINE_KTH_NEAREST(F64)
+#undef JAX_GMM_DEFINE_KTH_NEAREST
+
 }  // namespace gpu
 
 std::vector<Target> targets() {
@@ -177,6 +207,8 @@ std::vector<Target> targets() {
       {"jax_gmm_grid_backward_f64", reinterpret_cast<void*>(gpu::CudaGridBackwardF64)},
       {"jax_gmm_scattered_forward_f64", reinterpret_cast<void*>(gpu::CudaScatteredForwardF64)},
       {"jax_gmm_scattered_backward_f64", reinterpret_cast<void*>(gpu::CudaScatteredBackwardF64)},
+      {"jax_gmm_kth_nearest_f32", reinterpret_cast<void*>(gpu::CudaKthNearestF32)},
+      {"jax_gmm_kth_nearest_f64", reinterpret_cast<void*>(gpu::CudaKthNearestF64)},
   };
 }
 

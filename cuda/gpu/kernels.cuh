@@ -7,6 +7,7 @@
 #include "binning.cuh"
 #include "device.cuh"
 #include "gmm_math.h"
+#include "kd_tree.h"
 #include "layout.h"
 #include "ranges.cuh"
 
@@ -106,6 +107,20 @@ ffi::Error scattered_backward(Device& dev, Scratch<T>& folded, const CellBinning
                               const T* values, int64_t channels, const T* queries, int64_t m,
                               const T* out, const T* density, const T* d_out, const T* d_density,
                               T* d_points, T* d_values, T* d_scale, T* d_queries);
+
+// Device copies of the k-d tree of kth_nearest, reused across the batch
+// elements of a call.
+struct NeighbourScratch {
+  Scratch<KdNode> nodes;
+  Scratch<int64_t> order;
+};
+
+// index (N,): the k-th nearest other point of each of points (N, 2), as the
+// CPU's kth_nearest (kd_tree.h has the rules). Waits for the stream: the
+// tree is built on the host.
+template <typename T>
+ffi::Error kth_nearest(Device& dev, NeighbourScratch& scratch, const T* points, int64_t n, int k,
+                       int32_t* index);
 
 }  // namespace gpu
 }  // namespace jax_gmm
