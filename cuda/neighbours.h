@@ -27,10 +27,12 @@ GMM_HD bool nearer(const Neighbour& a, const Neighbour& b) {
   return a.d2 < b.d2 || (a.d2 == b.d2 && a.index < b.index);
 }
 
+// Each product and sum rounded on its own (gmm_math.h's mul_rn and add_rn:
+// nvcc would fuse them), so that the CPU and the GPU rank ties alike.
 template <typename T>
 GMM_HD double squared_distance(T ax, T ay, T bx, T by) {
   const double dx = double(ax) - double(bx), dy = double(ay) - double(by);
-  return dx * dx + dy * dy;
+  return add_rn(mul_rn(dx, dx), mul_rn(dy, dy));
 }
 
 // Inserts `c` into best[0 .. count), kept sorted by `nearer` and at most k
@@ -56,7 +58,7 @@ GMM_HD double squared_distance_to(const Rect& r, T x, T y) {
   const double qx = double(x), qy = double(y);
   const double dx = qx < r.lo_x ? r.lo_x - qx : (qx > r.hi_x ? qx - r.hi_x : 0.0);
   const double dy = qy < r.lo_y ? r.lo_y - qy : (qy > r.hi_y ? qy - r.hi_y : 0.0);
-  return dx * dx + dy * dy;
+  return add_rn(mul_rn(dx, dx), mul_rn(dy, dy));
 }
 
 // Whether no point of a rectangle at squared distance `d2` whose smallest

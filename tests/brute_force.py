@@ -207,6 +207,9 @@ def neighbour_layouts(rng):
     non-finite entries, far outliers, a tight cluster, a line."""
     spread = rng.uniform(0, 300, (400, 2))
     lattice = rng.integers(0, 12, (300, 2)).astype(np.float64)  # many exact ties and duplicates
+    # Ties between offsets (a, b) and (b, a) that are not exact in binary: a
+    # fused multiply-add would rank them apart.
+    tenths = 0.1 * rng.integers(0, 30, (300, 2))
     holes = rng.uniform(-5, 5, (120, 2))
     holes[::7, 0] = np.nan
     holes[3::11, 1] = np.inf
@@ -219,6 +222,7 @@ def neighbour_layouts(rng):
     huge = np.array([[np.nan, 0.0], [-1.7e308, 0.0], [1.7e308, 0.0], [0.0, 1.7e308]])
     tiny = rng.uniform(0, 1, (60, 2)) * 1e-170
     coincident = np.concatenate([np.full((80, 2), 3.25), rng.uniform(0, 9, (20, 2))])
-    return {"spread": spread, "lattice": lattice, "holes": holes, "outliers": outliers,
+    return {"spread": spread, "lattice": lattice, "tenths": tenths, "holes": holes,
+            "outliers": outliers,
             "cluster": cluster, "line": line, "diagonal": diagonal, "huge": huge, "tiny": tiny,
             "coincident": coincident}

@@ -116,8 +116,8 @@ struct NeighbourScratch {
 };
 
 // index (N,): the k-th nearest other point of each of points (N, 2), as the
-// CPU's kth_nearest (kd_tree.h has the rules). Waits for the stream: the
-// tree is built on the host.
+// CPU's kth_nearest (kd_tree.h has the rules). Waits for the stream before
+// it builds the tree on the host.
 template <typename T>
 ffi::Error kth_nearest(Device& dev, NeighbourScratch& scratch, const T* points, int64_t n, int k,
                        int32_t* index);

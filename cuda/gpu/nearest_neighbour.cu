@@ -23,7 +23,9 @@ __global__ void kth_nearest_kernel(const KdNode* nodes, int64_t node_count, cons
   }
 }
 
-// Copies `count` elements from the host to fresh scratch on the device.
+// Copies a host array into `slot` on the device (grown if it must be). From
+// pageable memory the copy is staged before cudaMemcpyAsync returns, so the
+// host array may be freed at once.
 template <typename U>
 ffi::Error to_device(Device& dev, Scratch<U>& slot, const std::vector<U>& host) {
   JAX_GMM_RETURN_IF_ERROR(slot.reserve(dev, static_cast<int64_t>(host.size())));
@@ -51,9 +53,6 @@ ffi::Error kth_nearest(Device& dev, NeighbourScratch& scratch, const T* points, 
   kth_nearest_kernel<<<blocks_for(n), kThreads, 0, dev.stream>>>(
       scratch.nodes.data(), node_count, scratch.order.data(), points, n, k, index);
   JAX_GMM_LAUNCHED("kth_nearest_kernel");
-  // The host copies of the tree are freed on return: wait until the device
-  // has read them.
-  JAX_GMM_CUDA(cudaStreamSynchronize(dev.stream));
   return ffi::Error::Success();
 }
 
