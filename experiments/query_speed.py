@@ -7,9 +7,9 @@ experiments/results/query_speed.md.
 
     python experiments/query_speed.py [--rounds 3]
 
-Each round times every case once (median of several calls after a warm-up);
-the rounds run one after another, so their spread shows this shared
-machine's noise. Case and comparator are timed back to back in the same
+Each round times every case once (median of several calls after a warm-up)
+on fresh random inputs; the rounds run one after another, so their spread
+shows this shared machine's noise and the inputs' draw. Case and comparator are timed back to back in the same
 round. KeOps, which the issue also names, is not installed here.
 """
 
@@ -100,7 +100,8 @@ def report(rounds: list[dict[str, float]]) -> str:
         "",
         "| case | ms |",
         "|---|---|",
-        *(f"| {name} | {span([r[name] for r in rounds])} |" for name in rounds[0]),
+        *(f"| {name} | {span([r[name] for r in rounds], digits=0 if r0 > 10 else 1)} |"
+          for name, r0 in rounds[0].items()),
         "",
         "## Against the targets",
         "",
@@ -124,6 +125,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     rng = np.random.default_rng(0)
     rounds = []
     for k in range(args.rounds):

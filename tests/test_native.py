@@ -56,6 +56,40 @@ def test_portable_build_matches_dispatched_build(tmp_path):
         np.testing.assert_allclose(result, results[0], rtol=1e-12, atol=1e-12)
 
 
+THREADS_SCRIPT = """
+import numpy as np, jax
+import jax_gmm
+rng = np.random.default_rng(1)
+# More than 4096 points and queries: several chunks in every parallel pass.
+p = rng.uniform(0, 300, (9000, 2)).astype(np.float32)
+v = rng.normal(size=(9000, 2)).astype(np.float32)
+q = rng.uniform(-5, 305, (12000, 2)).astype(np.float32)
+loss = lambda p, v, s, q: (jax_gmm.interpolate_at(p, v, s, q) ** 2).sum() + (
+    jax_gmm.interpolate(p, v, s, (200, 300)) ** 2).sum()
+grads = jax.grad(loss, argnums=(0, 1, 2, 3))(p, v, np.float32(1.7), q)
+parts = [jax_gmm.interpolate_at(p, v, 1.7, q), jax_gmm.adaptive_sigma(p), *grads]
+np.save({path!r}, np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in parts]))
+"""
+
+
+@needs_cpu_module
+def test_results_do_not_depend_on_the_thread_count(tmp_path):
+    """Work is split into fixed chunks (cuda/cpu/parallel.h), so one thread and
+    every thread give the same bits, forward and backward, on the grid and
+    at queries."""
+    results = []
+    for threads in ("1", None):
+        path = str(tmp_path / f"threads-{threads}.npy")
+        env = {k: v for k, v in os.environ.items() if k != "JAX_GMM_NUM_THREADS"}
+        if threads:
+            env["JAX_GMM_NUM_THREADS"] = threads
+        subprocess.run([sys.executable, "-c", THREADS_SCRIPT.format(path=path)], env=env,
+                       check=True)
+        results.append(np.load(path))
+    np.testing.assert_array_equal(results[0], results[1])
+    assert np.abs(results[0]).max() > 0
+
+
 def test_fallback_without_native_kernel(monkeypatch, rng):
     """Platforms without a native kernel run the reference: same values, no custom call."""
     points = rng.uniform(0, 20, (50, 2))
@@ -97,7 +131,7 @@ def test_grid_backward_in_chunks_is_bitwise_the_same(rng, monkeypatch, dtype):
 def test_outputs_past_the_huge_page_size_are_right(rng):
     """Results of 32 MiB or more are advised to take huge pages
     (cuda/cpu/streaming.h): a 37.5 MiB render equals the brute force where its
-    points reach and is 0 elsewhere, and its gradient is right."""
+    points reach and is 0 elsewhere, and the gradient computed from it is right."""
     height, width = 1600, 1536  # out: 1600 * 1536 * 4 channels * 4 bytes = 37.5 MiB
     points = rng.uniform(0, 48, (40, 2)).astype(np.float32) + np.float32(700)
     values = rng.uniform(-1, 1, (40, 4)).astype(np.float32)

@@ -3,6 +3,7 @@
 // for a fresh output buffer is half the memory traffic.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>

@@ -18,8 +18,8 @@ class Case:
     image. sigma: pixels. layout: "uniform" (points uniform over the image)
     or "jittered_grid" (N points on a regular grid of the image's aspect,
     one per cell, plus N(0, 1 px) noise) or "outside" (points uniform over
-    the image's area one image-width to the left of it: no pixel is reached,
-    so the call only writes its zero output).
+    an image-sized area whose right edge lies one image width left of the
+    image: no pixel is reached, so the call only writes its zero output).
     batch: images per call (vmap when > 1); shared: one set of points for
     every image of the batch. mode: "forward" or "value_and_grad".
     comparators: the ones to try, subject to the preset's budgets.

@@ -205,8 +205,7 @@ def markdown(results: dict) -> str:
            "targets for the CPU work each method leaves behind during it), "
            if results["pause_s"] else "call after call with no pause (each call pays for the "
            "work the one before left behind), ")
-        + 
-        f"and agree with it to {AGREEMENT_TOL:g} relative before they are timed (griddata is "
+        + f"and agree with it to {AGREEMENT_TOL:g} relative before they are timed (griddata is "
         "another interpolant and is not compared). pairs: exact count of (point, pixel) pairs "
         "inside the cutoff, summed over the batch; pairs/s is jax_gmm's. value_and_grad "
         "differentiates sum(out * cotangent) in points, values and sigma. Ratios are the "
