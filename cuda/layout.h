@@ -104,17 +104,26 @@ struct CellLayout {
 // cutoff radius.
 GMM_HD int64_t max_cells(int64_t m) { return m > 512 ? 2 * m : 1024; }
 
+// Cell side in mean box radii. The CPU walks each cell's queries in vector
+// loops, and wider cells mean fewer (cell, point) pairs to list and set up:
+// 1.5 ran 15-20% faster than 1 at 1M queries, forward and backward, with 1.25
+// and 1.75 within noise of it (a 1,024-query call is capped by max_cells and
+// unchanged). The GPU's has not been tuned: it has never run on a GPU.
+constexpr double kCellRadiiCpu = 1.5;
+constexpr double kCellRadiiGpu = 1.0;
+
 // The grid over the box (qx, qy) of the reachable queries, with cells about
-// one mean box radius wide, at most max_cells(m) of them. Spanning only the
+// `radii` mean box radii wide, at most max_cells(m) of them. Spanning only the
 // reachable queries means a far outlier query neither stretches the cells
 // (cost O(N M)) nor overflows the arithmetic.
-GMM_HD CellLayout cell_layout(Interval qx, Interval qy, const PointReach& reach, int64_t m) {
+GMM_HD CellLayout cell_layout(Interval qx, Interval qy, const PointReach& reach, int64_t m,
+                              double radii) {
   if (qx.empty() || qy.empty()) return {0.0, 0.0, 1.0, 0, 0};
   const double span_x = qx.hi - qx.lo, span_y = qy.hi - qy.lo;
   const double span = span_x > span_y ? span_x : span_y;
   const double mean_radius = reach.finite_radii ? reach.radius_sum / double(reach.finite_radii)
                                                 : span;  // every box infinite: one cell
-  double cell = mean_radius;
+  double cell = radii * mean_radius;
   if (span * 1e-6 > cell) cell = span * 1e-6;
   if (1e-300 > cell) cell = 1e-300;
   const double limit = double(max_cells(m));

@@ -59,7 +59,8 @@ nb::tuple tile_boxes(Array<T> points, Array<T> scale, double truncate, int64_t h
 // The cell binning of arbitrary queries: the layout, each query's cell (-1
 // for none), each point's cells, and the number of (cell, point) pairs.
 template <typename T>
-nb::dict cell_binning(Array<T> points, Array<T> scale, double truncate, Array<T> queries) {
+nb::dict cell_binning(Array<T> points, Array<T> scale, double truncate, Array<T> queries,
+                      double radii) {
   const std::vector<Gaussian<T>> g = gaussians(points, scale, truncate);
   PointReach reach = no_reach();
   for (const Gaussian<T>& p : g) reach = combine(reach, point_reach(p));
@@ -71,7 +72,7 @@ nb::dict cell_binning(Array<T> points, Array<T> scale, double truncate, Array<T>
     box_x = hull(box_x, {double(q[2 * k]), double(q[2 * k])});
     box_y = hull(box_y, {double(q[2 * k + 1]), double(q[2 * k + 1])});
   }
-  const CellLayout l = cell_layout(box_x, box_y, reach, m);
+  const CellLayout l = cell_layout(box_x, box_y, reach, m, radii);
   std::vector<int64_t> keys(m), boxes;
   for (int64_t k = 0; k < m; ++k) keys[k] = query_cell(l, reach, q[2 * k], q[2 * k + 1]);
   int64_t pairs = 0;
@@ -112,4 +113,6 @@ NB_MODULE(_layout, m) {
   m.def("cell_binning", &cell_binning<double>);
   m.def("list_starts", &list_starts);
   m.def("max_cells", &max_cells);
+  m.attr("CELL_RADII_CPU") = kCellRadiiCpu;
+  m.attr("CELL_RADII_GPU") = kCellRadiiGpu;
 }

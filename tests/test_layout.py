@@ -187,10 +187,16 @@ def test_tile_pairs_count_past_2_to_the_32():
 
 
 def check_cells(points, sigma, queries, truncate=3.0):
+    """check_cells_of with the CPU's cell width and the GPU's; the CPU's result."""
+    check_cells_of(points, sigma, queries, truncate, _layout.CELL_RADII_GPU)
+    return check_cells_of(points, sigma, queries, truncate, _layout.CELL_RADII_CPU)
+
+
+def check_cells_of(points, sigma, queries, truncate, radii):
     """Every in-cutoff (query, point) pair is found: the query has a cell and the
     point's cell box contains it; keys match the layout; the cell count is capped."""
     dtype = points.dtype.type
-    d = _layout.cell_binning(points, as_scale(sigma), truncate, queries)
+    d = _layout.cell_binning(points, as_scale(sigma), truncate, queries, radii)
     keys = np.asarray(d["query_keys"], np.int64)
     b = boxes(d["point_boxes"])
     cells_x, cells_y = d["cells"]
@@ -257,7 +263,7 @@ def test_far_outlier_query_does_not_stretch_the_cells(rng, dtype):
                                                         base["origin"])
         np.testing.assert_array_equal(keys[:-1], base_keys)
         np.testing.assert_array_equal(b, base_boxes)
-    assert base["cell"] == pytest.approx(base["mean_radius"])
+    assert base["cell"] == pytest.approx(_layout.CELL_RADII_CPU * base["mean_radius"])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

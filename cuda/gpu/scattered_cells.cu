@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(kPartials)
   const Interval bx = block_reduce(box_partials[2 * threadIdx.x], Hull());
   const Interval by = block_reduce(box_partials[2 * threadIdx.x + 1], Hull());
   if (threadIdx.x != 0) return;
-  setup->layout = cell_layout(bx, by, reach, m);
+  setup->layout = cell_layout(bx, by, reach, m, kCellRadiiGpu);
   setup->reach = reach;
   setup->pairs = 0;
 }
