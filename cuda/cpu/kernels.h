@@ -51,7 +51,8 @@ struct TiledPoints {
 };
 
 // Arbitrary queries of one example sorted into a uniform grid of cells about
-// one cutoff radius wide, and points splatted into the same cells.
+// 1.5 cutoff radii wide (layout.h, kCellRadiiCpu), and points splatted into
+// the same cells.
 template <typename T>
 struct CelledQueries {
   double origin_x = 0, origin_y = 0, cell = 1;  // double: see binning.cc
