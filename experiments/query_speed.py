@@ -9,8 +9,9 @@ experiments/results/query_speed.md.
 
 Each round times every case once (median of several calls after a warm-up)
 on fresh random inputs; the rounds run one after another, so their spread
-shows this shared machine's noise and the inputs' draw. Case and comparator are timed back to back in the same
-round. KeOps, which the issue also names, is not installed here.
+shows this shared machine's noise and the inputs' draw. Case and comparator
+are timed back to back in the same round. KeOps, which the issue also names,
+is not installed here.
 """
 
 from __future__ import annotations
