@@ -66,7 +66,9 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scal
         if (!query_reachable(reach, x, y)) return QueryBox{no_interval(), no_interval()};
         return QueryBox{{double(x), double(x)}, {double(y), double(y)}};
       },
-      [](const QueryBox& a, const QueryBox& b) { return QueryBox{hull(a.x, b.x), hull(a.y, b.y)}; });
+      [](const QueryBox& a, const QueryBox& b) {
+        return QueryBox{hull(a.x, b.x), hull(a.y, b.y)};
+      });
   const CellLayout l = cell_layout(box.x, box.y, reach, m, kCellRadiiCpu);
   origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;
   cells_x = l.cells_x, cells_y = l.cells_y;

@@ -11,8 +11,9 @@ void kth_nearest(ThreadPool& pool, const T* points, int64_t n, int k, int32_t* i
   const KdTree<T> tree(points, n);
   const KdNode* nodes = tree.nodes().data();
   const int64_t node_count = static_cast<int64_t>(tree.nodes().size());
+  const int64_t* order = tree.order().data();
   parallel_over(pool, n, [&](int64_t i) {
-    index[i] = kth_nearest_of(nodes, node_count, tree.order().data(), points, i, k);
+    index[i] = kth_nearest_of(nodes, node_count, order, points, i, k);
   });
 }
 

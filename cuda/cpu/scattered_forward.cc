@@ -1,8 +1,8 @@
 // Forward at arbitrary queries: queries are sorted into cells about 1.5 cutoff
-// radii wide (layout.h) and points are splatted into every cell their box overlaps; each
-// cell is one task, which walks its point list in point order and adds each
-// point's weights to all of the cell's queries at once (a vector loop over
-// the cell's run of queries, query_runs.h).
+// radii wide (layout.h) and points are splatted into every cell their box
+// overlaps; each cell is one task, which walks its point list in point order
+// and adds each point's weights to all of the cell's queries at once (a
+// vector loop over the cell's run of queries, query_runs.h).
 #include <algorithm>
 #include <cmath>
 #include <vector>

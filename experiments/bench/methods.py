@@ -145,12 +145,10 @@ def _griddata_runner(case: Case, inputs: Inputs) -> Runner:
 
 def skip_reason(method: str, case: Case, budgets: dict[str, float]) -> str | None:
     """Why `method` is not run for `case`, or None when it is."""
-    if method == "griddata" and (case.batch > 1 or case.mode != "forward"):
+    if method in ("griddata", "fill") and (case.batch > 1 or case.mode != "forward"):
         return "forward of one image only"
     if method == "loop" and case.batch == 1:
         return "batched cases only"
-    if method == "fill" and (case.batch > 1 or case.mode != "forward"):
-        return "forward of one image only"
     cost = {
         "scatter": case.batch * case.points * (2 * case.window() + 1) ** 2,
         "reference": case.batch * case.points * case.height * case.width,
