@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import jax_gmm
-from brute_force import gmm_grid
+from brute_force import covariance_gmm, gmm_grid, pixel_centres
 from jax_gmm import _ffi
 
 needs_cpu_module = pytest.mark.skipif(not jax_gmm.build_info()["cpu"],
@@ -108,6 +108,32 @@ def test_fallback_without_native_kernel(monkeypatch, rng):
                                    atol=1e-12)
     finally:
         jax.clear_caches()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("channels,batch", [(0, 3), (1, 70), (3, 22), (40, 3), (70, 2)])
+def test_shared_points_batch_renders_each_image_as_alone(rng, dtype, channels, batch):
+    """vmap over values with shared points renders several images per pass over
+    each tile (grid_forward.cc, for_each_pass): the batches here cross a pass
+    boundary or split an image's channels, and every image must come out bit
+    for bit as a call of its own, a non-finite value in one image included."""
+    points = rng.uniform(-5, 70, (300, 2)).astype(dtype)
+    sigma = np.stack([np.diag(d) for d in rng.uniform(0.5, 9, (300, 2))]).astype(dtype)
+    sigma[::3, 0, 1] = sigma[::3, 1, 0] = 0.4 * np.sqrt(sigma[::3, 0, 0] * sigma[::3, 1, 1])
+    values = rng.normal(size=(batch, 300, channels)).astype(dtype)
+    if channels:
+        values[0, 7, 0] = np.nan
+    render = jax.jit(lambda v: jax_gmm.interpolate(points, v, sigma, (64, 61)))
+    batched = np.asarray(jax.jit(jax.vmap(render))(values))
+    for b in range(batch):
+        np.testing.assert_array_equal(batched[b], render(values[b]))
+    if channels:
+        tol = 1e-4 if dtype == np.float32 else 1e-10
+        expected, _, ambiguous = covariance_gmm(points, values[-1], sigma, pixel_centres(64, 61),
+                                                dtype=dtype)
+        clear = ~ambiguous  # no pair within an ulp's reach of the cutoff
+        np.testing.assert_allclose(batched[-1].reshape(-1, channels)[clear], expected[clear],
+                                   rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -3,6 +3,8 @@
 // weights over its footprint in the tile. An axis-aligned Gaussian is
 // separable, so it costs O(radius) exponentials per tile and one multiply per
 // pixel; a tilted one takes an exponential per pixel of its ellipse's rows.
+// The images of a vmap that share points are rendered several to a pass over
+// each tile (for_each_pass), so the weights are worked out once for them all.
 #include <algorithm>
 #include <memory>
 
@@ -73,21 +75,49 @@ void add_point(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int64_t
   }
 }
 
-// Channels per pass over a tile's points when C is large, so that one pass's
-// accumulator planes (kTilePlane entries each, 64 KiB in float) stay in
-// cache: with every channel in one pass, time per channel grew 3-8x from
-// C = 96 to C = 1024 (experiments/results/channel_groups_ab.md). Each pass
-// clips the footprints again; at C = 96 (two passes) that was within noise.
+// Channels per pass over a tile's points, so that one pass's accumulator
+// planes (kTilePlane entries each, 64 KiB in float) stay in cache: with every
+// channel in one pass, time per channel grew 3-8x from C = 96 to C = 1024
+// (experiments/results/channel_groups_ab.md). Each pass clips the footprints
+// again; at C = 96 (two passes) that was within noise.
 constexpr int64_t kChannelGroup = 64;
 
-// Adds channels [c0, c0 + group) of the tile's points into `acc` (planes
-// [Z | A_c0 | ...]), normalises them and writes them to out; the density
-// too if c0 == 0. values and out have C channels per point and pixel.
+// What one pass over a tile's points renders: channels [c0, c0 + channels)
+// of the run's examples [e0, e0 + examples). A pass takes either part of one
+// example's channels or all the channels of several examples, whose planes
+// follow one another: the weights are shared, so several small images cost
+// one image of their channels together.
+struct Pass {
+  int64_t e0, examples, c0, channels;
+  int64_t planes() const { return examples * channels; }
+};
+
+// The passes over a run of `examples` with C channels each, in order: whole
+// examples, kChannelGroup / C at a time, or one example in channel groups.
+// With no channels, one pass still writes the densities.
+template <typename Body>
+void for_each_pass(int64_t examples, int64_t C, const Body& body) {
+  const int64_t per_pass = C > 0 ? std::clamp<int64_t>(kChannelGroup / C, 1, examples) : examples;
+  const int64_t group = std::min(C, kChannelGroup);
+  for (int64_t e0 = 0; e0 < examples; e0 += per_pass) {
+    int64_t c0 = 0;
+    do {
+      body(Pass{e0, std::min(per_pass, examples - e0), c0, std::min(group, C - c0)});
+      c0 += group;
+    } while (c0 < C);
+  }
+}
+
+// Adds the pass's channels of the tile's points into `acc` (planes [Z | the
+// pass's channels, example by example]), normalises them and writes each
+// example's out; its density too if the pass starts at channel 0. kC is
+// pass.planes() when known at compile time, else 0.
 template <int kC, typename T>
-void grid_forward_group(const TiledPoints<T>& tiled, const TileRect& tile, int64_t t,
-                        const T* values, int64_t channels, int64_t c0, int64_t group, T* acc,
-                        T* row, T* out, T* density) {
-  const int64_t C = kC > 0 ? kC : channels;
+void grid_forward_pass(const TiledPoints<T>& tiled, const TileRect& tile, int64_t t,
+                       const SharedPointsRun<T>& run, int64_t C, const Pass& pass, T* acc,
+                       T* row) {
+  const int64_t planes = pass.planes();
+  T gathered[kChannelGroup];  // the pass's values of one point, when it spans examples
   Footprint<T> fp;
   const uint32_t* items = tiled.tiles.items.data();
   const int64_t first = tiled.tiles.start[t], last = tiled.tiles.start[t + 1];
@@ -95,76 +125,87 @@ void grid_forward_group(const TiledPoints<T>& tiled, const TileRect& tile, int64
     // The list is in point order, not in memory order of the tile: fetch ahead.
     if (k + 4 < last) {
       __builtin_prefetch(&tiled.gaussians[items[k + 4]]);
-      __builtin_prefetch(values + items[k + 4] * C + c0);
+      __builtin_prefetch(run.values[pass.e0] + items[k + 4] * C + pass.c0);
     }
     const int64_t i = items[k];
     const Gaussian<T>& g = tiled.gaussians[i];
     if (!clip_footprint(g, tile, tiled.width, tiled.height, fp)) continue;
-    const T* v = values + i * C + c0;
+    const T* v = run.values[pass.e0] + i * C + pass.c0;
+    if (pass.examples > 1) {
+      for (int64_t e = 0; e < pass.examples; ++e) {
+        std::copy_n(run.values[pass.e0 + e] + i * C, C, gathered + e * C);
+      }
+      v = gathered;
+    }
     T* a = acc + fp.offset(tile);
-    if (all_finite(v, group)) {
-      add_point<kC, true>(g, fp, v, group, a);
+    if (all_finite(v, planes)) {
+      add_point<kC, true>(g, fp, v, planes, a);
     } else {
-      add_point<kC, false>(g, fp, v, group, a);
+      add_point<kC, false>(g, fp, v, planes, a);
     }
   }
   // Normalise each channel plane in place, then interleave whole rows into out.
   for (int64_t r = 0; r < tile.height; ++r) {
     const T* z = &acc[r * kTileSize];
-    for (int64_t ch = 0; ch < group; ++ch) {
+    for (int64_t ch = 0; ch < planes; ++ch) {
       T* a = &acc[(ch + 1) * kTilePlane + r * kTileSize];
 #pragma omp simd
       for (int j = 0; j < kTileSize; ++j) a[j] = normalise(a[j], z[j]);
     }
     const int64_t p0 = (tile.y0 + r) * tiled.width + tile.x0;
-    if (group == C) {
+    for (int64_t e = 0; e < pass.examples; ++e) {
+      const T* plane = z + (e * pass.channels + 1) * kTilePlane;  // the example's first channel
+      T* out = run.out[pass.e0 + e];
       for (int64_t j = 0; j < tile.width; ++j) {
-        for (int64_t ch = 0; ch < C; ++ch) row[j * C + ch] = z[(ch + 1) * kTilePlane + j];
+        for (int64_t ch = 0; ch < pass.channels; ++ch) {
+          row[j * pass.channels + ch] = plane[ch * kTilePlane + j];
+        }
       }
-      stream_copy(row, tile.width * C, out + p0 * C);
-    } else {  // this group's channels of each pixel: a run of `group` in out per pixel
-      for (int64_t j = 0; j < tile.width; ++j) {
-        for (int64_t ch = 0; ch < group; ++ch) row[j * group + ch] = z[(ch + 1) * kTilePlane + j];
+      if (pass.channels == C) {
+        stream_copy(row, tile.width * C, out + p0 * C);
+      } else {  // a run of pass.channels in out per pixel
+        for (int64_t j = 0; j < tile.width; ++j) {
+          stream_copy(row + j * pass.channels, pass.channels, out + (p0 + j) * C + pass.c0);
+        }
       }
-      for (int64_t j = 0; j < tile.width; ++j) {
-        stream_copy(row + j * group, group, out + (p0 + j) * C + c0);
-      }
+      if (pass.c0 == 0) stream_copy(z, tile.width, run.density[pass.e0 + e] + p0);
     }
-    if (c0 == 0) stream_copy(z, tile.width, density + p0);
   }
 }
 
-template <int kC, typename T>
-void grid_forward_tile(const TiledPoints<T>& tiled, int64_t t, const T* values,
-                       int64_t channels, T* out, T* density) {
-  const int64_t C = kC > 0 ? kC : channels;
-  const int64_t group = std::min(C, kC > 0 ? C : kChannelGroup);
+template <typename T>
+void grid_forward_tile(const TiledPoints<T>& tiled, int64_t t, const SharedPointsRun<T>& run,
+                       int64_t C) {
   const TileRect tile = tiled.tile(t);
+  int64_t most = 0;
+  for_each_pass(run.size(), C, [&](const Pass& p) { most = std::max(most, p.planes()); });
   // Accumulator planes, then one interleaved output row.
-  const auto acc = tile_scratch<T>((group + 1) * kTilePlane + kTileSize * C);
-  T* row = acc.get() + (group + 1) * kTilePlane;
-  for (int64_t c0 = 0; c0 < C; c0 += group) {
-    const int64_t count = std::min(group, C - c0);
-    if (c0 > 0) std::fill(acc.get(), acc.get() + (count + 1) * kTilePlane, T(0));
-    grid_forward_group<kC>(tiled, tile, t, values, C, c0, count, acc.get(), row, out, density);
-  }
+  const auto acc = tile_scratch<T>((most + 1) * kTilePlane + kTileSize * C);
+  T* row = acc.get() + (most + 1) * kTilePlane;
+  bool zeroed = true;
+  for_each_pass(run.size(), C, [&](const Pass& pass) {
+    if (!zeroed) std::fill(acc.get(), acc.get() + (pass.planes() + 1) * kTilePlane, T(0));
+    with_channels(pass.planes(), [&](auto kC) {
+      grid_forward_pass<kC()>(tiled, tile, t, run, C, pass, acc.get(), row);
+    });
+    zeroed = false;
+  });
   stream_fence();
 }
 
 }  // namespace
 
 template <typename T>
-void grid_forward(ThreadPool& pool, const TiledPoints<T>& tiled, const T* values,
-                  int64_t channels, T* out, T* density) {
-  with_channels(channels, [&](auto kC) {
-    parallel_for(pool, tiled.tiles_x * tiled.tiles_y, [&](int64_t t) {
-      grid_forward_tile<kC()>(tiled, t, values, channels, out, density);
-    });
+void grid_forward(ThreadPool& pool, const TiledPoints<T>& tiled, const SharedPointsRun<T>& run,
+                  int64_t channels) {
+  parallel_for(pool, tiled.tiles_x * tiled.tiles_y, [&](int64_t t) {
+    grid_forward_tile(tiled, t, run, channels);
   });
 }
 
 #define JAX_GMM_INSTANTIATE(T)                                                                 \
-  template void grid_forward<T>(ThreadPool&, const TiledPoints<T>&, const T*, int64_t, T*, T*);
+  template void grid_forward<T>(ThreadPool&, const TiledPoints<T>&, const SharedPointsRun<T>&, \
+                                int64_t);
 JAX_GMM_INSTANTIATE(float)
 JAX_GMM_INSTANTIATE(double)
 #undef JAX_GMM_INSTANTIATE

@@ -125,10 +125,17 @@ ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer
   advise_huge_pages_for(out, density);
   const auto& l = call.layout;
   BinCache<TiledPoints<T>> cache;
-  for (int64_t b = 0; b < l.count(); ++b) {
+  for (int64_t b = 0; b < l.count();) {
     const auto& tiled = tiled_points(cache, pool, call, b, truncate);
-    JAX_GMM_KERNEL(grid_forward)(pool, tiled, call.values.at(l, b), call.c, call.out.at(l, b),
-                                 call.density.at(l, b));
+    const T* p = call.points.at(l, b);
+    const T* s = call.scale.at(l, b);
+    SharedPointsRun<T> run;
+    for (; b < l.count() && call.points.at(l, b) == p && call.scale.at(l, b) == s; ++b) {
+      run.values.push_back(call.values.at(l, b));
+      run.out.push_back(call.out.at(l, b));
+      run.density.push_back(call.density.at(l, b));
+    }
+    JAX_GMM_KERNEL(grid_forward)(pool, tiled, run, call.c);
   }
   return ffi::Error::Success();
 }

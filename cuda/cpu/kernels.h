@@ -50,6 +50,16 @@ struct TiledPoints {
   }
 };
 
+// Consecutive batch elements that share points and scale (vmap with in_axes
+// None on them), each with its own values (N, C), out (H, W, C) and density
+// (H, W). The grid forward renders several of them in each pass over a tile.
+template <typename T>
+struct SharedPointsRun {
+  std::vector<const T*> values;
+  std::vector<T*> out, density;
+  int64_t size() const { return static_cast<int64_t>(values.size()); }
+};
+
 // Arbitrary queries of one example sorted into a uniform grid of cells about
 // 1.5 cutoff radii wide (layout.h, kCellRadiiCpu), and points splatted into
 // the same cells.

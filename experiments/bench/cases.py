@@ -95,6 +95,9 @@ BIG = Case(4096, 4096, 1 << 20, 2.0, comparators=("scatter",))
 # Output-bound case: 4096^2 output that no point reaches, against XLA writing
 # an output of the same size (the "fill" comparator).
 OUTPUT_BOUND = Case(4096, 4096, 1024, 2.0, layout="outside", comparators=("fill",))
+# Batch case: vmap over 64 images of 256^2 with shared points, against a
+# Python loop of single-image calls.
+BATCH = Case(256, 256, 4096, 2.0, batch=64, comparators=("loop",))
 SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 DENSITIES = (1 / 16, 1 / 4)  # points per pixel
 
@@ -125,7 +128,7 @@ def _quick_cases() -> tuple[Case, ...]:
                  for s in (0.5, 8.0)))
     return (*_both_modes(HEADLINE), *sweep,
             Case(256, 256, 4096, 2.0, mode="value_and_grad", comparators=("scatter",)),
-            *batched, *scaling, OUTPUT_BOUND)
+            *batched, *scaling, OUTPUT_BOUND, BATCH)
 
 
 PRESETS = {

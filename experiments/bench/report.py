@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cases import BIG, HEADLINE, OUTPUT_BOUND, Case, case_from_dict
+from .cases import BATCH, BIG, HEADLINE, OUTPUT_BOUND, Case, case_from_dict
 from .methods import COMPARATORS, LABELS
 from .timing import AGREEMENT_TOL
 
@@ -141,6 +141,11 @@ def _speed_targets(rows: Sequence[dict], floor: dict, pause_s: float) -> list[st
                          f"{fmt_time(_median(row, 'jax_gmm'))} s, (d) XLA fill "
                          f"{fmt_time(_median(row, 'fill'))} s: jax_gmm / (d) = "
                          f"{_median(row, 'jax_gmm') / _median(row, 'fill'):.2f} (target <= 1.2)")
+        if _same_config(row["case"], BATCH) and _median(row, "loop"):
+            lines.append(f"- {row['label']}, {row['case']['mode']}: jax_gmm (vmap) "
+                         f"{fmt_time(_median(row, 'jax_gmm'))} s, loop of single-image calls "
+                         f"{fmt_time(_median(row, 'loop'))} s: loop / vmap = "
+                         f"{_fmt_ratio(row, 'loop')} (target >= 2x)")
     forward = [r for r in rows if r["case"]["mode"] == "forward" and r["pairs"]]
     if floor.get("pairs_per_s") and forward:
         best = max(forward, key=lambda r: r["pairs"] / _median(r, "jax_gmm"))
