@@ -120,19 +120,23 @@ def test_shared_points_batch_renders_each_image_as_alone(rng, dtype, channels, b
     points = rng.uniform(-5, 70, (300, 2)).astype(dtype)
     sigma = np.stack([np.diag(d) for d in rng.uniform(0.5, 9, (300, 2))]).astype(dtype)
     sigma[::3, 0, 1] = sigma[::3, 1, 0] = 0.4 * np.sqrt(sigma[::3, 0, 0] * sigma[::3, 1, 1])
+    points[7] = (30.0, 30.0)  # inside the image, so its value reaches pixels
     values = rng.normal(size=(batch, 300, channels)).astype(dtype)
     if channels:
-        values[0, 7, 0] = np.nan
-    render = jax.jit(lambda v: jax_gmm.interpolate(points, v, sigma, (64, 61)))
-    batched = np.asarray(jax.jit(jax.vmap(render))(values))
+        values[batch // 2, 7, 0] = np.nan  # inside a pass, not its first example
+    render = jax.jit(lambda v: jax_gmm.interpolate(points, v, sigma, (64, 61),
+                                                   return_density=True))
+    batched, density = (np.asarray(x) for x in jax.jit(jax.vmap(render))(values))
     for b in range(batch):
-        np.testing.assert_array_equal(batched[b], render(values[b]))
+        alone, alone_density = render(values[b])
+        np.testing.assert_array_equal(batched[b], alone)
+        np.testing.assert_array_equal(density[b], alone_density)
     if channels:
         tol = 1e-4 if dtype == np.float32 else 1e-10
-        expected, _, ambiguous = covariance_gmm(points, values[-1], sigma, pixel_centres(64, 61),
+        expected, _, ambiguous = covariance_gmm(points, values[0], sigma, pixel_centres(64, 61),
                                                 dtype=dtype)
         clear = ~ambiguous  # no pair within an ulp's reach of the cutoff
-        np.testing.assert_allclose(batched[-1].reshape(-1, channels)[clear], expected[clear],
+        np.testing.assert_allclose(batched[0].reshape(-1, channels)[clear], expected[clear],
                                    rtol=tol, atol=tol)
 
 

@@ -108,6 +108,16 @@ void for_each_pass(int64_t examples, int64_t C, const Body& body) {
   }
 }
 
+// row[j * C + ch] = entry j of plane ch (planes kTilePlane apart) for j <
+// width; kC is C when known at compile time, else 0.
+template <int kC, typename T>
+void interleave(const T* plane, int64_t channels, int64_t width, T* row) {
+  const int64_t C = kC > 0 ? kC : channels;
+  for (int64_t j = 0; j < width; ++j) {
+    for (int64_t ch = 0; ch < C; ++ch) row[j * C + ch] = plane[ch * kTilePlane + j];
+  }
+}
+
 // Adds the pass's channels of the tile's points into `acc` (planes [Z | the
 // pass's channels, example by example]), normalises them and writes each
 // example's out; its density too if the pass starts at channel 0. kC is
@@ -116,7 +126,8 @@ template <int kC, typename T>
 void grid_forward_pass(const TiledPoints<T>& tiled, const TileRect& tile, int64_t t,
                        const SharedPointsRun<T>& run, int64_t C, const Pass& pass, T* acc,
                        T* row) {
-  const int64_t planes = pass.planes();
+  const int64_t planes = kC > 0 ? kC : pass.planes();
+  const T* values = run.values[pass.e0];
   T gathered[kChannelGroup];  // the pass's values of one point, when it spans examples
   Footprint<T> fp;
   const uint32_t* items = tiled.tiles.items.data();
@@ -125,12 +136,12 @@ void grid_forward_pass(const TiledPoints<T>& tiled, const TileRect& tile, int64_
     // The list is in point order, not in memory order of the tile: fetch ahead.
     if (k + 4 < last) {
       __builtin_prefetch(&tiled.gaussians[items[k + 4]]);
-      __builtin_prefetch(run.values[pass.e0] + items[k + 4] * C + pass.c0);
+      __builtin_prefetch(values + items[k + 4] * C + pass.c0);
     }
     const int64_t i = items[k];
     const Gaussian<T>& g = tiled.gaussians[i];
     if (!clip_footprint(g, tile, tiled.width, tiled.height, fp)) continue;
-    const T* v = run.values[pass.e0] + i * C + pass.c0;
+    const T* v = values + i * C + pass.c0;
     if (pass.examples > 1) {
       for (int64_t e = 0; e < pass.examples; ++e) {
         std::copy_n(run.values[pass.e0 + e] + i * C, C, gathered + e * C);
@@ -156,11 +167,9 @@ void grid_forward_pass(const TiledPoints<T>& tiled, const TileRect& tile, int64_
     for (int64_t e = 0; e < pass.examples; ++e) {
       const T* plane = z + (e * pass.channels + 1) * kTilePlane;  // the example's first channel
       T* out = run.out[pass.e0 + e];
-      for (int64_t j = 0; j < tile.width; ++j) {
-        for (int64_t ch = 0; ch < pass.channels; ++ch) {
-          row[j * pass.channels + ch] = plane[ch * kTilePlane + j];
-        }
-      }
+      with_channels(pass.channels, [&](auto kE) {
+        interleave<kE()>(plane, pass.channels, tile.width, row);
+      });
       if (pass.channels == C) {
         stream_copy(row, tile.width * C, out + p0 * C);
       } else {  // a run of pass.channels in out per pixel
