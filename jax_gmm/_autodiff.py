@@ -1,8 +1,10 @@
 """custom_vjp rules: the forward saves its outputs, the backward kernels
 recompute the weights from them and return every cotangent in one call.
 
-The grid rule takes symbolic zeros: when only the image is differentiated
-(the usual case), the density cotangent is never materialised.
+Both rules take symbolic zeros: when only the image is differentiated (the
+usual case), the grid's density cotangent is never materialised, and the
+scattered backward computes only the cotangents of the inputs that are
+differentiated (points, values and scale together, queries apart).
 
 Second order (grad of grad, jacrev of jacrev, a Hessian as
 jacrev(jacrev(f))) works in reverse mode: each backward call is itself a
@@ -87,33 +89,52 @@ def scattered(points, values, scale, queries, truncate: float):
 
 
 def _scattered_fwd(points, values, scale, queries, truncate):
+    # Which inputs are differentiated (static): the usual call differentiates
+    # points, values or scale at fixed queries, and the backward then skips the
+    # queries' cotangents, a third of its work; a warp of the queries skips
+    # the points'.
+    point_grads = points.perturbed or values.perturbed or scale.perturbed
+    query_grads = queries.perturbed
+    points, values, scale, queries = (x.value for x in (points, values, scale, queries))
     out, density = scattered(points, values, scale, queries, truncate)
-    return (out, density), (points, values, scale, queries, out, density)
+    return (out, density), (points, values, scale, queries, out, density, point_grads,
+                            query_grads)
 
 
 def _scattered_bwd(truncate, residuals, cotangents):
-    return scattered_backward(*residuals, *cotangents, truncate)
+    *arrays, point_grads, query_grads = residuals
+    points, values, scale, queries, out, density = arrays
+    d_out, d_density = cotangents
+    if isinstance(d_out, SymbolicZero) and isinstance(d_density, SymbolicZero):
+        return tuple(map(_partition.zeros_like, (points, values, scale, queries)))
+    if isinstance(d_out, SymbolicZero):
+        d_out = _partition.zeros_like(out)
+    if isinstance(d_density, SymbolicZero):
+        d_density = _partition.zeros_like(density)
+    return scattered_backward(*arrays, d_out, d_density, truncate, point_grads, query_grads)
 
 
-scattered.defvjp(_scattered_fwd, _scattered_bwd)
+scattered.defvjp(_scattered_fwd, _scattered_bwd, symbolic_zeros=True)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(8,))
+@partial(jax.custom_vjp, nondiff_argnums=(8, 9, 10))
 def scattered_backward(points, values, scale, queries, out, density, d_out, d_density,
-                       truncate: float):
-    """Cotangents (points, values, scale, queries) of `scattered`."""
+                       truncate: float, point_grads: bool = True, query_grads: bool = True):
+    """Cotangents (points, values, scale, queries) of `scattered`; those of
+    (points, values, scale) unless point_grads, and of queries unless
+    query_grads, are zeros."""
     return _ffi.scattered_backward(points, values, scale, queries, out, density, d_out,
-                                   d_density, truncate)
+                                   d_density, truncate, point_grads, query_grads)
 
 
 def _scattered_backward_fwd(points, values, scale, queries, out, density, d_out, d_density,
-                            truncate):
+                            truncate, point_grads, query_grads):
     cotangents = scattered_backward(points, values, scale, queries, out, density, d_out,
-                                    d_density, truncate)
+                                    d_density, truncate, point_grads, query_grads)
     return cotangents, (points, values, scale, queries, d_out, d_density)
 
 
-def _scattered_backward_bwd(truncate, residuals, cotangents):
+def _scattered_backward_bwd(truncate, point_grads, query_grads, residuals, cotangents):
     # As for the grid: the whole derivative goes to the independent inputs.
     _, vjp = jax.vjp(partial(_ffi.reference_scattered_backward, truncate=truncate), *residuals)
     d_points, d_values, d_scale, d_queries, dd_out, dd_density = vjp(cotangents)

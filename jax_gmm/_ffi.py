@@ -42,9 +42,10 @@ def _dispatch(native, fallback, *args, **overrides):
         *args, default=lambda *a: _partition.varying_like(fallback(*a), a), **branches)
 
 
-def _call(name: str, results, truncate: float, *args):
+def _call(name: str, results, truncate: float, *args, **attributes):
     target = f"jax_gmm_{name}_{_suffix(args[0].dtype)}"
-    return _partition.ffi_call(target, results, truncate=np.float64(truncate))(*args)
+    return _partition.ffi_call(target, results, truncate=np.float64(truncate),
+                               **attributes)(*args)
 
 
 def _like(shape, x: Array) -> jax.ShapeDtypeStruct:
@@ -136,12 +137,15 @@ def scattered_forward(points, values, scale, queries, truncate: float):
 
 
 def scattered_backward(points, values, scale, queries, out, density, d_out, d_density,
-                       truncate: float):
-    """Cotangents (points, values, scale, queries) of scattered_forward."""
+                       truncate: float, point_grads: bool = True, query_grads: bool = True):
+    """Cotangents (points, values, scale, queries) of scattered_forward. The
+    native kernels skip those of (points, values, scale) unless point_grads,
+    and those of queries unless query_grads, and return zeros for them."""
     results = tuple(_like(x.shape, x) for x in (points, values, scale, queries))
 
     def native(*args):
-        return _call("scattered_backward", results, truncate, *args)
+        return _call("scattered_backward", results, truncate, *args,
+                     point_grads=np.bool_(point_grads), query_grads=np.bool_(query_grads))
 
     def fallback(points, values, scale, queries, out, density, d_out, d_density):
         return reference_scattered_backward(points, values, scale, queries, d_out, d_density,

@@ -88,6 +88,41 @@ def test_query_gradient_matches_reference_float32(rng):
     np.testing.assert_allclose(grads[0], grads[1], rtol=1e-4, atol=1e-4 * np.abs(grads[1]).max())
 
 
+@pytest.mark.parametrize("argnums", [(0,), (1,), (2,), (3,), (0, 3), (1, 2)])
+def test_scattered_gradient_of_some_inputs_is_that_of_all(rng, argnums):
+    """The backward skips the cotangents of undifferentiated inputs (queries, or
+    points, values and scale): the rest are bitwise those of a call that
+    differentiates everything."""
+    points, values, sigma = inputs(rng, n=200, shape=(40, 50), dtype=np.float32)
+    queries = rng.uniform(-2, 52, (300, 2)).astype(np.float32)
+    args = (points, values, sigma, queries)
+    loss = scalar_loss(lambda p, v, s, q: jax_gmm.interpolate_at(p, v, s, q, return_density=True),
+                       rng)
+    every = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*args)
+    some = jax.jit(jax.grad(loss, argnums=argnums))(*args)
+    for k, grad in zip(argnums, some):
+        assert np.abs(every[k]).max() > 0
+        np.testing.assert_array_equal(grad, every[k])
+
+
+@pytest.mark.parametrize("output", ["out", "density"])
+def test_scattered_gradient_of_one_output_matches_reference(rng, output):
+    points, values, sigma = inputs(rng, n=60, shape=(20, 30))
+    queries = rng.uniform(-2, 32, (100, 2))
+    index = 0 if output == "out" else 1
+
+    def loss(module):
+        def f(p, v, s, q):
+            result = module.interpolate_at(p, v, s, q, return_density=True)[index]
+            weights = jax.random.normal(jax.random.key(3), result.shape, result.dtype)
+            return (result * weights).sum()
+        return jax.jit(jax.grad(f, argnums=(0, 1, 2, 3)))
+
+    for a, b in zip(loss(jax_gmm)(points, values, sigma, queries),
+                    loss(jax_gmm.reference)(points, values, sigma, queries)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12 * np.abs(b).max())
+
+
 @pytest.mark.parametrize("output", ["out", "density"])
 def test_grid_gradient_of_one_output_matches_reference(rng, output):
     """A loss on one output leaves the other's cotangent a symbolic zero, which

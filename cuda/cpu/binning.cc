@@ -80,30 +80,15 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scal
   this->queries.build(pool, l.cells(), m, [&](int64_t q, auto emit) {
     if (cell_of[q] >= 0) emit(cell_of[q]);
   });
+  cell_boxes.resize(n);
+  parallel_over(pool, n, [&](int64_t i) { cell_boxes[i] = point_cells(l, gaussians[i]); });
   this->points.build(pool, l.cells(), n, [&](int64_t i, auto emit) {
-    const Box b = point_cells(l, gaussians[i]);
+    const Box& b = cell_boxes[i];
     if (b.empty()) return;
     for (int64_t ky = b.y.lo; ky <= b.y.hi; ++ky) {
       for (int64_t kx = b.x.lo; kx <= b.x.hi; ++kx) emit(ky * cells_x + kx);
     }
   });
-}
-
-namespace {
-template <typename T>
-CellLayout layout_of(const CelledQueries<T>& c) {
-  return {c.origin_x, c.origin_y, c.cell, c.cells_x, c.cells_y};
-}
-}  // namespace
-
-template <typename T>
-Range CelledQueries<T>::cells_x_of(const Gaussian<T>& g) const {
-  return point_cells(layout_of(*this), g).x;
-}
-
-template <typename T>
-Range CelledQueries<T>::cells_y_of(const Gaussian<T>& g) const {
-  return point_cells(layout_of(*this), g).y;
 }
 
 template struct TiledPoints<float>;

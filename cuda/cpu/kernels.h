@@ -7,6 +7,7 @@
 
 #include "binning.h"
 #include "gmm_math.h"
+#include "layout.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jax_gmm {
@@ -68,14 +69,12 @@ struct CelledQueries {
   double origin_x = 0, origin_y = 0, cell = 1;  // double: see binning.cc
   int64_t cells_x = 0, cells_y = 0;
   std::vector<Gaussian<T>> gaussians;
-  CellLists points;   // points whose box overlaps each cell
-  CellLists queries;  // queries inside each cell (each query in one cell)
+  std::vector<Box> cell_boxes;  // per point: the cells its bounding box overlaps
+  CellLists points;             // points whose box overlaps each cell
+  CellLists queries;            // queries inside each cell (each query in one cell)
 
   CelledQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n, T truncate,
                 const T* queries, int64_t m);
-  // Cells a point's bounding box overlaps.
-  Range cells_x_of(const Gaussian<T>& g) const;
-  Range cells_y_of(const Gaussian<T>& g) const;
 };
 
 // index[i] = the k-th nearest other valid point of point i (1 <= k <=

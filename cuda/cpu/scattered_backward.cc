@@ -48,7 +48,8 @@ template <typename T>
 void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const T* values,
                         int64_t channels, const T* queries, int64_t m, const T* out,
                         const T* density, const T* d_out, const T* d_density, T* d_points,
-                        T* d_values, T* d_scale, T* d_queries) {
+                        T* d_values, T* d_scale, T* d_queries, bool point_grads,
+                        bool query_grads) {
   const int64_t C = channels, n_points = celled.gaussians.size();
   const QueryRuns<T> runs(pool, celled, queries, C + 2);
   const uint32_t* items = celled.queries.items.data();
@@ -63,7 +64,7 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
 
   std::fill(d_queries, d_queries + 2 * m, T(0));  // queries in no cell reach no point
   const CellLists& pts = celled.points;
-  parallel_for(pool, celled.cells_x * celled.cells_y, [&](int64_t cell) {
+  if (query_grads) parallel_for(pool, celled.cells_x * celled.cells_y, [&](int64_t cell) {
     const int64_t k0 = runs.begin[cell], n = runs.walk[cell];
     if (n == 0) return;
     std::vector<T> scratch(5 * n, T(0));  // [gx | gy | ratio | dot | u]
@@ -86,6 +87,12 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
     }
   });
 
+  if (!point_grads) {
+    std::fill(d_points, d_points + 2 * n_points, T(0));
+    std::fill(d_values, d_values + n_points * C, T(0));
+    std::fill(d_scale, d_scale + 3 * n_points, T(0));
+    return;
+  }
   parallel_for(pool, (n_points + kPointsPerTask - 1) / kPointsPerTask, [&](int64_t task) {
     std::vector<T> d_c(C), scratch;
     for (int64_t i = task * kPointsPerTask; i < std::min(n_points, (task + 1) * kPointsPerTask);
@@ -94,10 +101,9 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
       const T* c = values + i * C;
       T su = 0, sex = 0, sey = 0, sxx = 0, sxy = 0, syy = 0;  // PointSums, as reductions
       std::fill(d_c.begin(), d_c.end(), T(0));
-      const Range cx = g.valid() ? celled.cells_x_of(g) : Range{1, 0};
-      const Range cy = g.valid() ? celled.cells_y_of(g) : Range{1, 0};
-      for (int64_t ky = cy.lo; ky <= cy.hi; ++ky) {
-        for (int64_t kx = cx.lo; kx <= cx.hi; ++kx) {
+      const Box& cells = celled.cell_boxes[i];  // empty for an invalid point
+      for (int64_t ky = cells.y.lo; ky <= cells.y.hi; ++ky) {
+        for (int64_t kx = cells.x.lo; kx <= cells.x.hi; ++kx) {
           const int64_t cell = ky * celled.cells_x + kx;
           const int64_t k0 = runs.begin[cell], n = runs.walk[cell];
           if (n == 0) continue;
@@ -136,7 +142,7 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
 #define JAX_GMM_INSTANTIATE(T)                                                               \
   template void scattered_backward<T>(ThreadPool&, const CelledQueries<T>&, const T*,       \
                                       int64_t, const T*, int64_t, const T*, const T*,       \
-                                      const T*, const T*, T*, T*, T*, T*);
+                                      const T*, const T*, T*, T*, T*, T*, bool, bool);
 JAX_GMM_INSTANTIATE(float)
 JAX_GMM_INSTANTIATE(double)
 #undef JAX_GMM_INSTANTIATE

@@ -114,7 +114,8 @@ ffi::Error ScatteredBackward(cudaStream_t stream, int32_t device, CallContext co
                              ffi::Buffer<DT> density, ffi::Buffer<DT> d_out,
                              ffi::Buffer<DT> d_density, ffi::ResultBuffer<DT> d_points,
                              ffi::ResultBuffer<DT> d_values, ffi::ResultBuffer<DT> d_scale,
-                             ffi::ResultBuffer<DT> d_queries, double truncate) {
+                             ffi::ResultBuffer<DT> d_queries, double truncate,
+                             bool point_grads, bool query_grads) {
   using T = ffi::NativeType<DT>;
   JAX_GMM_ASSIGN(call, check_backward<T>(points, values, scale, &queries, out, density, d_out,
                                          d_density, *d_points, *d_values, *d_scale,
@@ -136,7 +137,7 @@ ffi::Error ScatteredBackward(cudaStream_t stream, int32_t device, CallContext co
             dev, folded, cells, call.values.at(l, b), call.c, call.queries.at(l, b), call.m,
             call.out.at(l, b), call.density.at(l, b), call.d_out.at(l, b),
             call.d_density.at(l, b), call.d_points.at(l, b), call.d_values.at(l, b),
-            call.d_scale.at(l, b), call.d_queries.at(l, b));
+            call.d_scale.at(l, b), call.d_queries.at(l, b), point_grads, query_grads);
       });
 }
 
@@ -177,7 +178,9 @@ auto bind() {
   XLA_FFI_DEFINE_HANDLER_SYMBOL(CudaScatteredForward##DT, ScatteredForward<ffi::DT>,         \
                                 (bind<ffi::DT, 4, 2>()));                                    \
   XLA_FFI_DEFINE_HANDLER_SYMBOL(CudaScatteredBackward##DT, ScatteredBackward<ffi::DT>,       \
-                                (bind<ffi::DT, 8, 4>()));
+                                (bind<ffi::DT, 8, 4>()                                       \
+                                     .Attr<bool>("point_grads")                              \
+                                     .Attr<bool>("query_grads")));
 JAX_GMM_DEFINE(F32)
 JAX_GMM_DEFINE(F64)
 #undef JAX_GMM_DEFINE

@@ -106,7 +106,8 @@ template <typename T>
 ffi::Error scattered_backward(Device& dev, Scratch<T>& folded, const CellBinning<T>& cells,
                               const T* values, int64_t channels, const T* queries, int64_t m,
                               const T* out, const T* density, const T* d_out, const T* d_density,
-                              T* d_points, T* d_values, T* d_scale, T* d_queries);
+                              T* d_points, T* d_values, T* d_scale, T* d_queries,
+                              bool point_grads, bool query_grads);
 
 // Device copies of the k-d tree of kth_nearest, reused across the batch
 // elements of a call.

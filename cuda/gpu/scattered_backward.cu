@@ -104,7 +104,8 @@ template <typename T>
 ffi::Error scattered_backward(Device& dev, Scratch<T>& folded, const CellBinning<T>& cells,
                               const T* values, int64_t channels, const T* queries, int64_t m,
                               const T* out, const T* density, const T* d_out, const T* d_density,
-                              T* d_points, T* d_values, T* d_scale, T* d_queries) {
+                              T* d_points, T* d_values, T* d_scale, T* d_queries,
+                              bool point_grads, bool query_grads) {
   const int64_t n = cells.point_count();
   if (cells.cells() == 0) {  // no weight reaches any query: every cotangent is 0
     JAX_GMM_RETURN_IF_ERROR(zero(dev, d_points, 2 * n));
@@ -118,10 +119,19 @@ ffi::Error scattered_backward(Device& dev, Scratch<T>& folded, const CellBinning
       queries, m, cells.queries(), cell_count, out, density, d_out, d_density, channels,
       folded.data());
   JAX_GMM_LAUNCHED("fold_queries_kernel");
-  query_grad_kernel<<<blocks_for(m), kThreads, 0, dev.stream>>>(
-      cells.gaussians(), values, channels, cells.points(), cells.queries(), cell_count,
-      folded.data(), m, d_queries);
-  JAX_GMM_LAUNCHED("query_grad_kernel");
+  if (query_grads) {
+    query_grad_kernel<<<blocks_for(m), kThreads, 0, dev.stream>>>(
+        cells.gaussians(), values, channels, cells.points(), cells.queries(), cell_count,
+        folded.data(), m, d_queries);
+    JAX_GMM_LAUNCHED("query_grad_kernel");
+  } else {
+    JAX_GMM_RETURN_IF_ERROR(zero(dev, d_queries, 2 * m));
+  }
+  if (!point_grads) {
+    JAX_GMM_RETURN_IF_ERROR(zero(dev, d_points, 2 * n));
+    JAX_GMM_RETURN_IF_ERROR(zero(dev, d_values, n * channels));
+    return zero(dev, d_scale, 3 * n);
+  }
   return with_channel_chunk(channels, [&](auto k) {
     scattered_gather_kernel<T, decltype(k)::value>
         <<<blocks_for(n, kThreads / kWarp), kThreads, 0, dev.stream>>>(
@@ -135,7 +145,8 @@ ffi::Error scattered_backward(Device& dev, Scratch<T>& folded, const CellBinning
 #define JAX_GMM_INSTANTIATE(T)                                                                \
   template ffi::Error scattered_backward<T>(Device&, Scratch<T>&, const CellBinning<T>&,     \
                                             const T*, int64_t, const T*, int64_t, const T*,  \
-                                            const T*, const T*, const T*, T*, T*, T*, T*);
+                                            const T*, const T*, const T*, T*, T*, T*, T*,   \
+                                            bool, bool);
 JAX_GMM_INSTANTIATE(float)
 JAX_GMM_INSTANTIATE(double)
 #undef JAX_GMM_INSTANTIATE
