@@ -122,7 +122,8 @@ def scattered_backward(points, values, scale, queries, out, density, d_out, d_de
                        truncate: float, point_grads: bool = True, query_grads: bool = True):
     """Cotangents (points, values, scale, queries) of `scattered`; those of
     (points, values, scale) unless point_grads, and of queries unless
-    query_grads, are zeros."""
+    query_grads, are left out (zeros, or on the fallback the full values)
+    and the caller discards them."""
     return _ffi.scattered_backward(points, values, scale, queries, out, density, d_out,
                                    d_density, truncate, point_grads, query_grads)
 
@@ -136,6 +137,8 @@ def _scattered_backward_fwd(points, values, scale, queries, out, density, d_out,
 
 def _scattered_backward_bwd(truncate, point_grads, query_grads, residuals, cotangents):
     # As for the grid: the whole derivative goes to the independent inputs.
+    # The cotangents left out are discarded, so theirs arrive here as zeros,
+    # and differentiating the full backward is exact.
     _, vjp = jax.vjp(partial(_ffi.reference_scattered_backward, truncate=truncate), *residuals)
     d_points, d_values, d_scale, d_queries, dd_out, dd_density = vjp(cotangents)
     return d_points, d_values, d_scale, d_queries, None, None, dd_out, dd_density

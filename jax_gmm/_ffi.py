@@ -138,9 +138,10 @@ def scattered_forward(points, values, scale, queries, truncate: float):
 
 def scattered_backward(points, values, scale, queries, out, density, d_out, d_density,
                        truncate: float, point_grads: bool = True, query_grads: bool = True):
-    """Cotangents (points, values, scale, queries) of scattered_forward. The
-    native kernels skip those of (points, values, scale) unless point_grads,
-    and those of queries unless query_grads, and return zeros for them."""
+    """Cotangents (points, values, scale, queries) of scattered_forward. Those
+    of (points, values, scale) unless point_grads, and of queries unless
+    query_grads, are for the caller to discard: the native kernels skip them
+    and return zeros, the fallback computes them all."""
     results = tuple(_like(x.shape, x) for x in (points, values, scale, queries))
 
     def native(*args):

@@ -180,3 +180,30 @@ def test_outputs_past_the_huge_page_size_are_right(rng):
     shares = gmm_grid(points - np.float32(680), np.eye(40, dtype=np.float32),
                       np.full(40, 2.5, np.float32), (90, 90))[0].sum((0, 1))
     np.testing.assert_allclose(d_values, np.repeat(shares[:, None], 4, 1), rtol=1e-4)
+
+
+@pytest.mark.parametrize("point_grads, query_grads",
+                         [(True, True), (True, False), (False, True), (False, False)])
+def test_scattered_backward_skips_the_cotangents_it_is_told_to(rng, point_grads, query_grads):
+    """The kernel's two attributes: a skipped cotangent is zeros, every other
+    one bitwise that of the full call, on a batch with queries out of reach
+    and NaN."""
+    points = rng.uniform(0, 10, (2, 20, 2))
+    values = rng.normal(size=(2, 20, 3))
+    scale = np.tile([1.5, 0.2, 1.3], (2, 20, 1))
+    queries = rng.uniform(0, 10, (2, 15, 2))
+    queries[0, 0] = np.nan
+    queries[1, :3] += 1e4
+    out, density = jax.vmap(lambda *a: _ffi.scattered_forward(*a, 4.0))(points, values, scale,
+                                                                         queries)
+    cotangents = (rng.normal(size=out.shape), rng.normal(size=density.shape))
+    args = (points, values, scale, queries, out, density, *cotangents)
+
+    def backward(*flags):
+        return jax.jit(jax.vmap(lambda *a: _ffi.scattered_backward(*a, 4.0, *flags)))(*args)
+
+    for k, (got, every) in enumerate(zip(backward(point_grads, query_grads),
+                                         backward(True, True))):
+        wanted = query_grads if k == 3 else point_grads
+        assert np.abs(every).max() > 0
+        np.testing.assert_array_equal(got, every if wanted else np.zeros_like(every))

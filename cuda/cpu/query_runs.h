@@ -87,9 +87,13 @@ void prefetch_point(const CelledQueries<T>& celled, const T* values, int64_t cha
 // test as pair_weight (gmm_math.h), with the vectorised exponential of the
 // grid kernels.
 // An axis-aligned point (p21 = 0) skips the shear, whose product is +-0 and
-// leaves m2's bits unchanged.
+// leaves m2's bits unchanged. The loops read a local copy of the record: for
+// all GCC knows, `point` might alias w, and reloading its norm after every
+// store, under the cutoff's condition, kept the tilted point's loop from
+// vectorising.
 template <typename T>
-void run_weights(const Gaussian<T>& g, const T* xs, const T* ys, int64_t n, T* w) {
+void run_weights(const Gaussian<T>& point, const T* xs, const T* ys, int64_t n, T* w) {
+  const Gaussian<T> g = point;
   if (g.axis_aligned()) {
 #pragma omp simd
     for (int64_t k = 0; k < n; ++k) {

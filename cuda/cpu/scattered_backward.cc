@@ -74,10 +74,12 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
     for (int64_t l = pts.start[cell]; l < last; ++l) {
       prefetch_point(celled, values, C, l + 4 < last ? pts.items[l + 4] : -1);
       const int64_t i = pts.items[l];
-      const Gaussian<T>& g = celled.gaussians[i];
+      const Gaussian<T> g = celled.gaussians[i];  // a copy: see run_weights
       run_cotangents(g, values + i * C, C, runs, k0, n, ratio, dot, u);
 #pragma omp simd
-      for (int64_t k = 0; k < n; ++k) add_query_grad(g, u[k], xs[k] - g.x, ys[k] - g.y, &gx[k], &gy[k]);
+      for (int64_t k = 0; k < n; ++k) {
+        add_query_grad(g, u[k], xs[k] - g.x, ys[k] - g.y, &gx[k], &gy[k]);
+      }
     }
     const int64_t first = celled.queries.start[cell];
     for (int64_t k = 0; k < celled.queries.start[cell + 1] - first; ++k) {

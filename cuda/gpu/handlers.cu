@@ -1,5 +1,5 @@
 // XLA FFI handlers of the CUDA module: shape checks, the walk over batch
-// elements, and registration. Same targets, operands and attribute as
+// elements, and registration. Same targets, operands and attributes as
 // cpu/handlers.cc; the kernels live in the other files of this folder.
 #include <algorithm>
 #include <cstdint>

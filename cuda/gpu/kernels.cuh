@@ -101,7 +101,9 @@ ffi::Error scattered_forward(Device& dev, const CellBinning<T>& cells, const T* 
                              int64_t channels, const T* queries, int64_t m, T* out, T* density);
 
 // Cotangents of points, values, scale and queries (M, 2) at arbitrary
-// queries; `folded` is per-call scratch.
+// queries; `folded` is per-call scratch. Those of points, values and scale
+// unless point_grads, and those of queries unless query_grads, are zeros,
+// not computed.
 template <typename T>
 ffi::Error scattered_backward(Device& dev, Scratch<T>& folded, const CellBinning<T>& cells,
                               const T* values, int64_t channels, const T* queries, int64_t m,
