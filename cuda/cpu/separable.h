@@ -75,8 +75,37 @@ inline float exp_nonpositive(float x) {
   return x >= -87.0f ? y : 0.0f;
 }
 
-// double has no vectorised exponential here; the library one is exact.
-inline double exp_nonpositive(double x) { return std::exp(x); }
+// The same for double, so that the loops of tilted points and of arbitrary
+// queries vectorise in float64 too (std::exp is a library call, one pixel at
+// a time: 4-5x float's time, where 2x is the width's due). The same split of
+// ln2, with n ln2_hi exact for |n| < 2^21; exp(r) by its degree-13 Taylor
+// polynomial (truncation below 4e-18 relative, so within a few ulp of
+// std::exp: Horner's rounding); 0 below -708, where double exp leaves the
+// normal range (the weights there are below 1e-307).
+inline double exp_nonpositive(double x) {
+  const int n = std::max(static_cast<int>(x * 1.4426950408889634 - 0.5), -1022);
+  const double nd = static_cast<double>(n);
+  const double r = (x - nd * 6.93147180369123816490e-01) - nd * 1.90821492927058770002e-10;
+  double p = 1.0 / 6227020800.0;  // 1 / 13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  const int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  const double y = p * scale;
+  return x >= -708.0 ? y : 0.0;
+}
 
 }  // namespace JAX_GMM_ISA
 }  // namespace jax_gmm
