@@ -49,62 +49,50 @@ void axis_factors(T inv_sigma, T d0, const T* m2, int64_t count, T* out) {
   if (k < count) out[k] = static_cast<T>(even);
 }
 
-// exp(x) for x <= 0 in float, written so that loops over it vectorise
-// (about 2.5e-7 relative error, below float32 rounding of the sums it enters):
-// x = n ln2 + r with |r| <= ln2 / 2 (ln2 split in two parts so n ln2 is exact),
-// exp(r) by its degree-6 Taylor polynomial (truncation below 1.2e-7
-// relative), and 2^n put straight into the exponent bits. 0 below -87, where
-// float exp underflows anyway.
-inline float exp_nonpositive(float x) {
-  // nearest integer for x <= 0; clamped so 2^n stays a normal float (selects on
-  // ints, unlike std::max, keep GCC from vectorising the loop)
-  const int n = std::max(static_cast<int>(x * 1.44269504f - 0.5f), -126);
-  const float nf = static_cast<float>(n);
-  const float r = (x - nf * 0.693145751953125f) - nf * 1.42860677e-6f;
-  float p = 1.0f / 720.0f;
-  p = p * r + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const int32_t bits = (n + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  const float y = p * scale;
-  return x >= -87.0f ? y : 0.0f;
-}
+// Constants of exp_nonpositive per type: ln2 split in two parts so that
+// n ln2_hi is exact, the Taylor degree, and where the result leaves the
+// normal range.
+template <typename T>
+struct ExpParts;
+template <>
+struct ExpParts<float> {
+  using Bits = int32_t;
+  static constexpr float kLog2e = 1.44269504f, kLn2Hi = 0.693145751953125f,
+                         kLn2Lo = 1.42860677e-6f, kLowest = -87.0f;
+  static constexpr int kDegree = 6, kMinExponent = -126, kBias = 127, kMantissa = 23;
+};
+template <>
+struct ExpParts<double> {
+  using Bits = int64_t;
+  static constexpr double kLog2e = 1.4426950408889634, kLn2Hi = 6.93147180369123816490e-01,
+                          kLn2Lo = 1.90821492927058770002e-10, kLowest = -708.0;
+  static constexpr int kDegree = 13, kMinExponent = -1022, kBias = 1023, kMantissa = 52;
+};
 
-// The same for double, so that the loops of tilted points and of arbitrary
-// queries vectorise in float64 too (std::exp is a library call, one pixel at
-// a time: 4-5x float's time, where 2x is the width's due). The same split of
-// ln2, with n ln2_hi exact for |n| < 2^21; exp(r) by its degree-13 Taylor
-// polynomial (truncation below 4e-18 relative, so within a few ulp of
-// std::exp: Horner's rounding); 0 below -708, where double exp leaves the
-// normal range (the weights there are below 1e-307).
-inline double exp_nonpositive(double x) {
-  const int n = std::max(static_cast<int>(x * 1.4426950408889634 - 0.5), -1022);
-  const double nd = static_cast<double>(n);
-  const double r = (x - nd * 6.93147180369123816490e-01) - nd * 1.90821492927058770002e-10;
-  double p = 1.0 / 6227020800.0;  // 1 / 13!
-  p = p * r + 1.0 / 479001600.0;
-  p = p * r + 1.0 / 39916800.0;
-  p = p * r + 1.0 / 3628800.0;
-  p = p * r + 1.0 / 362880.0;
-  p = p * r + 1.0 / 40320.0;
-  p = p * r + 1.0 / 5040.0;
-  p = p * r + 1.0 / 720.0;
-  p = p * r + 1.0 / 120.0;
-  p = p * r + 1.0 / 24.0;
-  p = p * r + 1.0 / 6.0;
-  p = p * r + 0.5;
-  p = p * r + 1.0;
-  p = p * r + 1.0;
-  const int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
-  double scale;
+constexpr double factorial(int k) { return k <= 1 ? 1.0 : k * factorial(k - 1); }
+
+// exp(x) for x <= 0, written so that loops over it vectorise (std::exp is a
+// library call, one element at a time): x = n ln2 + r with |r| <= ln2 / 2,
+// exp(r) by its Taylor polynomial, and 2^n put straight into the exponent
+// bits. float: degree 6, about 2.5e-7 relative error, below float32 rounding
+// of the sums it enters; double: degree 13 (truncation below 4e-18), within
+// 1 ulp of std::exp over [-708, 0]. 0 below -87 (float) or -708 (double),
+// where the result leaves the normal range anyway.
+template <typename T>
+inline T exp_nonpositive(T x) {
+  using P = ExpParts<T>;
+  // nearest integer for x <= 0; clamped so 2^n stays normal (selects on ints,
+  // unlike std::max, keep GCC from vectorising the loop)
+  const int n = std::max(static_cast<int>(x * P::kLog2e - T(0.5)), P::kMinExponent);
+  const T nt = static_cast<T>(n);
+  const T r = (x - nt * P::kLn2Hi) - nt * P::kLn2Lo;
+  T p = T(1) / T(factorial(P::kDegree));
+  for (int k = P::kDegree - 1; k >= 0; --k) p = p * r + T(1) / T(factorial(k));
+  const typename P::Bits bits = (static_cast<typename P::Bits>(n) + P::kBias) << P::kMantissa;
+  T scale;
   std::memcpy(&scale, &bits, sizeof scale);
-  const double y = p * scale;
-  return x >= -708.0 ? y : 0.0;
+  const T y = p * scale;
+  return x >= P::kLowest ? y : T(0);
 }
 
 }  // namespace JAX_GMM_ISA
