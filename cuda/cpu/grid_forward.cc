@@ -79,8 +79,11 @@ void add_point(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int64_t
 // planes (kTilePlane entries each, 64 KiB in float) stay in cache: with every
 // channel in one pass, time per channel grew 3-8x from C = 96 to C = 1024
 // (experiments/results/channel_groups_ab.md). Each pass clips the footprints
-// again; at C = 96 (two passes) that was within noise.
-constexpr int64_t kChannelGroup = 64;
+// again; at C = 96 (two passes) that was within noise. 16 rather than 64 (1
+// MiB of float planes, not 4): a vmap of 64 RGB images sharing their points
+// ran 16.4-16.7 ms against 17.8-18.8 (min of calls, alternated builds), one
+// image of 16 to 256 channels within noise of it.
+constexpr int64_t kChannelGroup = 16;
 
 // What one pass over a tile's points renders: channels [c0, c0 + channels)
 // of the run's examples [e0, e0 + examples). A pass takes either part of one
