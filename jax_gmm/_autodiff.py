@@ -102,8 +102,7 @@ def _scattered_fwd(points, values, scale, queries, truncate):
 
 
 def _scattered_bwd(truncate, residuals, cotangents):
-    *arrays, point_grads, query_grads = residuals
-    points, values, scale, queries, out, density = arrays
+    points, values, scale, queries, out, density, point_grads, query_grads = residuals
     d_out, d_density = cotangents
     if isinstance(d_out, SymbolicZero) and isinstance(d_density, SymbolicZero):
         return tuple(map(_partition.zeros_like, (points, values, scale, queries)))
@@ -111,7 +110,8 @@ def _scattered_bwd(truncate, residuals, cotangents):
         d_out = _partition.zeros_like(out)
     if isinstance(d_density, SymbolicZero):
         d_density = _partition.zeros_like(density)
-    return scattered_backward(*arrays, d_out, d_density, truncate, point_grads, query_grads)
+    return scattered_backward(points, values, scale, queries, out, density, d_out, d_density,
+                              truncate, point_grads, query_grads)
 
 
 scattered.defvjp(_scattered_fwd, _scattered_bwd, symbolic_zeros=True)
@@ -119,7 +119,7 @@ scattered.defvjp(_scattered_fwd, _scattered_bwd, symbolic_zeros=True)
 
 @partial(jax.custom_vjp, nondiff_argnums=(8, 9, 10))
 def scattered_backward(points, values, scale, queries, out, density, d_out, d_density,
-                       truncate: float, point_grads: bool = True, query_grads: bool = True):
+                       truncate: float, point_grads: bool, query_grads: bool):
     """Cotangents (points, values, scale, queries) of `scattered`; those of
     (points, values, scale) unless point_grads, and of queries unless
     query_grads, are left out (zeros, or on the fallback the full values)
