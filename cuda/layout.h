@@ -146,9 +146,9 @@ GMM_HD int64_t query_cell(const CellLayout& l, const PointReach& reach, T x, T y
   // A span beyond double's range: the one cell (v - origin may overflow, and
   // inf / inf is NaN, which cell_range reads as no cell).
   if (!is_finite(l.cell)) return 0;
-  const Range cx = cell_range<double>(x, x, l.origin_x, l.cell, l.cells_x);
-  const Range cy = cell_range<double>(y, y, l.origin_y, l.cell, l.cells_y);
-  return cx.empty() || cy.empty() ? -1 : cy.lo * l.cells_x + cx.lo;
+  const int64_t kx = cell_index<double>(x, l.origin_x, l.cell, l.cells_x);
+  const int64_t ky = cell_index<double>(y, l.origin_y, l.cell, l.cells_y);
+  return kx < 0 || ky < 0 ? -1 : ky * l.cells_x + kx;
 }
 
 // The cells point g's bounding box overlaps; empty for an invalid point.

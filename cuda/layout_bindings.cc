@@ -93,6 +93,12 @@ nb::dict cell_binning(Array<T> points, Array<T> scale, double truncate, Array<T>
   return d;
 }
 
+// cell_range(lo, hi, ...) as (lo, hi), and cell_index(lo, ...), in double.
+nb::tuple cells_between(double lo, double hi, double origin, double size, int64_t count) {
+  const Range r = cell_range<double>(lo, hi, origin, size, count);
+  return nb::make_tuple(r.lo, r.hi, cell_index<double>(lo, origin, size, count));
+}
+
 // start[c] for c = 0 .. cells over keys sorted ascending.
 std::vector<int64_t> list_starts(const std::vector<int64_t>& keys, int64_t cells) {
   std::vector<int64_t> start(cells + 1);
@@ -111,6 +117,7 @@ NB_MODULE(_layout, m) {
   m.def("tile_boxes", &tile_boxes<double>);
   m.def("cell_binning", &cell_binning<float>);
   m.def("cell_binning", &cell_binning<double>);
+  m.def("cells_between", &cells_between);
   m.def("list_starts", &list_starts);
   m.def("max_cells", &max_cells);
   m.attr("CELL_RADII_CPU") = kCellRadiiCpu;

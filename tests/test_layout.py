@@ -232,6 +232,30 @@ def check_cells_of(points, sigma, queries, truncate, radii):
     return d, keys, b
 
 
+def test_cell_range_is_the_clamped_floor():
+    """cell_range and cell_index truncate rather than take a floor (ranges.h):
+    they must give the cells floor((v - origin) / size) clamped to [0, count -
+    1], also where a truncation and a floor part: at and an ulp around every
+    cell edge, at -0, at the last cell and past it, and for non-finite values."""
+    origin, size, count = -1.5, 0.75, 7
+    edges = origin + size * np.arange(-2, count + 3)
+    values = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf),
+                             [-0.0, 0.0, 1e-300, -1e300, 1e300, -np.inf, np.inf, np.nan]])
+
+    def floor_cells(lo, hi):
+        with np.errstate(invalid="ignore"):
+            first, last = np.floor((lo - origin) / size), np.floor((hi - origin) / size)
+        if not (last >= 0 and first <= count - 1):
+            return 1, 0
+        return int(max(first, 0)), int(min(last, count - 1))
+
+    for lo in values:
+        want_index = floor_cells(lo, lo)[0] if floor_cells(lo, lo) != (1, 0) else -1
+        for hi in values:
+            got = _layout.cells_between(float(lo), float(hi), origin, size, count)
+            assert got == (*floor_cells(lo, hi), want_index), (lo, hi)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cells_cover_every_pair_of_tilted_gaussians(rng, dtype):
     for size in [0.4, 3.0, 12.0]:
