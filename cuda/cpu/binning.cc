@@ -73,7 +73,7 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scal
   origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;
   cells_x = l.cells_x, cells_y = l.cells_y;
   // Each query's cell, worked out once for both passes of the build.
-  std::vector<int64_t> cell_of(m);
+  UninitVector<int64_t> cell_of(m);
   parallel_over(pool, m, [&](int64_t q) {
     cell_of[q] = query_cell(l, reach, queries[2 * q], queries[2 * q + 1]);
   });

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 #include "gmm_math.h"
@@ -18,6 +20,29 @@
 namespace jax_gmm {
 
 using xla::ffi::ThreadPool;
+
+// An allocator whose vectors leave new elements of trivial type
+// uninitialised on resize, for arrays a parallel pass then writes in full:
+// value-initialising them first zeroed megabytes on one thread, each page's
+// first touch (a fault) included.
+template <typename T>
+struct DefaultInit : std::allocator<T> {
+  template <typename U>
+  struct rebind {
+    using other = DefaultInit<U>;
+  };
+  template <typename U>
+  void construct(U* p) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+template <typename T>
+using UninitVector = std::vector<T, DefaultInit<T>>;
 
 // Members per chunk of the parallel passes, and a cap on chunks x cells (the
 // per-chunk counts). Chunks are fixed by the sizes alone, so no result
@@ -60,7 +85,7 @@ R reduce_over(ThreadPool& pool, int64_t count, R none, const Of& of, const Combi
 // Compressed lists: the members of cell k are items[start[k] .. start[k+1]).
 struct CellLists {
   std::vector<int64_t> start;
-  std::vector<uint32_t> items;
+  UninitVector<uint32_t> items;
 
   // `visit(i, emit)` calls emit(cell) for every cell of member i. It is called
   // twice per member (count, then fill) and from several threads at once, so
@@ -103,9 +128,9 @@ struct CellLists {
 };
 
 template <typename T>
-std::vector<Gaussian<T>> make_gaussians(ThreadPool& pool, const T* points, const T* scale,
-                                        int64_t n, T truncate) {
-  std::vector<Gaussian<T>> g(n);
+UninitVector<Gaussian<T>> make_gaussians(ThreadPool& pool, const T* points, const T* scale,
+                                         int64_t n, T truncate) {
+  UninitVector<Gaussian<T>> g(n);
   parallel_over(pool, n, [&](int64_t i) {
     const T* l = scale + 3 * i;  // Cholesky factor (l11, l21, l22)
     g[i] = make_gaussian(points[2 * i], points[2 * i + 1], l[0], l[1], l[2], truncate);

@@ -34,8 +34,8 @@ struct TileBox {
 template <typename T>
 struct TiledPoints {
   int64_t height, width, tiles_x, tiles_y;
-  std::vector<Gaussian<T>> gaussians;
-  std::vector<TileBox> boxes;  // per point
+  UninitVector<Gaussian<T>> gaussians;
+  UninitVector<TileBox> boxes;  // per point
   CellLists tiles;             // points whose box overlaps each tile, in point order
   // Point i's tiles, taken in row-major order over its box, are its entries
   // point_start[i] .. point_start[i + 1] - 1 (entry_of).
@@ -68,8 +68,8 @@ template <typename T>
 struct CelledQueries {
   double origin_x = 0, origin_y = 0, cell = 1;  // double: see binning.cc
   int64_t cells_x = 0, cells_y = 0;
-  std::vector<Gaussian<T>> gaussians;
-  std::vector<Box> cell_boxes;  // per point: the cells its bounding box overlaps
+  UninitVector<Gaussian<T>> gaussians;
+  UninitVector<Box> cell_boxes;  // per point: the cells its bounding box overlaps
   CellLists points;             // points whose box overlaps each cell
   CellLists queries;            // queries inside each cell (each query in one cell)
 
