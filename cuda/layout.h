@@ -144,7 +144,7 @@ template <typename T>
 GMM_HD int64_t query_cell(const CellLayout& l, const PointReach& reach, T x, T y) {
   if (l.cells() == 0 || !query_reachable(reach, x, y)) return -1;
   // A span beyond double's range: the one cell (v - origin may overflow, and
-  // inf / inf is NaN, which cell_range reads as no cell).
+  // inf / inf is NaN, which cell_index reads as no cell).
   if (!is_finite(l.cell)) return 0;
   const int64_t kx = cell_index<double>(x, l.origin_x, l.cell, l.cells_x);
   const int64_t ky = cell_index<double>(y, l.origin_y, l.cell, l.cells_y);

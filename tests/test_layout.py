@@ -237,23 +237,26 @@ def test_cell_range_is_the_clamped_floor():
     they must give the cells floor((v - origin) / size) clamped to [0, count -
     1], also where a truncation and a floor part: at and an ulp around every
     cell edge, at -0, at the last cell and past it, and for non-finite values."""
-    origin, size, count = -1.5, 0.75, 7
-    edges = origin + size * np.arange(-2, count + 3)
+    origin, size = -1.5, 0.75
+    edges = origin + size * np.arange(-2, 10)
     values = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf),
+                             edges + 0.5 * size,  # inside each cell, the last one's included
                              [-0.0, 0.0, 1e-300, -1e300, 1e300, -np.inf, np.inf, np.nan]])
 
-    def floor_cells(lo, hi):
+    def floor_cells(lo, hi, count):
         with np.errstate(invalid="ignore"):
             first, last = np.floor((lo - origin) / size), np.floor((hi - origin) / size)
         if not (last >= 0 and first <= count - 1):
             return 1, 0
         return int(max(first, 0)), int(min(last, count - 1))
 
-    for lo in values:
-        want_index = floor_cells(lo, lo)[0] if floor_cells(lo, lo) != (1, 0) else -1
-        for hi in values:
-            got = _layout.cells_between(float(lo), float(hi), origin, size, count)
-            assert got == (*floor_cells(lo, hi), want_index), (lo, hi)
+    for count in [1, 2, 7]:
+        for lo in values:
+            alone = floor_cells(lo, lo, count)
+            want_index = alone[0] if alone != (1, 0) else -1
+            for hi in values:
+                got = _layout.cells_between(float(lo), float(hi), origin, size, count)
+                assert got == (*floor_cells(lo, hi, count), want_index), (lo, hi, count)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -27,6 +27,9 @@ using xla::ffi::ThreadPool;
 // first touch (a fault) included.
 template <typename T>
 struct DefaultInit : std::allocator<T> {
+  DefaultInit() = default;
+  template <typename U>
+  DefaultInit(const DefaultInit<U>&) noexcept {}
   template <typename U>
   struct rebind {
     using other = DefaultInit<U>;
