@@ -5,6 +5,7 @@ import pytest
 
 import jax_gmm
 from brute_force import gmm, gmm_grid
+from jax_gmm import _layout
 
 
 def random_inputs(rng, n, c, shape, per_point_sigma, dtype=np.float32):
@@ -79,6 +80,32 @@ def test_queries_match_brute_force(rng, dtype, per_point_sigma, c, truncate, imp
                                          return_density=True)
     assert out.shape == (400, c) and density.shape == (400,)
     expected, expected_density = gmm(points, values, sigma, queries, truncate)
+    assert_close(out, expected, dtype)
+    assert_close(density, expected_density, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case,widest", [("few queries", 2), ("dense queries", 3),
+                                         ("one wide point", 6)])
+def test_queries_however_the_points_are_listed(rng, dtype, case, widest):
+    """The CPU lists each cell's points through a fixed window of 2 x 2 cells
+    when every point's box fits in one, else box by box (binning.cc): each
+    way must give the brute force's values. `widest` (the widest box, in
+    cells) pins which way each case takes."""
+    n, m, spread, sigma = {"few queries": (2000, 40, 1000.0, 4.0)}.get(case, (400, 3000, 30.0, 1.5))
+    points = rng.uniform(0, spread, (n, 2)).astype(dtype)
+    sigma = np.full(n, sigma, dtype)
+    if case == "one wide point":
+        sigma[7] = 20.0
+    queries = rng.uniform(-3, spread + 3, (m, 2)).astype(dtype)
+    queries[:5] = points[:5]  # reached, whatever the draw
+    values = rng.normal(size=(n, 2)).astype(dtype)
+    scale = np.stack([sigma, np.zeros_like(sigma), sigma], -1)
+    boxes = np.asarray(_layout.cell_binning(points, scale, 3.0, queries, _layout.CELL_RADII_CPU)
+                       ["point_boxes"]).reshape(-1, 4)
+    assert (np.maximum(boxes[:, 1] - boxes[:, 0], boxes[:, 3] - boxes[:, 2]) + 1).max() == widest
+    out, density = jax_gmm.interpolate_at(points, values, sigma, queries, return_density=True)
+    expected, expected_density = gmm(points, values, sigma, queries, 3.0)
     assert_close(out, expected, dtype)
     assert_close(density, expected_density, dtype)
 

@@ -92,10 +92,13 @@ struct CellLists {
 
   // `visit(i, emit)` calls emit(cell) for every cell of member i. It is called
   // twice per member (count, then fill) and from several threads at once, so
-  // it must be deterministic and write nothing shared. Two parallel passes
-  // over chunks of members: count each chunk's members per cell, then write
-  // them where a prefix sum over (cell, chunk) puts them, so that every cell
-  // lists its members in increasing order.
+  // it must be deterministic and write nothing shared. It may also emit
+  // `cells`, one past the last cell, a sink whose members are dropped: a
+  // visit that emits a fixed number of candidates, the absent ones to the
+  // sink, has no branches that depend on the data. Two parallel passes over
+  // chunks of members: count each chunk's members per cell, then write them
+  // where a prefix sum over (cell, chunk) puts them, so that every cell lists
+  // its members in increasing order.
   template <typename Visit>
   void build(ThreadPool& pool, int64_t cells, int64_t members, const Visit& visit) {
     const int64_t chunks = std::clamp<int64_t>(
@@ -103,30 +106,32 @@ struct CellLists {
                  kMaxChunkCounts / std::max<int64_t>(cells, 1)),
         1, kMaxBuildChunks);
     const int64_t per_chunk = (members + chunks - 1) / chunks;
-    std::vector<int64_t> slot(chunks * cells, 0);  // counts, then write positions
+    const int64_t stride = cells + 1;                // the cells, then the sink
+    std::vector<int64_t> slot(chunks * stride, 0);  // counts, then write positions
     parallel_for(pool, chunks, [&](int64_t c) {
-      int64_t* count = slot.data() + c * cells;
+      int64_t* count = slot.data() + c * stride;
       for (int64_t i = c * per_chunk; i < std::min(members, (c + 1) * per_chunk); ++i) {
         visit(i, [&](int64_t k) { ++count[k]; });
       }
     });
     start.assign(cells + 1, 0);
-    for (int64_t k = 0; k < cells; ++k) {
-      int64_t next = start[k];
+    int64_t next = 0;
+    for (int64_t k = 0; k <= cells; ++k) {  // the sink's entries follow the last cell's
       for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t count = slot[c * cells + k];
-        slot[c * cells + k] = next;
+        const int64_t count = slot[c * stride + k];
+        slot[c * stride + k] = next;
         next += count;
       }
-      start[k + 1] = next;
+      if (k < cells) start[k + 1] = next;
     }
-    items.resize(start[cells]);
+    items.resize(next);
     parallel_for(pool, chunks, [&](int64_t c) {
-      int64_t* next = slot.data() + c * cells;
+      int64_t* next = slot.data() + c * stride;
       for (int64_t i = c * per_chunk; i < std::min(members, (c + 1) * per_chunk); ++i) {
         visit(i, [&](int64_t k) { items[next[k]++] = static_cast<uint32_t>(i); });
       }
     });
+    items.resize(start[cells]);
   }
 };
 
