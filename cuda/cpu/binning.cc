@@ -89,7 +89,7 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scal
         return b.empty() ? int64_t{0} : std::max(b.x.hi - b.x.lo, b.y.hi - b.y.lo) + 1;
       },
       [](int64_t a, int64_t b) { return std::max(a, b); });
-  if (widest <= 2) {
+  if (widest == 1 || widest == 2) {  // 0: no point reaches a cell, nothing to list
     // Few queries make large cells, and boxes of one cell or two along an
     // axis, mixed at random, on which the loops below mispredict about once
     // per point and pass. Each point emits the 2 x 2 cells from its box's
