@@ -1,10 +1,11 @@
 """Forward values of the native kernels (and the reference) against the brute force."""
 
+import jax
 import numpy as np
 import pytest
 
 import jax_gmm
-from brute_force import gmm, gmm_grid
+from brute_force import gmm, gmm_grid, pixel_centres
 from jax_gmm import _layout
 
 
@@ -110,13 +111,85 @@ def test_queries_however_the_points_are_listed(rng, dtype, case, widest):
     assert_close(density, expected_density, dtype)
 
 
-def test_grid_equals_queries_at_pixel_centres(rng):
-    points, values, sigma = random_inputs(rng, 100, 2, (16, 20), True, np.float64)
-    y, x = np.mgrid[:16, :20]
-    centres = np.stack([x.ravel() + 0.5, y.ravel() + 0.5], -1)
-    grid = jax_gmm.interpolate(points, values, sigma, (16, 20))
-    at = jax_gmm.interpolate_at(points, values, sigma, centres)
-    np.testing.assert_allclose(grid.reshape(-1, 2), at, rtol=1e-12, atol=1e-14)
+def _centre_queries(rng, order, h, w):
+    """Indices of the pixels (row-major) that the queries of `order` are the centres of."""
+    pixels = np.arange(h * w)
+    grid = pixels.reshape(h, w)
+    return {
+        "in order": pixels,
+        "shuffled": rng.permutation(pixels),
+        "repeated": rng.integers(0, h * w, h * w),
+        # The centres of the top-left 10 x 60 pixels: the image they make is 10 x 60.
+        "crop": rng.permutation(grid[:10, :60].ravel()),
+        # In steps of one pixel, but the second row one short: not pixel k at k.
+        "ragged rows": np.concatenate([grid[0], grid[1, :-1], grid[2:].ravel()]),
+        "a quarter": rng.permutation(pixels)[: -(-h * w // 4)],  # rounded up
+    }[order]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["in order", "shuffled", "repeated", "crop", "ragged rows",
+                                   "a quarter"])
+def test_queries_at_pixel_centres(rng, dtype, order):
+    """Queries that are all pixel centres of an image at the origin, at least
+    a quarter of its pixels, take the grid kernel on the CPU (kernels.h,
+    CentreImage), whatever their order: the brute force's values, and on the
+    CPU interpolate's, bit for bit."""
+    h, w = 23, 150  # two tiles across
+    points, values, sigma = random_inputs(rng, 400, 3, (h, w), True, dtype)
+    points[:, 0] *= 2  # reaching the whole width
+    image, image_density = jax_gmm.interpolate(points, values, sigma, (h, w),
+                                               return_density=True)
+    index = _centre_queries(rng, order, h, w)
+    queries = pixel_centres(h, w)[index].astype(dtype)
+    out, density = jax_gmm.interpolate_at(points, values, sigma, queries, return_density=True)
+    expected, expected_density = gmm(points, values, sigma, queries, 3.0)
+    assert_close(out, expected, dtype)
+    assert_close(density, expected_density, dtype)
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(out, np.asarray(image).reshape(-1, 3)[index])
+        np.testing.assert_array_equal(density, np.asarray(image_density).ravel()[index])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", ["one ulp off", "one left of the image", "one not finite",
+                                  "too few"])
+def test_queries_almost_at_pixel_centres(rng, dtype, case):
+    """Queries that are not all centres of a densely covered image at the
+    origin take the scattered kernel: still the brute force's values."""
+    h, w = 20, 30
+    points, values, sigma = random_inputs(rng, 200, 2, (h, w), False, dtype)
+    queries = pixel_centres(h, w).astype(dtype)
+    if case == "one ulp off":
+        queries[77, 1] = np.nextafter(queries[77, 1], dtype(0))
+    elif case == "one left of the image":
+        queries[5, 0] = -0.5
+    elif case == "one not finite":
+        queries[300] = np.nan
+    else:
+        queries = queries[rng.permutation(h * w)[: h * w // 4 - 1]]
+    out, density = jax_gmm.interpolate_at(points, values, sigma, queries, return_density=True)
+    finite = np.isfinite(queries).all(1)
+    expected, expected_density = gmm(points, values, sigma, queries[finite], 3.0)
+    assert_close(np.asarray(out)[finite], expected, dtype)
+    assert_close(np.asarray(density)[finite], expected_density, dtype)
+
+
+def test_queries_at_pixel_centres_under_vmap(rng):
+    """vmap over values at shared centre queries (one grid pass renders them
+    all) and over queries, centres for some examples and not for others."""
+    h, w = 12, 40
+    points, _, sigma = random_inputs(rng, 150, 2, (h, w), True, np.float64)
+    values = rng.normal(size=(3, 150, 2))
+    centres = pixel_centres(h, w)
+    images = jax.vmap(lambda v: jax_gmm.interpolate(points, v, sigma, (h, w)))(values)
+    at = jax.vmap(lambda v: jax_gmm.interpolate_at(points, v, sigma, centres))(values)
+    np.testing.assert_array_equal(at, np.asarray(images).reshape(3, -1, 2))
+    queries = np.stack([centres, centres[rng.permutation(h * w)],
+                        rng.uniform(0, w, (h * w, 2)), centres + 0.25])
+    out = jax.vmap(lambda q: jax_gmm.interpolate_at(points, values[0], sigma, q))(queries)
+    for q, o in zip(queries, out):
+        assert_close(o, gmm(points, values[0], sigma, q, 3.0)[0], np.float64)
 
 
 def test_conventions_single_point():

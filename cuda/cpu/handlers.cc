@@ -164,6 +164,34 @@ ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffe
   return ffi::Error::Success();
 }
 
+// Batch elements [begin, end), which share points, scale and queries, at
+// queries that are the centres of `image`: rendered together by the grid
+// forward, into the outputs when the queries list the image in order.
+template <typename T>
+void forward_at_centres(ffi::ThreadPool& pool, const Call<T>& call, int64_t begin, int64_t end,
+                        const CentreImage& image, double truncate) {
+  const auto& l = call.layout;
+  const TiledPoints<T> tiled(pool, call.points.at(l, begin), call.scale.at(l, begin), call.n,
+                             static_cast<T>(truncate), image.height, image.width);
+  const int64_t pixels = image.height * image.width;
+  UninitVector<T> scratch(image.in_order ? 0 : (end - begin) * pixels * (call.c + 1));
+  advise_huge_pages(scratch.data(), scratch.size() * sizeof(T), /*at_least=*/0);  // read at random
+  SharedPointsRun<T> run;
+  for (int64_t b = begin; b < end; ++b) {
+    run.values.push_back(call.values.at(l, b));
+    T* rendered = scratch.data() + (b - begin) * pixels * (call.c + 1);
+    run.out.push_back(image.in_order ? call.out.at(l, b) : rendered);
+    run.density.push_back(image.in_order ? call.density.at(l, b) : rendered + pixels * call.c);
+  }
+  JAX_GMM_KERNEL(grid_forward)(pool, tiled, run, call.c);
+  if (image.in_order) return;
+  for (int64_t b = begin; b < end; ++b) {
+    JAX_GMM_KERNEL(read_centres)(pool, call.queries.at(l, b), call.m, image, call.c,
+                                 run.out[b - begin], run.density[b - begin], call.out.at(l, b),
+                                 call.density.at(l, b));
+  }
+}
+
 template <ffi::DataType DT>
 ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
                             ffi::Buffer<DT> values, ffi::Buffer<DT> scale,
@@ -174,11 +202,24 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
   advise_huge_pages_for(out, density);
   const auto& l = call.layout;
   BinCache<CelledQueries<T>> cache;
-  for (int64_t b = 0; b < l.count(); ++b) {
-    const T* qb = call.queries.at(l, b);
-    const CelledQueries<T>& celled = celled_queries(cache, pool, call, b, truncate);
-    JAX_GMM_KERNEL(scattered_forward)(pool, celled, call.values.at(l, b), call.c, qb, call.m,
-                                      call.out.at(l, b), call.density.at(l, b));
+  for (int64_t begin = 0, end; begin < l.count(); begin = end) {
+    const T* p = call.points.at(l, begin);
+    const T* s = call.scale.at(l, begin);
+    const T* q = call.queries.at(l, begin);
+    for (end = begin + 1; end < l.count() && call.points.at(l, end) == p &&
+                          call.scale.at(l, end) == s && call.queries.at(l, end) == q;
+         ++end) {
+    }
+    const CentreImage image = JAX_GMM_KERNEL(centre_image)(pool, q, call.m);
+    if (image.height > 0) {
+      forward_at_centres(pool, call, begin, end, image, truncate);
+      continue;
+    }
+    const CelledQueries<T>& celled = celled_queries(cache, pool, call, begin, truncate);
+    for (int64_t b = begin; b < end; ++b) {
+      JAX_GMM_KERNEL(scattered_forward)(pool, celled, call.values.at(l, b), call.c, q, call.m,
+                                        call.out.at(l, b), call.density.at(l, b));
+    }
   }
   return ffi::Error::Success();
 }

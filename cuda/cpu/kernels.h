@@ -61,6 +61,21 @@ struct SharedPointsRun {
   int64_t size() const { return static_cast<int64_t>(values.size()); }
 };
 
+// Queries that happen to be the pixel centres (j + 0.5, i + 0.5) of an image
+// at the origin, (H, W) = (height, width): the scattered forward renders that
+// image with the grid kernel, whose separable weights cost a multiply per
+// pixel where an arbitrary query costs an exponential per pair, and reads the
+// queries' values off it.
+struct CentreImage {
+  int64_t height = 0, width = 0;
+  bool in_order = false;  // query k is pixel k, row-major: the outputs are the image
+};
+
+// The pixels such an image may hold per query for the scattered forward to
+// render it: at sigma 2 a pixel of the grid forward costs about a fifth of an
+// arbitrary query (experiments/query_speed.py).
+constexpr int64_t kCentreImagePixelsPerQuery = 4;
+
 // Arbitrary queries of one example sorted into a uniform grid of cells about
 // 1.5 cutoff radii wide (layout.h, kCellRadiiCpu), and points splatted into
 // the same cells.
