@@ -135,11 +135,12 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
     `interpolate`.
 
     On the CPU, queries that are all pixel centres (j + 0.5, i + 0.5) of one
-    image whose top-left pixel is (0, 0), in any order and covering at least
-    a quarter of its pixels, are answered by rendering that image as
-    `interpolate` does and reading them off it: the same numbers, bit for
-    bit, at about the cost of `interpolate`. This is checked at run time;
-    other queries are evaluated one by one.
+    image whose top-left pixel is (0, 0), in any order and as many (repeats
+    included) as a quarter of its pixels (its width rounded up to a multiple
+    of 16), are answered by rendering that image as `interpolate` does and
+    reading them off it: the same numbers, bit for bit, at about the cost of
+    `interpolate`. This is checked at run time; other queries are evaluated
+    one by one.
 
     Example:
       >>> points = jnp.array([[4.0, 3.0], [10.0, 6.5]])

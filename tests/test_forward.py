@@ -1,6 +1,7 @@
 """Forward values of the native kernels (and the reference) against the brute force."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -115,6 +116,7 @@ def _centre_queries(rng, order, h, w):
     """Indices of the pixels (row-major) that the queries of `order` are the centres of."""
     pixels = np.arange(h * w)
     grid = pixels.reshape(h, w)
+    others = rng.permutation(pixels[:-1])
     return {
         "in order": pixels,
         "shuffled": rng.permutation(pixels),
@@ -123,19 +125,23 @@ def _centre_queries(rng, order, h, w):
         "crop": rng.permutation(grid[:10, :60].ravel()),
         # In steps of one pixel, but the second row one short: not pixel k at k.
         "ragged rows": np.concatenate([grid[0], grid[1, :-1], grid[2:].ravel()]),
-        "a quarter": rng.permutation(pixels)[: -(-h * w // 4)],  # rounded up
+        # In order but across the scan's first chunk boundary (4,096 queries).
+        "swapped at 4096": np.concatenate([pixels[:4095], [4096, 4095], pixels[4097:]]),
+        # Exactly kCentreImagePixelsPerQuery (4) pixels per query, the last
+        # pixel among them so that the image is h x w.
+        "a quarter": np.concatenate([[h * w - 1], others[: h * w // 4 - 1]]),
     }[order]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("order", ["in order", "shuffled", "repeated", "crop", "ragged rows",
-                                   "a quarter"])
+                                   "swapped at 4096", "a quarter"])
 def test_queries_at_pixel_centres(rng, dtype, order):
-    """Queries that are all pixel centres of an image at the origin, at least
-    a quarter of its pixels, take the grid kernel on the CPU (kernels.h,
+    """Queries that are all pixel centres of an image at the origin, as many
+    as a quarter of its pixels, take the grid kernel on the CPU (kernels.h,
     CentreImage), whatever their order: the brute force's values, and on the
     CPU interpolate's, bit for bit."""
-    h, w = 23, 150  # two tiles across
+    h, w = 64, 160  # two tiles across, three chunks of the scan
     points, values, sigma = random_inputs(rng, 400, 3, (h, w), True, dtype)
     points[:, 0] *= 2  # reaching the whole width
     image, image_density = jax_gmm.interpolate(points, values, sigma, (h, w),
@@ -151,13 +157,26 @@ def test_queries_at_pixel_centres(rng, dtype, order):
         np.testing.assert_array_equal(density, np.asarray(image_density).ravel()[index])
 
 
+@pytest.mark.parametrize("c", [1, 5, 17])  # 17: two passes of the grid kernel
+def test_queries_at_pixel_centres_any_channels(rng, c):
+    h, w = 20, 45
+    points, values, sigma = random_inputs(rng, 150, c, (h, w), False, np.float32)
+    image = jax_gmm.interpolate(points, values, sigma, (h, w))
+    index = rng.permutation(h * w)
+    queries = pixel_centres(h, w).astype(np.float32)[index]
+    out = jax_gmm.interpolate_at(points, values, sigma, queries)
+    assert_close(out, gmm(points, values, sigma, queries, 3.0)[0], np.float32)
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(out, np.asarray(image).reshape(-1, c)[index])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", ["one ulp off", "one left of the image", "one not finite",
                                   "too few"])
 def test_queries_almost_at_pixel_centres(rng, dtype, case):
     """Queries that are not all centres of a densely covered image at the
     origin take the scattered kernel: still the brute force's values."""
-    h, w = 20, 30
+    h, w = 20, 32
     points, values, sigma = random_inputs(rng, 200, 2, (h, w), False, dtype)
     queries = pixel_centres(h, w).astype(dtype)
     if case == "one ulp off":
@@ -166,8 +185,8 @@ def test_queries_almost_at_pixel_centres(rng, dtype, case):
         queries[5, 0] = -0.5
     elif case == "one not finite":
         queries[300] = np.nan
-    else:
-        queries = queries[rng.permutation(h * w)[: h * w // 4 - 1]]
+    else:  # one short of a quarter, the last pixel among them
+        queries = queries[np.concatenate([[h * w - 1], rng.permutation(h * w - 1)[: h * w // 4 - 2]])]
     out, density = jax_gmm.interpolate_at(points, values, sigma, queries, return_density=True)
     finite = np.isfinite(queries).all(1)
     expected, expected_density = gmm(points, values, sigma, queries[finite], 3.0)
@@ -177,19 +196,43 @@ def test_queries_almost_at_pixel_centres(rng, dtype, case):
 
 def test_queries_at_pixel_centres_under_vmap(rng):
     """vmap over values at shared centre queries (one grid pass renders them
-    all) and over queries, centres for some examples and not for others."""
+    all), in order and shuffled, and over queries, centres for some examples
+    and not for others."""
     h, w = 12, 40
     points, _, sigma = random_inputs(rng, 150, 2, (h, w), True, np.float64)
     values = rng.normal(size=(3, 150, 2))
     centres = pixel_centres(h, w)
     images = jax.vmap(lambda v: jax_gmm.interpolate(points, v, sigma, (h, w)))(values)
-    at = jax.vmap(lambda v: jax_gmm.interpolate_at(points, v, sigma, centres))(values)
-    np.testing.assert_array_equal(at, np.asarray(images).reshape(3, -1, 2))
+    for index in np.arange(h * w), rng.permutation(h * w):
+        at = jax.vmap(lambda v: jax_gmm.interpolate_at(points, v, sigma, centres[index]))(values)
+        np.testing.assert_array_equal(at, np.asarray(images).reshape(3, -1, 2)[:, index])
     queries = np.stack([centres, centres[rng.permutation(h * w)],
                         rng.uniform(0, w, (h * w, 2)), centres + 0.25])
     out = jax.vmap(lambda q: jax_gmm.interpolate_at(points, values[0], sigma, q))(queries)
     for q, o in zip(queries, out):
         assert_close(o, gmm(points, values[0], sigma, q, 3.0)[0], np.float64)
+
+
+def test_gradients_at_pixel_centres(rng):
+    """The backward at centre queries reads the out and density that the
+    image path wrote: the same gradients as interpolate's."""
+    h, w = 16, 24
+    points, values, sigma = random_inputs(rng, 120, 2, (h, w), True, np.float64)
+    index = rng.permutation(h * w)
+    cotangent = rng.normal(size=(h * w, 2))
+    image_cotangent = np.empty_like(cotangent)
+    image_cotangent[index] = cotangent
+
+    def at(p, v, s):
+        return jnp.sum(jax_gmm.interpolate_at(p, v, s, pixel_centres(h, w)[index]) * cotangent)
+
+    def grid(p, v, s):
+        out = jax_gmm.interpolate(p, v, s, (h, w)).reshape(-1, 2)
+        return jnp.sum(out * image_cotangent)
+
+    for a, b in zip(jax.grad(at, (0, 1, 2))(points, values, sigma),
+                    jax.grad(grid, (0, 1, 2))(points, values, sigma)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_conventions_single_point():

@@ -164,9 +164,14 @@ ffi::Error GridBackward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffe
   return ffi::Error::Success();
 }
 
+// The most scratch forward_at_centres holds at once: a vmap renders its
+// images in groups that fit, so that its memory stays that of its outputs.
+constexpr int64_t kCentreScratchBytes = int64_t{256} << 20;
+
 // Batch elements [begin, end), which share points, scale and queries, at
 // queries that are the centres of `image`: rendered together by the grid
-// forward, into the outputs when the queries list the image in order.
+// forward, into the outputs when the queries list the image in order, else
+// into scratch that each element's queries are then read off.
 template <typename T>
 void forward_at_centres(ffi::ThreadPool& pool, const Call<T>& call, int64_t begin, int64_t end,
                         const CentreImage& image, double truncate) {
@@ -174,21 +179,29 @@ void forward_at_centres(ffi::ThreadPool& pool, const Call<T>& call, int64_t begi
   const TiledPoints<T> tiled(pool, call.points.at(l, begin), call.scale.at(l, begin), call.n,
                              static_cast<T>(truncate), image.height, image.width);
   const int64_t pixels = image.height * image.width;
-  UninitVector<T> scratch(image.in_order ? 0 : (end - begin) * pixels * (call.c + 1));
+  const int64_t per_image = pixels * (call.c + 1);  // out, then density
+  const int64_t group =
+      image.in_order ? end - begin
+                     : std::clamp<int64_t>(kCentreScratchBytes / (per_image * sizeof(T)), 1,
+                                           end - begin);
+  UninitVector<T> scratch(image.in_order ? 0 : group * per_image);
   advise_huge_pages(scratch.data(), scratch.size() * sizeof(T), /*at_least=*/0);  // read at random
-  SharedPointsRun<T> run;
-  for (int64_t b = begin; b < end; ++b) {
-    run.values.push_back(call.values.at(l, b));
-    T* rendered = scratch.data() + (b - begin) * pixels * (call.c + 1);
-    run.out.push_back(image.in_order ? call.out.at(l, b) : rendered);
-    run.density.push_back(image.in_order ? call.density.at(l, b) : rendered + pixels * call.c);
-  }
-  JAX_GMM_KERNEL(grid_forward)(pool, tiled, run, call.c);
-  if (image.in_order) return;
-  for (int64_t b = begin; b < end; ++b) {
-    JAX_GMM_KERNEL(read_centres)(pool, call.queries.at(l, b), call.m, image, call.c,
-                                 run.out[b - begin], run.density[b - begin], call.out.at(l, b),
-                                 call.density.at(l, b));
+  for (int64_t first = begin; first < end; first += group) {
+    const int64_t last = std::min(end, first + group);
+    SharedPointsRun<T> run;
+    for (int64_t b = first; b < last; ++b) {
+      run.values.push_back(call.values.at(l, b));
+      T* rendered = scratch.data() + (b - first) * per_image;
+      run.out.push_back(image.in_order ? call.out.at(l, b) : rendered);
+      run.density.push_back(image.in_order ? call.density.at(l, b) : rendered + pixels * call.c);
+    }
+    JAX_GMM_KERNEL(grid_forward)(pool, tiled, run, call.c);
+    if (image.in_order) continue;
+    for (int64_t b = first; b < last; ++b) {
+      JAX_GMM_KERNEL(read_centres)(pool, call.queries.at(l, b), call.m, image, call.c,
+                                   run.out[b - first], run.density[b - first], call.out.at(l, b),
+                                   call.density.at(l, b));
+    }
   }
 }
 

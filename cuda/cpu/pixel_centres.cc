@@ -2,10 +2,13 @@
 // reading their values off the rendered image. Both passes are bound by
 // memory once vectorised, so the loops keep to float arithmetic and selects.
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "channels.h"
+#include "footprint.h"
 #include "kernels.h"
+#include "parallel.h"
 
 namespace jax_gmm {
 namespace JAX_GMM_ISA {
@@ -68,7 +71,8 @@ CentreImage centre_image(ThreadPool& pool, const T* queries, int64_t m) {
     steps = steps && scan.steps;
   }
   const int64_t pixels = image.height * image.width;  // < 2^44
-  if (pixels > kCentreImagePixelsPerQuery * m || pixels >= (int64_t{1} << 32)) return {};
+  const int64_t walked = image.height * ((image.width + kLanes - 1) / kLanes * kLanes);
+  if (walked > kCentreImagePixelsPerQuery * m || pixels >= (int64_t{1} << 32)) return {};
   // In order: each query is the next column's or on the next row. The rows
   // are then consecutive, each a run of consecutive columns no longer than
   // W, so m = H * W queries fill every row from column 0: query k is pixel k.
