@@ -97,6 +97,19 @@ inline void segment_cotangents(const Gaussian<T>& g, const Footprint<T>& fp, int
   }
 }
 
+// Each field's kLanes lanes summed pairwise into its lane 0, in a fixed tree:
+// reproducible, and each level's half known at compile time, so that it is
+// whole vector adds rather than a loop of run-time length.
+template <int kHalf, typename T>
+void sum_lanes(T* lanes, int64_t fields) {
+  for (int64_t f = 0; f < fields; ++f) {
+    T* field = lanes + f * kLanes;
+#pragma omp simd
+    for (int j = 0; j < kHalf; ++j) field[j] += field[j + kHalf];
+  }
+  if constexpr (kHalf > 1) sum_lanes<kHalf / 2>(lanes, fields);
+}
+
 // One point's sums over its footprint in a tile, into `partial` (kValues + C
 // fields). `folded` is at the footprint's first pixel in plane 0; `lanes` is
 // scratch for per-lane sums, kLanes per field.
@@ -170,14 +183,7 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
       }
     }
   }
-  // Lanes summed pairwise in a fixed tree: vector adds, and reproducible.
-  for (int half = kLanes / 2; half >= 1; half /= 2) {
-    for (int64_t f = 0; f < fields; ++f) {
-      T* field = lanes + f * kLanes;
-#pragma omp simd
-      for (int j = 0; j < half; ++j) field[j] += field[j + half];
-    }
-  }
+  sum_lanes<kLanes / 2>(lanes, fields);
   for (int64_t f = 0; f < fields; ++f) partial[f] = lanes[f * kLanes];
 }
 
@@ -211,6 +217,7 @@ void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const Chunk& chu
   if (first == last) return;
   const int64_t entry0 = tiled.point_start[chunk.first];
   const TileRect tile = tiled.tile(t);
+  const int64_t tx = t % tiled.tiles_x, ty = t / tiled.tiles_x;  // once, not per point
   // Folded planes, then the gather's per-lane sums.
   const auto scratch = tile_scratch<T>((C + 2) * kTilePlane + (kValues + C) * kLanes);
   T* folded = scratch.get();
@@ -224,7 +231,7 @@ void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const Chunk& chu
     }
     const int64_t i = items[k];
     const Gaussian<T>& g = tiled.gaussians[i];
-    T* partial = partials + (tiled.entry_of(i, t) - entry0) * (kValues + C);
+    T* partial = partials + (tiled.entry_of(i, tx, ty) - entry0) * (kValues + C);
     if (!clip_footprint(g, tile, tiled.width, tiled.height, fp)) {
       std::fill(partial, partial + kValues + C, T(0));
       continue;

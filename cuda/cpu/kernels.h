@@ -44,10 +44,11 @@ struct TiledPoints {
   TiledPoints(ThreadPool& pool, const T* points, const T* scale, int64_t n, T truncate,
               int64_t height, int64_t width);
   TileRect tile(int64_t t) const;
-  // Index, among all entries in point order, of point i's entry for tile t.
-  int64_t entry_of(int64_t i, int64_t t) const {
+  // Index, among all entries in point order, of point i's entry for the tile
+  // in column tx and row ty of tiles.
+  int64_t entry_of(int64_t i, int64_t tx, int64_t ty) const {
     const TileBox& b = boxes[i];
-    return point_start[i] + (t / tiles_x - b.y0) * (b.x1 - b.x0 + 1) + (t % tiles_x - b.x0);
+    return point_start[i] + (ty - b.y0) * (b.x1 - b.x0 + 1) + (tx - b.x0);
   }
 };
 
