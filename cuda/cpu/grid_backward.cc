@@ -227,7 +227,7 @@ void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const Chunk& chu
   for (int64_t k = first; k < last; ++k) {
     if (k + 4 < last) {  // the list is in point order, not in memory order of the tile
       const uint32_t ahead = items[k + 4];  // every per-point array, or entry_of misses
-      __builtin_prefetch(&tiled.gaussians[ahead]);
+      prefetch_record(tiled.gaussians[ahead]);
       __builtin_prefetch(values + ahead * C);
       __builtin_prefetch(&tiled.boxes[ahead]);
       __builtin_prefetch(&tiled.point_start[ahead]);

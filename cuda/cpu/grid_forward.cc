@@ -138,7 +138,7 @@ void grid_forward_pass(const TiledPoints<T>& tiled, const TileRect& tile, int64_
   for (int64_t k = first; k < last; ++k) {
     // The list is in point order, not in memory order of the tile: fetch ahead.
     if (k + 4 < last) {
-      __builtin_prefetch(&tiled.gaussians[items[k + 4]]);
+      prefetch_record(tiled.gaussians[items[k + 4]]);
       __builtin_prefetch(values + items[k + 4] * C + pass.c0);
     }
     const int64_t i = items[k];

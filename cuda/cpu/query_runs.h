@@ -79,7 +79,7 @@ struct QueryRuns {
 template <typename T>
 void prefetch_point(const CelledQueries<T>& celled, const T* values, int64_t channels, int64_t i) {
   if (i < 0) return;
-  __builtin_prefetch(&celled.gaussians[i]);
+  prefetch_record(celled.gaussians[i]);
   __builtin_prefetch(values + i * channels);
 }
 
