@@ -110,6 +110,20 @@ const TiledPoints<T>& tiled_points(BinCache<TiledPoints<T>>& cache, ffi::ThreadP
   });
 }
 
+// One past the last of the batch elements from `begin` on that share its
+// points, scale and queries (vmap with in_axes None on them; a grid call has
+// no queries): the forwards bin them once and render them together.
+template <typename T>
+int64_t shared_run_end(const Call<T>& call, int64_t begin) {
+  const auto& l = call.layout;
+  int64_t end = begin + 1;
+  const auto same = [&](const Operand<T>& x) {  // an absent operand has no strides to read
+    return !x.data || x.at(l, end) == x.at(l, begin);
+  };
+  while (end < l.count() && same(call.points) && same(call.scale) && same(call.queries)) ++end;
+  return end;
+}
+
 // Huge pages for the large results of a call (streaming.h).
 template <typename... Results>
 void advise_huge_pages_for(Results&... results) {
@@ -124,13 +138,12 @@ ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer
   JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, nullptr, *out, *density));
   advise_huge_pages_for(out, density);
   const auto& l = call.layout;
-  BinCache<TiledPoints<T>> cache;
-  for (int64_t b = 0; b < l.count();) {
-    const auto& tiled = tiled_points(cache, pool, call, b, truncate);
-    const T* p = call.points.at(l, b);
-    const T* s = call.scale.at(l, b);
+  for (int64_t begin = 0, end; begin < l.count(); begin = end) {
+    end = shared_run_end(call, begin);
+    const TiledPoints<T> tiled(pool, call.points.at(l, begin), call.scale.at(l, begin), call.n,
+                               static_cast<T>(truncate), call.h, call.w);
     SharedPointsRun<T> run;
-    for (; b < l.count() && call.points.at(l, b) == p && call.scale.at(l, b) == s; ++b) {
+    for (int64_t b = begin; b < end; ++b) {
       run.values.push_back(call.values.at(l, b));
       run.out.push_back(call.out.at(l, b));
       run.density.push_back(call.density.at(l, b));
@@ -214,21 +227,16 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
   JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, &queries, *out, *density));
   advise_huge_pages_for(out, density);
   const auto& l = call.layout;
-  BinCache<CelledQueries<T>> cache;
   for (int64_t begin = 0, end; begin < l.count(); begin = end) {
-    const T* p = call.points.at(l, begin);
-    const T* s = call.scale.at(l, begin);
+    end = shared_run_end(call, begin);
     const T* q = call.queries.at(l, begin);
-    for (end = begin + 1; end < l.count() && call.points.at(l, end) == p &&
-                          call.scale.at(l, end) == s && call.queries.at(l, end) == q;
-         ++end) {
-    }
     const CentreImage image = JAX_GMM_KERNEL(centre_image)(pool, q, call.m);
     if (image.height > 0) {
       forward_at_centres(pool, call, begin, end, image, truncate);
       continue;
     }
-    const CelledQueries<T>& celled = celled_queries(cache, pool, call, begin, truncate);
+    const CelledQueries<T> celled(pool, call.points.at(l, begin), call.scale.at(l, begin),
+                                  call.n, static_cast<T>(truncate), q, call.m);
     for (int64_t b = begin; b < end; ++b) {
       JAX_GMM_KERNEL(scattered_forward)(pool, celled, call.values.at(l, b), call.c, q, call.m,
                                         call.out.at(l, b), call.density.at(l, b));
