@@ -70,10 +70,11 @@ def test_grid_matches_brute_force(rng, dtype, kind):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kind", ["rotated", "aligned", "thin"])
-def test_queries_match_brute_force(rng, dtype, kind):
-    points, values = scene(rng)
+@pytest.mark.parametrize("n,m", [(50, 700), (2000, 150)])  # the second: sparse (kernels.h)
+def test_queries_match_brute_force(rng, dtype, kind, n, m):
+    points, values = scene(rng, n)
     cov = covariance_kinds(rng, len(points))[kind]
-    queries = rng.uniform(-10, 40, (700, 2))
+    queries = rng.uniform(-10, 40, (m, 2))
     args = [np.asarray(a, dtype) for a in (points, values, cov, queries)]
     out, density = jax_gmm.interpolate_at(*args, return_density=True)
     want = covariance_gmm(*args, dtype=dtype)

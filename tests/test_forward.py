@@ -87,14 +87,15 @@ def test_queries_match_brute_force(rng, dtype, per_point_sigma, c, truncate, imp
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("case,widest", [("few queries", 2), ("dense queries", 3),
+@pytest.mark.parametrize("case,widest", [("large cells", 2), ("dense queries", 3),
                                          ("one wide point", 6)])
 def test_queries_however_the_points_are_listed(rng, dtype, case, widest):
     """The CPU lists each cell's points through a fixed window of 2 x 2 cells
     when every point's box fits in one, else box by box (binning.cc): each
     way must give the brute force's values. `widest` (the widest box, in
-    cells) pins which way each case takes."""
-    n, m, spread, sigma = {"few queries": (2000, 40, 1000.0, 4.0)}.get(case, (400, 3000, 30.0, 1.5))
+    cells) pins which way each case takes; every case has more than one query
+    per 8 points, so none takes the sparse path (test_sparse_queries_*)."""
+    n, m, spread, sigma = {"large cells": (2000, 400, 1000.0, 4.0)}.get(case, (400, 3000, 30.0, 1.5))
     points = rng.uniform(0, spread, (n, 2)).astype(dtype)
     sigma = np.full(n, sigma, dtype)
     if case == "one wide point":
@@ -110,6 +111,59 @@ def test_queries_however_the_points_are_listed(rng, dtype, case, widest):
     expected, expected_density = gmm(points, values, sigma, queries, 3.0)
     assert_close(out, expected, dtype)
     assert_close(density, expected_density, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("per_point_sigma", [False, True])
+@pytest.mark.parametrize("c,truncate", [(1, 3.0), (3, 2.0)])
+def test_sparse_queries_match_brute_force(rng, dtype, per_point_sigma, c, truncate):
+    """With 8 or more points per query (kernels.h, sparse_queries) the points
+    visit the queries' cells in chunks of points whose sums are added in
+    chunk order (sparse_queries_forward.cc): 9,000 points make three chunks.
+    The queries include a cluster (cell rows of more than one 64-query block
+    of the vector loops), queries on points, outside every cutoff and not
+    finite. Some points are unusable (NaN centre, NaN sigma) and, per point,
+    one is wider than the image; with C = 3 a value is inf and one NaN, which
+    must reach exactly the queries their points weigh."""
+    n, m = 9000, 600
+    assert n >= 8 * m and m * (c + 1) * 8 <= 256 << 10  # the sparse path, both dtypes
+    points, values, sigma = random_inputs(rng, n, c, (300, 400), per_point_sigma, dtype)
+    points[-1] = [np.nan, 5.0]
+    if per_point_sigma:
+        sigma[-2], sigma[-3] = np.nan, 500.0
+    queries = rng.uniform([-10, -10], [210, 310], (m, 2))
+    queries[:20] = points[:20]
+    queries[20:220] = rng.uniform(100, 103, (200, 2))
+    queries[220:224] = [[np.nan, 5.0], [np.inf, 3.0], [-np.inf, np.nan], [1e30, 1e30]]
+    queries = queries.astype(dtype)
+    if c == 3:
+        near = np.argsort(np.abs(points - [100, 101]).sum(-1))
+        values[near[0], 1], values[near[1], 2] = np.inf, np.nan
+    out, density = jax_gmm.interpolate_at(points, values, sigma, queries, truncate=truncate,
+                                          return_density=True)
+    expected, expected_density = gmm(points, values, sigma, queries, truncate)
+    finite = np.isfinite(expected)
+    assert_close(np.asarray(out)[finite], expected[finite], dtype)
+    np.testing.assert_array_equal(np.isfinite(out), finite)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    assert_close(density, expected_density, dtype)
+    assert (expected_density[220:224] == 0).all() and (out[220:224] == 0).all()
+    assert (expected_density > 0).sum() > 400
+    assert c == 1 or (np.isinf(out[:, 1]).sum() > 10 and np.isnan(out[:, 2]).sum() > 10)
+
+
+def test_sparse_queries_under_vmap(rng):
+    """A vmap over values with shared points and queries renders each image
+    as alone, bit for bit."""
+    points, values, sigma = random_inputs(rng, 5000, 3, (100, 100), True)
+    values = rng.normal(size=(4, 5000, 3)).astype(np.float32)
+    queries = rng.uniform(0, 100, (300, 2)).astype(np.float32)
+    out = jax.vmap(lambda v: jax_gmm.interpolate_at(points, v, sigma, queries))(values)
+    for b in range(4):
+        np.testing.assert_array_equal(out[b], jax_gmm.interpolate_at(points, values[b], sigma,
+                                                                    queries))
+    expected, _ = gmm(points, values[2], sigma, queries, 3.0)
+    assert_close(out[2], expected, np.float32)
 
 
 def _centre_queries(rng, order, h, w):

@@ -40,10 +40,11 @@ def test_grid_gradients_match_finite_differences(rng, per_point_sigma):
 
 
 @pytest.mark.parametrize("per_point_sigma", [False, True])
-def test_query_gradients_match_finite_differences(rng, per_point_sigma):
+@pytest.mark.parametrize("m", [60, 5])  # 5 queries among 40 points: the sparse forward
+def test_query_gradients_match_finite_differences(rng, per_point_sigma, m):
     points, values, sigma = inputs(rng)
     sigma = sigma if per_point_sigma else np.float64(1.7)
-    queries = rng.uniform(-1, 18, (60, 2))
+    queries = rng.uniform(-1, 18, (m, 2))
     f = lambda p, v, s, q: jax_gmm.interpolate_at(p, v, s, q, truncate=WIDE,  # noqa: E731
                                                   return_density=True)
     check_grads(scalar_loss(f, rng), (points, values, sigma, queries), order=1, modes=["rev"])

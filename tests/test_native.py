@@ -38,7 +38,8 @@ rng = np.random.default_rng(0)
 p = rng.uniform(-3, 70, (500, 2)); v = rng.normal(size=(500, 3)); s = rng.uniform(0.5, 3, 500)
 out = jax_gmm.interpolate(p, v, s, (64, 70))
 g = jax.grad(lambda p: (jax_gmm.interpolate(p, v, s, (64, 70)) ** 2).sum())(p)
-np.save({path!r}, np.concatenate([np.ravel(out), np.ravel(g)]))
+at = jax_gmm.interpolate_at(p, v, s, rng.uniform(-3, 70, (60, 2)))  # sparse (kernels.h)
+np.save({path!r}, np.concatenate([np.ravel(out), np.ravel(g), np.ravel(at)]))
 """
 
 
@@ -67,7 +68,8 @@ q = rng.uniform(-5, 305, (12000, 2)).astype(np.float32)
 loss = lambda p, v, s, q: (jax_gmm.interpolate_at(p, v, s, q) ** 2).sum() + (
     jax_gmm.interpolate(p, v, s, (200, 300)) ** 2).sum()
 grads = jax.grad(loss, argnums=(0, 1, 2, 3))(p, v, np.float32(1.7), q)
-parts = [jax_gmm.interpolate_at(p, v, 1.7, q), jax_gmm.adaptive_sigma(p), *grads]
+parts = [jax_gmm.interpolate_at(p, v, 1.7, q), jax_gmm.adaptive_sigma(p), *grads,
+         jax_gmm.interpolate_at(p, v, 1.7, q[:1000])]  # 9 points per query: sparse (kernels.h)
 np.save({path!r}, np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in parts]))
 """
 

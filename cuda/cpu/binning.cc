@@ -50,15 +50,21 @@ TileRect TiledPoints<T>::tile(int64_t t) const {
   return {x0, y0, std::min(kTileSize, width - x0), std::min(kTileSize, height - y0)};
 }
 
-template <typename T>
-CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n,
-                                T truncate, const T* queries, int64_t m)
-    : gaussians(make_gaussians(pool, points, scale, n, truncate)) {
-  // The layout rule is layout.h's, shared with the GPU binning: a grid over
-  // the queries some point can reach, worked out in double.
-  const PointReach reach = reduce_over(
-      pool, n, no_reach(), [&](int64_t i) { return point_reach(gaussians[i]); },
+namespace {
+// Each point's reach, combined over all of them in a fixed grouping.
+template <typename Of>
+PointReach reach_of(ThreadPool& pool, int64_t n, const Of& gaussian) {
+  return reduce_over(
+      pool, n, no_reach(), [&](int64_t i) { return point_reach(gaussian(i)); },
       [](const PointReach& a, const PointReach& b) { return combine(a, b); });
+}
+
+// The layout rule is layout.h's, shared with the GPU binning: a grid over the
+// queries some point can reach, worked out in double. Lists each reachable
+// query in its cell, in query order.
+template <typename T>
+CellLayout list_queries(ThreadPool& pool, const PointReach& reach, const T* queries, int64_t m,
+                        CellLists& lists) {
   const QueryBox box = reduce_over(
       pool, m, QueryBox{no_interval(), no_interval()},
       [&](int64_t q) {
@@ -70,16 +76,26 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scal
         return QueryBox{hull(a.x, b.x), hull(a.y, b.y)};
       });
   const CellLayout l = cell_layout(box.x, box.y, reach, m, kCellRadiiCpu);
-  origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;
-  cells_x = l.cells_x, cells_y = l.cells_y;
   // Each query's cell, worked out once for both passes of the build.
   UninitVector<int64_t> cell_of(m);
   parallel_over(pool, m, [&](int64_t q) {
     cell_of[q] = query_cell(l, reach, queries[2 * q], queries[2 * q + 1]);
   });
-  this->queries.build(pool, l.cells(), m, [&](int64_t q, auto emit) {
+  lists.build(pool, l.cells(), m, [&](int64_t q, auto emit) {
     if (cell_of[q] >= 0) emit(cell_of[q]);
   });
+  return l;
+}
+}  // namespace
+
+template <typename T>
+CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n,
+                                T truncate, const T* queries, int64_t m)
+    : gaussians(make_gaussians(pool, points, scale, n, truncate)) {
+  const PointReach reach = reach_of(pool, n, [&](int64_t i) { return gaussians[i]; });
+  const CellLayout l = list_queries(pool, reach, queries, m, this->queries);
+  origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;
+  cells_x = l.cells_x, cells_y = l.cells_y;
   cell_boxes.resize(n);
   // The widest box, in cells along either axis.
   const int64_t widest = reduce_over(
@@ -96,7 +112,8 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scal
     // first, those outside the box to the build's sink, through masks (GCC
     // turned selects back into branches): the lists for 1,024 queries at N =
     // 65,536 took 0.83-0.89 -> 0.59-0.63 ms. (A 3 x 3 window, for 1M queries,
-    // gained nothing.)
+    // gained nothing.) The forward at so few queries now takes SparseQueries;
+    // the backward still lists them here.
     const int64_t sink = l.cells();
     const auto cell_or_sink = [sink](int64_t cell, bool in_box) {
       return sink ^ ((sink ^ cell) & -static_cast<int64_t>(in_box));
@@ -121,9 +138,29 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scal
   });
 }
 
+template <typename T>
+SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n,
+                                T truncate, const T* queries, int64_t m)
+    : points(points), scale(scale), n(n), truncate(truncate) {
+  // The records are made twice, here and in the kernel, rather than stored:
+  // cheaper than writing and reading back 40 or 80 bytes per point.
+  const PointReach reach = reach_of(pool, n, [&](int64_t i) { return gaussian(i); });
+  layout = list_queries(pool, reach, queries, m, cells);
+  const int64_t listed = cells.items.size();
+  x.resize(listed);
+  y.resize(listed);
+  parallel_over(pool, listed, [&](int64_t k) {
+    const int64_t q = cells.items[k];
+    x[k] = queries[2 * q];
+    y[k] = queries[2 * q + 1];
+  });
+}
+
 template struct TiledPoints<float>;
 template struct TiledPoints<double>;
 template struct CelledQueries<float>;
 template struct CelledQueries<double>;
+template struct SparseQueries<float>;
+template struct SparseQueries<double>;
 
 }  // namespace jax_gmm

@@ -144,14 +144,19 @@ inline void prefetch_record(const Gaussian<T>& g) {
   __builtin_prefetch(reinterpret_cast<const char*>(&g + 1) - 1);
 }
 
+// The record of point i of points (N, 2) with Cholesky factors scale (N, 3),
+// each (l11, l21, l22).
+template <typename T>
+Gaussian<T> point_gaussian(const T* points, const T* scale, int64_t i, T truncate) {
+  const T* l = scale + 3 * i;
+  return make_gaussian(points[2 * i], points[2 * i + 1], l[0], l[1], l[2], truncate);
+}
+
 template <typename T>
 UninitVector<Gaussian<T>> make_gaussians(ThreadPool& pool, const T* points, const T* scale,
                                          int64_t n, T truncate) {
   UninitVector<Gaussian<T>> g(n);
-  parallel_over(pool, n, [&](int64_t i) {
-    const T* l = scale + 3 * i;  // Cholesky factor (l11, l21, l22)
-    g[i] = make_gaussian(points[2 * i], points[2 * i + 1], l[0], l[1], l[2], truncate);
-  });
+  parallel_over(pool, n, [&](int64_t i) { g[i] = point_gaussian(points, scale, i, truncate); });
   return g;
 }
 

@@ -235,6 +235,15 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
       forward_at_centres(pool, call, begin, end, image, truncate);
       continue;
     }
+    if (sparse_queries(call.n, call.m, call.c, sizeof(T))) {
+      const SparseQueries<T> sparse(pool, call.points.at(l, begin), call.scale.at(l, begin),
+                                    call.n, static_cast<T>(truncate), q, call.m);
+      for (int64_t b = begin; b < end; ++b) {
+        JAX_GMM_KERNEL(sparse_queries_forward)(pool, sparse, call.values.at(l, b), call.c,
+                                               call.m, call.out.at(l, b), call.density.at(l, b));
+      }
+      continue;
+    }
     const CelledQueries<T> celled(pool, call.points.at(l, begin), call.scale.at(l, begin),
                                   call.n, static_cast<T>(truncate), q, call.m);
     for (int64_t b = begin; b < end; ++b) {

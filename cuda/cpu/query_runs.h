@@ -83,6 +83,13 @@ void prefetch_point(const CelledQueries<T>& celled, const T* values, int64_t cha
   __builtin_prefetch(values + i * channels);
 }
 
+// The weight of the pair of point g with this m2 (pair_m2): pair_weight's,
+// with the vectorised exponential of the grid kernels.
+template <typename T>
+inline T cutoff_weight(const Gaussian<T>& g, T m2) {
+  return in_cutoff(g, m2) ? g.norm * exp_nonpositive(T(-0.5) * m2) : T(0);
+}
+
 // Weight of g at entries [0, n) of the runs xs, ys, into w: the same pair
 // test as pair_weight (gmm_math.h), with the vectorised exponential of the
 // grid kernels.
@@ -98,15 +105,12 @@ void run_weights(const Gaussian<T>& point, const T* xs, const T* ys, int64_t n, 
 #pragma omp simd
     for (int64_t k = 0; k < n; ++k) {
       const T m2 = add_rn(square(whiten_x(g, xs[k] - g.x)), square(whiten_y(g, ys[k] - g.y)));
-      w[k] = in_cutoff(g, m2) ? g.norm * exp_nonpositive(T(-0.5) * m2) : T(0);
+      w[k] = cutoff_weight(g, m2);
     }
     return;
   }
 #pragma omp simd
-  for (int64_t k = 0; k < n; ++k) {
-    const T m2 = pair_m2(g, xs[k] - g.x, ys[k] - g.y);
-    w[k] = in_cutoff(g, m2) ? g.norm * exp_nonpositive(T(-0.5) * m2) : T(0);
-  }
+  for (int64_t k = 0; k < n; ++k) w[k] = cutoff_weight(g, pair_m2(g, xs[k] - g.x, ys[k] - g.y));
 }
 
 }  // namespace JAX_GMM_ISA
