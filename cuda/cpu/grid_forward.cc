@@ -121,6 +121,18 @@ void interleave(const T* plane, int64_t channels, int64_t width, T* row) {
   }
 }
 
+// Pixels j < width of a packed image (SharedPointsRun::packed): row[j * (C +
+// 1)] = z[j], then entry j of each of the C planes, kTilePlane apart. kC is C
+// when known at compile time, else 0.
+template <int kC, typename T>
+void interleave_packed(const T* z, const T* plane, int64_t channels, int64_t width, T* row) {
+  const int64_t C = kC > 0 ? kC : channels;
+  for (int64_t j = 0; j < width; ++j) {
+    row[j * (C + 1)] = z[j];
+    for (int64_t ch = 0; ch < C; ++ch) row[j * (C + 1) + 1 + ch] = plane[ch * kTilePlane + j];
+  }
+}
+
 // Adds the pass's channels of the tile's points into `acc` (planes [Z | the
 // pass's channels, example by example]), normalises them and writes each
 // example's out; its density too if the pass starts at channel 0. kC is
@@ -170,17 +182,31 @@ void grid_forward_pass(const TiledPoints<T>& tiled, const TileRect& tile, int64_
     for (int64_t e = 0; e < pass.examples; ++e) {
       const T* plane = z + (e * pass.channels + 1) * kTilePlane;  // the example's first channel
       T* out = run.out[pass.e0 + e];
+      if (run.packed && pass.channels == C) {  // whole pixels
+        with_channels(C, [&](auto kE) {
+          interleave_packed<kE()>(z, plane, C, tile.width, row);
+        });
+        stream_copy(row, tile.width * (C + 1), out + p0 * (C + 1));
+        continue;
+      }
       with_channels(pass.channels, [&](auto kE) {
         interleave<kE()>(plane, pass.channels, tile.width, row);
       });
+      const int64_t stride = run.packed ? C + 1 : C;  // per pixel in out
+      const int64_t first = run.packed ? 1 + pass.c0 : pass.c0;
       if (pass.channels == C) {
         stream_copy(row, tile.width * C, out + p0 * C);
       } else {  // a run of pass.channels in out per pixel
         for (int64_t j = 0; j < tile.width; ++j) {
-          stream_copy(row + j * pass.channels, pass.channels, out + (p0 + j) * C + pass.c0);
+          stream_copy(row + j * pass.channels, pass.channels, out + (p0 + j) * stride + first);
         }
       }
-      if (pass.c0 == 0) stream_copy(z, tile.width, run.density[pass.e0 + e] + p0);
+      if (pass.c0 != 0) continue;
+      if (run.packed) {
+        for (int64_t j = 0; j < tile.width; ++j) out[(p0 + j) * stride] = z[j];
+      } else {
+        stream_copy(z, tile.width, run.density[pass.e0 + e] + p0);
+      }
     }
   }
 }
@@ -191,8 +217,8 @@ void grid_forward_tile(const TiledPoints<T>& tiled, int64_t t, const SharedPoint
   const TileRect tile = tiled.tile(t);
   int64_t most = 0;
   for_each_pass(run.size(), C, [&](const Pass& p) { most = std::max(most, p.planes()); });
-  // Accumulator planes, then one interleaved output row.
-  const auto acc = tile_scratch<T>((most + 1) * kTilePlane + kTileSize * C);
+  // Accumulator planes, then one interleaved output row (packed: with densities).
+  const auto acc = tile_scratch<T>((most + 1) * kTilePlane + kTileSize * (C + 1));
   T* row = acc.get() + (most + 1) * kTilePlane;
   bool zeroed = true;
   for_each_pass(run.size(), C, [&](const Pass& pass) {

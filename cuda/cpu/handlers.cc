@@ -184,15 +184,15 @@ constexpr int64_t kCentreScratchBytes = int64_t{256} << 20;
 // Batch elements [begin, end), which share points, scale and queries, at
 // queries that are the centres of `image`: rendered together by the grid
 // forward, into the outputs when the queries list the image in order, else
-// into scratch that each element's queries are then read off.
+// packed into scratch (one cache line per pixel read) that each element's
+// queries are then read off.
 template <typename T>
 void forward_at_centres(ffi::ThreadPool& pool, const Call<T>& call, int64_t begin, int64_t end,
                         const CentreImage& image, double truncate) {
   const auto& l = call.layout;
   const TiledPoints<T> tiled(pool, call.points.at(l, begin), call.scale.at(l, begin), call.n,
                              static_cast<T>(truncate), image.height, image.width);
-  const int64_t pixels = image.height * image.width;
-  const int64_t per_image = pixels * (call.c + 1);  // out, then density
+  const int64_t per_image = image.height * image.width * (call.c + 1);  // density, then out
   const int64_t group =
       image.in_order ? end - begin
                      : std::clamp<int64_t>(kCentreScratchBytes / (per_image * sizeof(T)), 1,
@@ -202,18 +202,18 @@ void forward_at_centres(ffi::ThreadPool& pool, const Call<T>& call, int64_t begi
   for (int64_t first = begin; first < end; first += group) {
     const int64_t last = std::min(end, first + group);
     SharedPointsRun<T> run;
+    run.packed = !image.in_order;
     for (int64_t b = first; b < last; ++b) {
       run.values.push_back(call.values.at(l, b));
-      T* rendered = scratch.data() + (b - first) * per_image;
-      run.out.push_back(image.in_order ? call.out.at(l, b) : rendered);
-      run.density.push_back(image.in_order ? call.density.at(l, b) : rendered + pixels * call.c);
+      run.out.push_back(image.in_order ? call.out.at(l, b)
+                                       : scratch.data() + (b - first) * per_image);
+      run.density.push_back(image.in_order ? call.density.at(l, b) : nullptr);
     }
     JAX_GMM_KERNEL(grid_forward)(pool, tiled, run, call.c);
     if (image.in_order) continue;
     for (int64_t b = first; b < last; ++b) {
       JAX_GMM_KERNEL(read_centres)(pool, call.queries.at(l, b), call.m, image, call.c,
-                                   run.out[b - first], run.density[b - first], call.out.at(l, b),
-                                   call.density.at(l, b));
+                                   run.out[b - first], call.out.at(l, b), call.density.at(l, b));
     }
   }
 }

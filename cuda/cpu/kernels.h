@@ -59,6 +59,10 @@ template <typename T>
 struct SharedPointsRun {
   std::vector<const T*> values;
   std::vector<T*> out, density;
+  // Each example's image packed into out, (H, W, 1 + C): every pixel's
+  // density, then its C channels, and `density` unused. A read of one pixel
+  // then touches one cache line rather than two (read_centres).
+  bool packed = false;
   int64_t size() const { return static_cast<int64_t>(values.size()); }
 };
 

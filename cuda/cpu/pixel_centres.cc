@@ -82,8 +82,7 @@ CentreImage centre_image(ThreadPool& pool, const T* queries, int64_t m) {
 
 template <typename T>
 void read_centres(ThreadPool& pool, const T* queries, int64_t m, const CentreImage& image,
-                  int64_t channels, const T* image_out, const T* image_density, T* out,
-                  T* density) {
+                  int64_t channels, const T* packed, T* out, T* density) {
   parallel_for(pool, (m + kMembersPerChunk - 1) / kMembersPerChunk, [&](int64_t c) {
     const int64_t k0 = c * kMembersPerChunk, n = std::min(m - k0, kMembersPerChunk);
     const T* q = queries + 2 * k0;
@@ -100,14 +99,11 @@ void read_centres(ThreadPool& pool, const T* queries, int64_t m, const CentreIma
     with_channels(channels, [&](auto kC) {
       const int64_t C = kC() > 0 ? kC() : channels;
       for (int64_t k = 0; k < n; ++k) {
-        if (k + kAhead < n) {
-          __builtin_prefetch(image_out + pixel[k + kAhead] * C);
-          __builtin_prefetch(image_density + pixel[k + kAhead]);
-        }
-        for (int64_t ch = 0; ch < C; ++ch) {  // not copy_n: a memmove call per query
-          out[(k0 + k) * C + ch] = image_out[pixel[k] * C + ch];
-        }
-        density[k0 + k] = image_density[pixel[k]];
+        if (k + kAhead < n) __builtin_prefetch(packed + pixel[k + kAhead] * (C + 1));
+        const T* p = packed + pixel[k] * (C + 1);
+        density[k0 + k] = p[0];
+        // Not copy_n: that was a memmove call per query.
+        for (int64_t ch = 0; ch < C; ++ch) out[(k0 + k) * C + ch] = p[1 + ch];
       }
     });
   });
@@ -116,7 +112,7 @@ void read_centres(ThreadPool& pool, const T* queries, int64_t m, const CentreIma
 #define JAX_GMM_INSTANTIATE(T)                                                                \
   template CentreImage centre_image<T>(ThreadPool&, const T*, int64_t);                       \
   template void read_centres<T>(ThreadPool&, const T*, int64_t, const CentreImage&, int64_t, \
-                                const T*, const T*, T*, T*);
+                                const T*, T*, T*);
 JAX_GMM_INSTANTIATE(float)
 JAX_GMM_INSTANTIATE(double)
 #undef JAX_GMM_INSTANTIATE
