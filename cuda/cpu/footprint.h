@@ -68,8 +68,9 @@ struct alignas(64) Footprint {
 // on every build, exactly as gmm_math.h's pair_m2.
 // float takes each factor in the same vector loop (reloading m2 just stored
 // stalled that loop); double steps its exponentials along the row (separable.h).
-template <typename T>
-void axis_footprint(T p, T centre, int64_t first, int count, T* e, T* m2, T* factor) {
+template <int kCount, typename T>
+void axis_footprint(T p, T centre, int64_t first, int lanes, T* e, T* m2, T* factor) {
+  const int count = kCount > 0 ? kCount : lanes;
 #pragma omp simd
   for (int k = 0; k < count; ++k) {
     const T ek = mul_rn(pixel_offset(first + k, centre), p);
@@ -120,27 +121,17 @@ void row_spans(const Gaussian<T>& g, int nx, Footprint<T>& fp) {
   }
 }
 
-// Clips g's bounding box to `tile`; false when they do not overlap.
-template <typename T>
-bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, int64_t height,
-                    Footprint<T>& fp) {
-  if (!g.valid()) return false;
-  const Range cols = pixel_range(g.x, g.box_x, width);
-  const Range rows = pixel_range(g.y, g.box_y, height);
-  fp.x0 = std::max(cols.lo, tile.x0);
-  fp.y0 = std::max(rows.lo, tile.y0);
-  const int64_t x1 = std::min(cols.hi, tile.x0 + tile.width - 1);
-  const int64_t y1 = std::min(rows.hi, tile.y0 + tile.height - 1);
-  if (cols.empty() || rows.empty() || fp.x0 > x1 || fp.y0 > y1) return false;
-  const int nx = static_cast<int>(x1 - fp.x0 + 1);
-  const int ny = static_cast<int>(y1 - fp.y0 + 1);
-  fp.rows = ny;
-  fp.segments = (nx + kLanes - 1) / kLanes;
-  fp.sheared = !g.axis_aligned();
-  // Factors for whole vectors, so that the loops have no remainder.
-  const int col_lanes = fp.segments * kLanes, row_lanes = (ny + 7) / 8 * 8;
-  axis_footprint(g.p11, g.x, fp.x0, col_lanes, fp.ex, fp.m2x, fp.col_factor);
-  axis_footprint(g.p22, g.y, fp.y0, row_lanes, fp.ey, fp.m2y, fp.sheared ? nullptr : fp.row_factor);
+// The axis parts of a footprint nx columns by ny rows whose fp.x0, y0, rows,
+// segments and sheared are set, over col_lanes x row_lanes entries:
+// kColLanes and kRowLanes when nonzero (known at compile time), else whole
+// segments by whole groups of 8 rows.
+template <int kColLanes, int kRowLanes, typename T>
+void fill_footprint(const Gaussian<T>& g, int nx, int ny, Footprint<T>& fp) {
+  const int col_lanes = kColLanes > 0 ? kColLanes : fp.segments * kLanes;
+  const int row_lanes = kRowLanes > 0 ? kRowLanes : (ny + 7) / 8 * 8;
+  axis_footprint<kColLanes>(g.p11, g.x, fp.x0, col_lanes, fp.ex, fp.m2x, fp.col_factor);
+  axis_footprint<kRowLanes>(g.p22, g.y, fp.y0, row_lanes, fp.ey, fp.m2y,
+                            fp.sheared ? nullptr : fp.row_factor);
 #pragma omp simd
   for (int j = 0; j < col_lanes; ++j) {
     fp.ex[j] = j < nx ? fp.ex[j] : T(0);
@@ -164,6 +155,33 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
   } else if (fp.sheared) {
     std::fill(fp.first_segment, fp.first_segment + ny, int16_t{0});
     std::fill(fp.last_segment, fp.last_segment + ny, int16_t{0});
+  }
+}
+
+// Clips g's bounding box to `tile`; false when they do not overlap.
+template <typename T>
+bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, int64_t height,
+                    Footprint<T>& fp) {
+  if (!g.valid()) return false;
+  const Range cols = pixel_range(g.x, g.box_x, width);
+  const Range rows = pixel_range(g.y, g.box_y, height);
+  fp.x0 = std::max(cols.lo, tile.x0);
+  fp.y0 = std::max(rows.lo, tile.y0);
+  const int64_t x1 = std::min(cols.hi, tile.x0 + tile.width - 1);
+  const int64_t y1 = std::min(rows.hi, tile.y0 + tile.height - 1);
+  if (cols.empty() || rows.empty() || fp.x0 > x1 || fp.y0 > y1) return false;
+  const int nx = static_cast<int>(x1 - fp.x0 + 1);
+  const int ny = static_cast<int>(y1 - fp.y0 + 1);
+  fp.rows = ny;
+  fp.segments = (nx + kLanes - 1) / kLanes;
+  fp.sheared = !g.axis_aligned();
+  // Factors for whole vectors, so that the loops have no remainder; a
+  // footprint of one segment and at most 8 rows (sigma up to about 1) gets
+  // loops of fixed length, whose set-up cost more than their work.
+  if (fp.segments == 1 && ny <= 8) {
+    fill_footprint<kLanes, 8>(g, nx, ny, fp);
+  } else {
+    fill_footprint<0, 0>(g, nx, ny, fp);
   }
   return true;
 }
