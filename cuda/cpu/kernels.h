@@ -105,8 +105,7 @@ struct CelledQueries {
 // (sparse_queries_forward). Nothing per point is stored or binned: a call
 // costs two passes over the points (their reach for the layout, then the
 // pairs) where CelledQueries made and stored every point's record, its cells
-// and the cells' lists. At N = 65,536 and 1,024 queries (sigma 2, the Xeon)
-// a forward took 4.2-6.6 ms that way and 3.0-3.5 ms this way.
+// and the cells' lists (see sparse_queries for times).
 template <typename T>
 struct SparseQueries {
   const T* points;  // (N, 2), the caller's
@@ -125,12 +124,13 @@ struct SparseQueries {
 // Whether M queries of C channels among N points take SparseQueries: when
 // the points outnumber them kSparseQueryRatio to one, and the accumulators of
 // one chunk of points (M (C + 1) numbers) stay within kSparseQueryBytes, about
-// an L2 cache, since a chunk's points reach them in no order. At sigma 2
-// (N = 65,536, C = 3, float) the sparse forward was faster at every M up to N
-// (3.1 against 4.2-5.5 ms at M = 1,024, 5.6-6.2 against 14-15 ms at 8,192, 21
-// against 29-30 ms at M = N) and slower at 4N; at sigma 16, where a point
-// reaches many queries and the gather's vector loops pay off, it was 1.1-1.3x
-// slower at M = N / 8 and faster at N / 64 (13 against 19-20 ms).
+// an L2 cache, since a chunk's points reach them in no order. Minimum of
+// calls, two alternated rounds on the Xeon, N = 65,536, C = 3, float: at
+// sigma 2 the sparse forward was faster at every M up to N (4.0-4.1 against
+// 5.6-5.7 ms at M = 1,024, 6.6-7.1 against 15-18 ms at 8,192, 28-38 against
+// 35-43 ms at M = N) and slower at 4N; at sigma 16, where a point reaches
+// many queries and the gather's vector loops pay off, it was faster at M =
+// 1,024 (12-17 against 19-22 ms) and 1.25-1.4x slower at N / 8.
 constexpr int64_t kSparseQueryRatio = 8;
 constexpr int64_t kSparseQueryBytes = int64_t{256} << 10;
 inline bool sparse_queries(int64_t n, int64_t m, int64_t channels, int64_t bytes_per_number) {
