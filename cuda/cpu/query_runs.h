@@ -54,8 +54,9 @@ struct QueryRuns {
       walk[c] = n < kRunLanes / 2 ? n : begin[c + 1] - begin[c];
       for (int64_t k = 0; k < begin[c + 1] - begin[c]; ++k) {
         const bool real = k < n;
-        x()[begin[c] + k] = real ? queries[2 * items[first + k]] : T(NAN);
-        y()[begin[c] + k] = real ? queries[2 * items[first + k] + 1] : T(NAN);
+        const int64_t q = real ? items[first + k] : 0;  // 64-bit: 2q wraps in 32 from 2^31
+        x()[begin[c] + k] = real ? queries[2 * q] : T(NAN);
+        y()[begin[c] + k] = real ? queries[2 * q + 1] : T(NAN);
         if (!real) {
           for (int64_t f = 0; f < fields; ++f) plane(f)[begin[c] + k] = T(0);
         }
