@@ -142,8 +142,8 @@ template <typename T>
 SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n,
                                 T truncate, const T* queries, int64_t m)
     : points(points), scale(scale), n(n), truncate(truncate) {
-  // The records are made twice, here and in the kernel, rather than stored:
-  // cheaper than writing and reading back 40 or 80 bytes per point.
+  // The records are made twice, here and in the kernel, rather than stored,
+  // so that the call writes nothing per point: its memory is O(M).
   const PointReach reach = reach_of(pool, n, [&](int64_t i) { return gaussian(i); });
   layout = list_queries(pool, reach, queries, m, cells);
   const int64_t listed = cells.items.size();

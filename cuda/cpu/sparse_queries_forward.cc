@@ -57,9 +57,11 @@ void sparse_queries_forward(ThreadPool& pool, const SparseQueries<T>& sparse, co
         int64_t k0 = start[row + box.x.lo];
         // Fewer queries than a vector's lanes, the usual case (about one per
         // cell at M = 1,024): one pair at a time, branching past the
-        // exponential outside the cutoff (3.1-3.4 ms at N = 65,536, against
-        // 3.5 ms for the vector loops alone). pair_m2 of an axis-aligned
-        // point is run_weights' m2, bit for bit: its shear term is +-0.
+        // exponential outside the cutoff (N = 65,536, min of calls over
+        // alternated processes, one core partly busy: 2.8-3.5 ms, against
+        // 3.4-4.0 ms with the exponential taken for every pair). pair_m2 of
+        // an axis-aligned point is run_weights' m2, bit for bit: its shear
+        // term is +-0.
         if (last - k0 < kRunLanes) {
           for (int64_t k = k0; k < last; ++k) {
             const T m2 = pair_m2(g, sparse.x[k] - g.x, sparse.y[k] - g.y);
