@@ -113,7 +113,7 @@ def test_fallback_without_native_kernel(monkeypatch, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("channels,batch", [(0, 3), (1, 70), (3, 22), (40, 3), (70, 2)])
+@pytest.mark.parametrize("channels,batch", [(0, 3), (1, 70), (3, 22), (8, 5), (40, 3), (70, 2)])
 def test_shared_points_batch_renders_each_image_as_alone(rng, dtype, channels, batch):
     """vmap over values with shared points renders several images per pass over
     each tile (grid_forward.cc, for_each_pass): the batches here cross a pass
