@@ -113,20 +113,25 @@ def test_fallback_without_native_kernel(monkeypatch, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("channels,batch", [(0, 3), (1, 70), (3, 22), (8, 5), (40, 3), (70, 2)])
-def test_shared_points_batch_renders_each_image_as_alone(rng, dtype, channels, batch):
+@pytest.mark.parametrize("channels,batch,shape", [
+    (0, 3, (64, 61)), (1, 70, (64, 61)), (3, 22, (64, 61)), (7, 5, (64, 61)), (8, 5, (64, 61)),
+    (40, 3, (64, 61)), (70, 2, (64, 61)), (3, 12, (150, 140))])
+def test_shared_points_batch_renders_each_image_as_alone(rng, dtype, channels, batch, shape):
     """vmap over values with shared points renders several images per pass over
-    each tile (grid_forward.cc, for_each_pass): the batches here cross a pass
-    boundary or split an image's channels, and every image must come out bit
-    for bit as a call of its own, a non-finite value in one image included."""
-    points = rng.uniform(-5, 70, (300, 2)).astype(dtype)
+    each tile (grid_forward.cc, for_each_pass), pixel-major when they nearly
+    fill one (C = 1 to 7) and in planes otherwise: the batches here cross a
+    pass boundary, mix both kinds of pass or split an image's channels, the
+    last case has whole 128-pixel tiles, and every image must come out bit for
+    bit as a call of its own, a non-finite value in one image included."""
+    height, width = shape
+    points = rng.uniform(-5, max(shape) + 6, (300, 2)).astype(dtype)
     sigma = np.stack([np.diag(d) for d in rng.uniform(0.5, 9, (300, 2))]).astype(dtype)
     sigma[::3, 0, 1] = sigma[::3, 1, 0] = 0.4 * np.sqrt(sigma[::3, 0, 0] * sigma[::3, 1, 1])
     points[7] = (30.0, 30.0)  # inside the image, so its value reaches pixels
     values = rng.normal(size=(batch, 300, channels)).astype(dtype)
     if channels:
-        values[batch // 2, 7, 0] = np.nan  # inside a pass, not its first example
-    render = jax.jit(lambda v: jax_gmm.interpolate(points, v, sigma, (64, 61),
+        values[batch // 2, 7, 0] = np.nan  # mostly not the first example of its pass
+    render = jax.jit(lambda v: jax_gmm.interpolate(points, v, sigma, shape,
                                                    return_density=True))
     batched, density = (np.asarray(x) for x in jax.jit(jax.vmap(render))(values))
     for b in range(batch):
@@ -135,8 +140,8 @@ def test_shared_points_batch_renders_each_image_as_alone(rng, dtype, channels, b
         np.testing.assert_array_equal(density[b], alone_density)
     if channels:
         tol = 1e-4 if dtype == np.float32 else 1e-10
-        expected, _, ambiguous = covariance_gmm(points, values[0], sigma, pixel_centres(64, 61),
-                                                dtype=dtype)
+        expected, _, ambiguous = covariance_gmm(points, values[0], sigma,
+                                                pixel_centres(height, width), dtype=dtype)
         clear = ~ambiguous  # no pair within an ulp's reach of the cutoff
         np.testing.assert_allclose(batched[0].reshape(-1, channels)[clear], expected[clear],
                                    rtol=tol, atol=tol)

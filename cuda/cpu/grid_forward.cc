@@ -82,13 +82,23 @@ void add_point(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int64_t
 // pixel of its footprint, where planes kTilePlane apart cost about two lines
 // per plane and row (unaligned). A vmap of 64 RGB images of 256 x 256
 // sharing 4,096 points (sigma 2), minimum of calls over seven alternated
-// processes on the Xeon: 28.8-35.6 ms against 33.8-44.0 ms with planes.
+// processes on the Xeon: 28.8-35.6 ms against 33.8-44.0 ms with planes (in
+// double 66-68 against 70-80 ms).
 constexpr int kPixelSums = 16;
+// A pass takes pixel-major sums only with at least this many channels: each
+// pixel costs all kPixelSums however few are used (zeroing, normalising),
+// and with planes 2 images of C = 1 took 0.7-0.9 ms against 1.9-2.1, 3
+// images of C = 3 1.6-1.8 against 2.0-2.3; 4 of C = 3 (12 planes) 1.7-2.1
+// against 2.0-2.2 pixel-major (the batch above, min of calls, 3 alternated
+// processes).
+constexpr int kPixelMajorPlanes = 12;
 
 // Adds one point's weights to a pixel-major accumulator (`acc` at the
 // footprint's first pixel); sums[0] = 1 (Z), sums[1 + k] the pass's values
 // and 0 past them. Each pixel's sums are added in the same order, from the
-// same weights, as add_footprint's, so the results are bitwise the same.
+// same weights, as add_footprint's, so the results are bitwise the same. As
+// there, a segment's spare lanes (zero weight) reach up to kLanes - 1 pixels
+// past the footprint, within the kTilePlane * kPixelSums entries' padding.
 template <bool kFinite, bool kSheared, typename T>
 void add_footprint_pixels(const Gaussian<T>& g, const Footprint<T>& fp, const T* sums, T* acc) {
   for (int r = 0; r < fp.rows; ++r) {
@@ -133,19 +143,20 @@ constexpr int64_t kChannelGroup = 16;
 struct Pass {
   int64_t e0, examples, c0, channels;
   int64_t planes() const { return examples * channels; }
-  // Several examples with channels that fit kPixelSums: a pixel-major accumulator.
+  // Several whole examples (c0 = 0, channels = C: see for_each_pass) whose
+  // channels nearly fill kPixelSums: a pixel-major accumulator.
   bool pixel_major() const {
-    return examples > 1 && channels > 0 && planes() < kPixelSums;
+    return examples > 1 && planes() >= kPixelMajorPlanes && planes() < kPixelSums;
   }
   // Entries of the pass's accumulator.
   int64_t entries() const { return (pixel_major() ? kPixelSums : planes() + 1) * kTilePlane; }
 };
 
 // The passes over a run of `examples` with C channels each, in order: whole
-// examples, as many as a pixel-major pass holds (kPixelSums - 1 channels),
-// else as fill kChannelGroup planes (C = 8: two, where one example per pass
-// took up to 20% longer), or one example in channel groups. With no channels,
-// one pass still writes the densities.
+// examples, as many as a pixel-major pass holds (kPixelSums - 1 channels);
+// at C = 8 two, in planes (one example per pass took up to 20% longer); one
+// example per pass up to C = 16; beyond, one example in channel groups. With
+// no channels, one pass still writes every example's density.
 template <typename Body>
 void for_each_pass(int64_t examples, int64_t C, const Body& body) {
   const int64_t fit = C == 0                          ? examples
@@ -259,12 +270,14 @@ void grid_forward_pixels(const TiledPoints<T>& tiled, const TileRect& tile, int6
                         std::copy_n(v, planes, sums + 1);
                         T* a = acc + fp.offset(tile) * kPixelSums;
                         const bool finite = all_finite(v, planes);
-                        if (fp.sheared) {
-                          finite ? add_footprint_pixels<true, true>(g, fp, sums, a)
-                                 : add_footprint_pixels<false, true>(g, fp, sums, a);
+                        if (fp.sheared && finite) {
+                          add_footprint_pixels<true, true>(g, fp, sums, a);
+                        } else if (fp.sheared) {
+                          add_footprint_pixels<false, true>(g, fp, sums, a);
+                        } else if (finite) {
+                          add_footprint_pixels<true, false>(g, fp, sums, a);
                         } else {
-                          finite ? add_footprint_pixels<true, false>(g, fp, sums, a)
-                                 : add_footprint_pixels<false, false>(g, fp, sums, a);
+                          add_footprint_pixels<false, false>(g, fp, sums, a);
                         }
                       });
   alignas(64) T normed[kTileSize * kPixelSums];  // one row
@@ -284,11 +297,11 @@ void grid_forward_pixels(const TiledPoints<T>& tiled, const TileRect& tile, int6
   }
 }
 
-// A pass over one example's channels [c0, c0 + channels): adds the tile's
-// points into `acc` (planes [Z | the channels], kTilePlane apart), normalises
-// them and writes the example's out; its density too if the pass starts at
-// channel 0. (A pass without channels may take several examples: it writes
-// their densities.) kC is pass.planes() when known at compile time, else 0.
+// A pass over channels [c0, c0 + channels) of its examples, one after
+// another: adds the tile's points into `acc` (planes [Z | the channels],
+// kTilePlane apart), normalises them and writes each example's out; its
+// density too if the pass starts at channel 0. kC is pass.planes() when
+// known at compile time, else 0.
 template <int kC, typename T>
 void grid_forward_planes(const TiledPoints<T>& tiled, const TileRect& tile, int64_t t,
                          const SharedPointsRun<T>& run, int64_t C, const Pass& pass, T* acc,
@@ -312,7 +325,7 @@ void grid_forward_planes(const TiledPoints<T>& tiled, const TileRect& tile, int6
       for (int j = 0; j < kTileSize; ++j) a[j] = normalise(a[j], z[j]);
     }
     const int64_t p0 = (tile.y0 + r) * tiled.width + tile.x0;
-    for (int64_t e = 0; e < pass.examples; ++e) {  // several only without channels
+    for (int64_t e = 0; e < pass.examples; ++e) {
       const T* plane = z + (e * pass.channels + 1) * kTilePlane;  // the example's first channel
       T* out = run.out[pass.e0 + e];
       if (run.packed && pass.channels == C) {  // whole pixels
