@@ -2,9 +2,10 @@
 // the points are split into a fixed number of chunks, and each chunk's task
 // walks its points in order, making each point's record as it goes, and adds
 // the point's weights to the queries of the cells its bounding box overlaps
-// (short cell rows through PendingPairs), in the chunk's own accumulators. The chunks' sums are then added in chunk
-// order. The chunks depend on N alone, so results are bitwise reproducible
-// for any thread count; no atomics.
+// (short cell rows through PendingPairs), in the chunk's own accumulators.
+// The chunks' sums are then added in chunk order. The chunks depend on N
+// alone, so results are bitwise reproducible for any thread count; no
+// atomics.
 #include <algorithm>
 #include <memory>
 
@@ -32,6 +33,7 @@ constexpr int64_t kPointBatch = 64;
 // writes kRunLanes entries, so a batch is added once it holds more than
 // kPendingPairs - kRunLanes.
 constexpr int64_t kPendingPairs = 512;
+static_assert(kPendingPairs >= 2 * kRunLanes, "a flush must leave room for a row");
 
 // The pairs of a batch of points with the queries of short cell rows (fewer
 // than kRunLanes queries, the usual case at M = 1,024: about one per cell),
@@ -47,8 +49,8 @@ template <typename T>
 struct PendingPairs {
   Gaussian<T> points[kPointBatch];  // the batch's records
   int32_t point[kPendingPairs];     // entry of points[] of each pair
-  // List entry of each pair's query: int32 suffices, as sparse_queries caps
-  // M at kSparseQueryBytes / 8 queries.
+  // List entry of each pair's query: int32 suffices, as each query is listed
+  // at most once and sparse_queries caps M at kSparseQueryBytes / 4.
   int32_t query[kPendingPairs];
   T weight[kPendingPairs];
   bool reached[kPendingPairs];  // within the cutoff
@@ -74,7 +76,9 @@ template <typename T>
 void add_pending(PendingPairs<T>& pending, const T* xs, const T* ys, const T* values,
                  int64_t C, int64_t listed, T* z) {
   const int64_t count = pending.count;
-  // pair_m2 and cutoff_weight, as the row loops take them, so the same bits.
+  // pair_m2 and cutoff_weight, as the row loops took them, so the same bits;
+  // pair_m2 of an axis-aligned point is also run_weights' m2 (long rows),
+  // bit for bit: its shear term is +-0.
 #pragma omp simd
   for (int64_t j = 0; j < count; ++j) {
     const Gaussian<T>& g = pending.points[pending.point[j]];
