@@ -51,12 +51,31 @@ TileRect TiledPoints<T>::tile(int64_t t) const {
 }
 
 namespace {
-// Each point's reach, combined over all of them in a fixed grouping.
-template <typename Of>
-PointReach reach_of(ThreadPool& pool, int64_t n, const Of& gaussian) {
-  return reduce_over(
-      pool, n, no_reach(), [&](int64_t i) { return point_reach(gaussian(i)); },
-      [](const PointReach& a, const PointReach& b) { return combine(a, b); });
+// Records taken a block at a time by reach_of.
+constexpr int64_t kReachBlock = 64;
+
+// Each point's reach, combined over all of them in reduce_over's fixed
+// grouping (chunks of kMembersPerChunk in order, each point in order), so
+// the same bits for any thread count. records(first, count, block) returns
+// the records of points [first, first + count), made into `block` or not.
+template <typename T, typename Records>
+PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
+  const int64_t chunks = (n + kMembersPerChunk - 1) / kMembersPerChunk;
+  std::vector<PointReach> partial(chunks, no_reach());
+  parallel_for(pool, chunks, [&](int64_t c) {
+    Gaussian<T> block[kReachBlock];
+    PointReach sum = no_reach();
+    const int64_t end = std::min(n, (c + 1) * kMembersPerChunk);
+    for (int64_t first = c * kMembersPerChunk; first < end; first += kReachBlock) {
+      const int64_t count = std::min(kReachBlock, end - first);
+      const Gaussian<T>* g = records(first, count, block);
+      for (int64_t k = 0; k < count; ++k) sum = combine(sum, point_reach(g[k]));
+    }
+    partial[c] = sum;
+  });
+  PointReach total = no_reach();
+  for (const PointReach& r : partial) total = combine(total, r);
+  return total;
 }
 
 // The layout rule is layout.h's, shared with the GPU binning: a grid over the
@@ -92,7 +111,8 @@ template <typename T>
 CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n,
                                 T truncate, const T* queries, int64_t m)
     : gaussians(make_gaussians(pool, points, scale, n, truncate)) {
-  const PointReach reach = reach_of(pool, n, [&](int64_t i) { return gaussians[i]; });
+  const PointReach reach = reach_of<T>(
+      pool, n, [&](int64_t first, int64_t, Gaussian<T>*) { return gaussians.data() + first; });
   const CellLayout l = list_queries(pool, reach, queries, m, this->queries);
   origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;
   cells_x = l.cells_x, cells_y = l.cells_y;
@@ -144,7 +164,11 @@ SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scal
     : points(points), scale(scale), n(n), truncate(truncate) {
   // The records are made twice, here and in the kernel, rather than stored,
   // so that the call writes nothing per point: its memory is O(M).
-  const PointReach reach = reach_of(pool, n, [&](int64_t i) { return gaussian(i); });
+  const PointReach reach =
+      reach_of<T>(pool, n, [&](int64_t first, int64_t count, Gaussian<T>* block) {
+        point_gaussians(points, scale, first, count, truncate, block);
+        return block;
+      });
   layout = list_queries(pool, reach, queries, m, cells);
   const int64_t listed = cells.items.size();
   x.resize(listed);

@@ -118,7 +118,6 @@ struct SparseQueries {
 
   SparseQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n, T truncate,
                 const T* queries, int64_t m);
-  Gaussian<T> gaussian(int64_t i) const { return point_gaussian(points, scale, i, truncate); }
 };
 
 // Whether M queries of C channels among N points take SparseQueries: when

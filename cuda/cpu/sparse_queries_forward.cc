@@ -124,9 +124,11 @@ void sparse_queries_forward(ThreadPool& pool, const SparseQueries<T>& sparse, co
     const int64_t end = std::min(n, (c + 1) * per_chunk);
     for (int64_t first = c * per_chunk; first < end; first += kPointBatch) {
       const int64_t last = std::min(end, first + kPointBatch);
+      point_gaussians(sparse.points, sparse.scale, first, last - first, sparse.truncate,
+                      pending->points);
       for (int64_t i = first; i < last; ++i) {
         const int32_t slot = static_cast<int32_t>(i - first);
-        const Gaussian<T> g = pending->points[slot] = sparse.gaussian(i);
+        const Gaussian<T> g = pending->points[slot];
         const Box box = point_cells(l, g);
         if (box.empty()) continue;
         for (int64_t ky = box.y.lo; ky <= box.y.hi; ++ky) {
