@@ -54,28 +54,24 @@ namespace {
 // Records taken a block at a time by reach_of.
 constexpr int64_t kReachBlock = 64;
 
-// Each point's reach, combined over all of them in reduce_over's fixed
-// grouping (chunks of kMembersPerChunk in order, each point in order), so
-// the same bits for any thread count. records(first, count, block) returns
-// the records of points [first, first + count), made into `block` or not.
+// Each point's reach, combined over all of them in fold_chunks' grouping
+// (each point in order), so the same bits for any thread count.
+// records(first, count, block) returns the records of points [first, first +
+// count), made into `block` or not.
 template <typename T, typename Records>
 PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
-  const int64_t chunks = (n + kMembersPerChunk - 1) / kMembersPerChunk;
-  std::vector<PointReach> partial(chunks, no_reach());
-  parallel_for(pool, chunks, [&](int64_t c) {
-    Gaussian<T> block[kReachBlock];
-    PointReach sum = no_reach();
-    const int64_t end = std::min(n, (c + 1) * kMembersPerChunk);
-    for (int64_t first = c * kMembersPerChunk; first < end; first += kReachBlock) {
-      const int64_t count = std::min(kReachBlock, end - first);
-      const Gaussian<T>* g = records(first, count, block);
-      for (int64_t k = 0; k < count; ++k) sum = combine(sum, point_reach(g[k]));
-    }
-    partial[c] = sum;
-  });
-  PointReach total = no_reach();
-  for (const PointReach& r : partial) total = combine(total, r);
-  return total;
+  return fold_chunks(
+      pool, n, no_reach(),
+      [&](int64_t begin, int64_t end, PointReach sum) {
+        Gaussian<T> block[kReachBlock];
+        for (int64_t first = begin; first < end; first += kReachBlock) {
+          const int64_t count = std::min(kReachBlock, end - first);
+          const Gaussian<T>* g = records(first, count, block);
+          for (int64_t k = 0; k < count; ++k) sum = combine(sum, point_reach(g[k]));
+        }
+        return sum;
+      },
+      [](const PointReach& a, const PointReach& b) { return combine(a, b); });
 }
 
 // The layout rule is layout.h's, shared with the GPU binning: a grid over the

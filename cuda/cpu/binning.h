@@ -66,23 +66,33 @@ void parallel_over(ThreadPool& pool, int64_t count, const Body& body) {
   });
 }
 
-// The combination, in a fixed grouping (chunks of kMembersPerChunk, then the
-// chunks in order), of of(i) for i in [0, count), starting from `none`: the
-// same result for every thread count even when `combine` rounds.
-template <typename R, typename Of, typename Combine>
-R reduce_over(ThreadPool& pool, int64_t count, R none, const Of& of, const Combine& combine) {
+// The chunks' partial results in order, combined from `none`:
+// fold(first, last, none) folds members [first, last) of one chunk of
+// kMembersPerChunk, in member order. A fixed grouping, so the same result for
+// every thread count even when `combine` rounds.
+template <typename R, typename Fold, typename Combine>
+R fold_chunks(ThreadPool& pool, int64_t count, R none, const Fold& fold, const Combine& combine) {
   const int64_t chunks = (count + kMembersPerChunk - 1) / kMembersPerChunk;
   std::vector<R> partial(chunks, none);
   parallel_for(pool, chunks, [&](int64_t c) {
-    R sum = none;
-    for (int64_t i = c * kMembersPerChunk; i < std::min(count, (c + 1) * kMembersPerChunk); ++i) {
-      sum = combine(sum, of(i));
-    }
-    partial[c] = sum;
+    partial[c] = fold(c * kMembersPerChunk, std::min(count, (c + 1) * kMembersPerChunk), none);
   });
   R total = none;
   for (const R& r : partial) total = combine(total, r);
   return total;
+}
+
+// The combination, in fold_chunks' grouping, of of(i) for i in [0, count),
+// starting from `none`.
+template <typename R, typename Of, typename Combine>
+R reduce_over(ThreadPool& pool, int64_t count, R none, const Of& of, const Combine& combine) {
+  return fold_chunks(
+      pool, count, none,
+      [&](int64_t first, int64_t last, R sum) {
+        for (int64_t i = first; i < last; ++i) sum = combine(sum, of(i));
+        return sum;
+      },
+      combine);
 }
 
 // Compressed lists: the members of cell k are items[start[k] .. start[k+1]).

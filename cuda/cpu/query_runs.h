@@ -91,6 +91,20 @@ inline T cutoff_weight(const Gaussian<T>& g, T m2) {
   return in_cutoff(g, m2) ? g.norm * exp_nonpositive(T(-0.5) * m2) : T(0);
 }
 
+// Adds a point's weights w[0, n), with its C values v, to the planes
+// [Z | A_0 | ... | A_C-1] at z, `stride` entries apart.
+template <typename T>
+void add_run(const T* w, int64_t n, const T* v, int64_t C, int64_t stride, T* z) {
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) z[k] += w[k];
+  for (int64_t ch = 0; ch < C; ++ch) {
+    T* a = z + (ch + 1) * stride;
+    const T value = v[ch];
+#pragma omp simd
+    for (int64_t k = 0; k < n; ++k) a[k] += weighted(w[k], value);
+  }
+}
+
 // Weight of g at entries [0, n) of the runs xs, ys, into w: the same pair
 // test as pair_weight (gmm_math.h), with the vectorised exponential of the
 // grid kernels.

@@ -35,14 +35,7 @@ void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T
       prefetch_point(celled, values, C, l + 4 < last ? pts.items[l + 4] : -1);
       const int64_t i = pts.items[l];
       run_weights(celled.gaussians[i], runs.x() + k0, runs.y() + k0, n, w);
-#pragma omp simd
-      for (int64_t k = 0; k < n; ++k) z[k] += w[k];
-      for (int64_t ch = 0; ch < C; ++ch) {
-        const T v = values[i * C + ch];
-        T* a = z + (ch + 1) * n;
-#pragma omp simd
-        for (int64_t k = 0; k < n; ++k) a[k] += weighted(w[k], v);
-      }
+      add_run(w, n, values + i * C, C, n, z);
     }
     const int64_t first = celled.queries.start[cell];
     for (int64_t k = 0; k < celled.queries.start[cell + 1] - first; ++k) {

@@ -52,8 +52,7 @@ struct PendingPairs {
   // List entry of each pair's query: int32 suffices, as each query is listed
   // at most once and sparse_queries caps M at kSparseQueryBytes / 4.
   int32_t query[kPendingPairs];
-  T weight[kPendingPairs];
-  bool reached[kPendingPairs];  // within the cutoff
+  T weight[kPendingPairs];  // 0 past the cutoff
   int64_t count = 0;
 
   // Appends the pairs of batch point `slot` with list entries [k0, k1),
@@ -83,12 +82,13 @@ void add_pending(PendingPairs<T>& pending, const T* xs, const T* ys, const T* va
   for (int64_t j = 0; j < count; ++j) {
     const Gaussian<T>& g = pending.points[pending.point[j]];
     const int32_t k = pending.query[j];
-    const T m2 = pair_m2(g, xs[k] - g.x, ys[k] - g.y);
-    pending.reached[j] = in_cutoff(g, m2);
-    pending.weight[j] = cutoff_weight(g, m2);
+    pending.weight[j] = cutoff_weight(g, pair_m2(g, xs[k] - g.x, ys[k] - g.y));
   }
   for (int64_t j = 0; j < count; ++j) {
-    if (!pending.reached[j]) continue;  // most pairs: past the cutoff
+    // Most pairs: past the cutoff. Skipping a zero weight inside it (an
+    // underflow) changes no bit either: the sums start at +0 and never hold
+    // -0, and weighted(0, v) is 0.
+    if (pending.weight[j] == T(0)) continue;
     const int64_t k = pending.query[j];
     const T w = pending.weight[j];
     const T* v = values + pending.point[j] * C;
@@ -147,15 +147,7 @@ void sparse_queries_forward(ThreadPool& pool, const SparseQueries<T>& sparse, co
           for (; k0 < k1; k0 += kBlock) {
             const int64_t count = std::min(kBlock, k1 - k0);
             run_weights(g, xs + k0, ys + k0, count, w);
-            T* zk = z + k0;
-#pragma omp simd
-            for (int64_t k = 0; k < count; ++k) zk[k] += w[k];
-            for (int64_t ch = 0; ch < C; ++ch) {
-              T* a = zk + (ch + 1) * listed;
-              const T value = v[ch];
-#pragma omp simd
-              for (int64_t k = 0; k < count; ++k) a[k] += weighted(w[k], value);
-            }
+            add_run(w, count, v, C, listed, z + k0);
           }
         }
       }
