@@ -77,9 +77,11 @@ constexpr double factorial(int k) { return k <= 1 ? 1.0 : k * factorial(k - 1); 
 // bits. float: degree 6, about 2.5e-7 relative error, below float32 rounding
 // of the sums it enters; double: degree 13 (truncation below 4e-18), within
 // 1 ulp of std::exp over [-708, 0]. 0 below -87 (float) or -708 (double),
-// where the result leaves the normal range anyway.
+// where the result leaves the normal range anyway. Always inlined: a loop
+// that takes two of them (footprint.h's fill_one_segment) otherwise calls it
+// one element at a time.
 template <typename T>
-inline T exp_nonpositive(T x) {
+[[gnu::always_inline]] inline T exp_nonpositive(T x) {
   using P = ExpParts<T>;
   // nearest integer for x <= 0; clamped so 2^n stays normal (selects on ints,
   // unlike std::max, keep GCC from vectorising the loop)
