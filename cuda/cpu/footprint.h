@@ -160,9 +160,9 @@ void fill_footprint(const Gaussian<T>& g, int nx, int ny, Footprint<T>& fp) {
 
 // float, axis-aligned, one segment by at most kLanes rows (sigma up to about
 // 2): both axes in one loop of kLanes, so each vector iteration carries two
-// independent exponentials instead of one loop of a single vector per axis
-// (the 1024^2 forward from 65,536 points at sigma 2 went from 14.4-15.7 to
-// 12.2-13.0 ms). Every entry is the same function of the same inputs as in
+// independent exponentials; each axis's own loop was one exponential chain,
+// too short to hide its latency (the 1024^2 forward from 65,536 points at
+// sigma 2 went from 14.4-15.7 to 12.2-13.0 ms). Every entry is the same function of the same inputs as in
 // fill_footprint, so the results are bitwise those of the separate loops.
 inline void fill_one_segment(const Gaussian<float>& g, int nx, Footprint<float>& fp) {
 #pragma omp simd
@@ -199,7 +199,9 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
   fp.sheared = !g.axis_aligned();
   // Factors for whole vectors, so that the loops have no remainder. Small
   // footprints get loops of fixed length, whose set-up cost more than their
-  // work: fill_one_segment, else one segment by at most 8 rows.
+  // work: fill_one_segment for float axis-aligned ones (double steps its
+  // factors along the row, axis_factors; a sheared one has no row
+  // exponentials but needs sx and spans), else one segment by at most 8 rows.
   if constexpr (std::is_same_v<T, float>) {
     if (fp.segments == 1 && ny <= kLanes && !fp.sheared) {
       fill_one_segment(g, nx, fp);
