@@ -51,47 +51,6 @@ TileRect TiledPoints<T>::tile(int64_t t) const {
 }
 
 namespace {
-// Records taken a block at a time by reach_of.
-constexpr int64_t kReachBlock = 64;
-
-// Each point's reach, combined over all of them in fold_chunks' grouping
-// (each point in order), so the same bits for any thread count.
-// records(first, count, block) returns the records of points [first, first +
-// count), made into `block` or not.
-template <typename T, typename Records>
-PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
-  return fold_chunks(
-      pool, n, no_reach(),
-      [&](int64_t begin, int64_t end, PointReach sum) {
-        Gaussian<T> block[kReachBlock];
-        for (int64_t first = begin; first < end; first += kReachBlock) {
-          const int64_t count = std::min(kReachBlock, end - first);
-          const Gaussian<T>* g = records(first, count, block);
-          // combine over the block: the hull in a vector loop (min and max
-          // are exact in any order), the radii summed in point order, so the
-          // same bits as a loop of combines. 1,024 queries at N = 65,536
-          // (min of calls, 4 alternated processes): 2.2-3.1 against 2.7-3.1 ms.
-          double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
-          double radius[kReachBlock];
-          int64_t finite = 0;
-#pragma omp simd reduction(min : x_lo, y_lo) reduction(max : x_hi, y_hi) reduction(+ : finite)
-          for (int64_t k = 0; k < count; ++k) {
-            const PointReach r = point_reach(g[k]);
-            const Interval x = hull({x_lo, x_hi}, r.x), y = hull({y_lo, y_hi}, r.y);
-            x_lo = x.lo, x_hi = x.hi, y_lo = y.lo, y_hi = y.hi;
-            radius[k] = r.radius_sum;
-            finite += r.finite_radii;
-          }
-          for (int64_t k = 0; k < count; ++k) sum.radius_sum += radius[k];
-          sum.x = hull(sum.x, {x_lo, x_hi});
-          sum.y = hull(sum.y, {y_lo, y_hi});
-          sum.finite_radii += finite;
-        }
-        return sum;
-      },
-      [](const PointReach& a, const PointReach& b) { return combine(a, b); });
-}
-
 // The layout rule is layout.h's, shared with the GPU binning: a grid over the
 // queries some point can reach, worked out in double. Lists each reachable
 // query in its cell, in query order.
@@ -174,15 +133,8 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scal
 
 template <typename T>
 SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n,
-                                T truncate, const T* queries, int64_t m)
+                                T truncate, const PointReach& reach, const T* queries, int64_t m)
     : points(points), scale(scale), n(n), truncate(truncate) {
-  // The records are made twice, here and in the kernel, rather than stored,
-  // so that the call writes nothing per point: its memory is O(M).
-  const PointReach reach =
-      reach_of<T>(pool, n, [&](int64_t first, int64_t count, Gaussian<T>* block) {
-        point_gaussians(points, scale, first, count, truncate, block);
-        return block;
-      });
   layout = list_queries(pool, reach, queries, m, cells);
   const int64_t listed = cells.items.size();
   x.resize(listed);

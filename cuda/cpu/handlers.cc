@@ -236,8 +236,12 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
       continue;
     }
     if (sparse_queries(call.n, call.m, call.c, sizeof(T))) {
-      const SparseQueries<T> sparse(pool, call.points.at(l, begin), call.scale.at(l, begin),
-                                    call.n, static_cast<T>(truncate), q, call.m);
+      const T* points = call.points.at(l, begin);
+      const T* scale = call.scale.at(l, begin);
+      const PointReach reach =
+          JAX_GMM_KERNEL(points_reach)(pool, points, scale, call.n, static_cast<T>(truncate));
+      const SparseQueries<T> sparse(pool, points, scale, call.n, static_cast<T>(truncate), reach,
+                                    q, call.m);
       for (int64_t b = begin; b < end; ++b) {
         JAX_GMM_KERNEL(sparse_queries_forward)(pool, sparse, call.values.at(l, b), call.c,
                                                call.m, call.out.at(l, b), call.density.at(l, b));

@@ -116,8 +116,9 @@ struct SparseQueries {
   CellLists cells;       // the queries in each cell (each query in at most one)
   UninitVector<T> x, y;  // the listed queries' coordinates, in list order
 
+  // reach: the points', from points_reach.
   SparseQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n, T truncate,
-                const T* queries, int64_t m);
+                const PointReach& reach, const T* queries, int64_t m);
 };
 
 // Whether M queries of C channels among N points take SparseQueries: when
