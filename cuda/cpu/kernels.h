@@ -148,8 +148,12 @@ void kth_nearest(ThreadPool& pool, const T* points, int64_t n, int k, int32_t* i
 // namespace (CMakeLists.txt); handlers.cc picks one at run time. The
 // vectorised helpers (footprint.h, separable.h) live in JAX_GMM_ISA too, so
 // that a kernel never calls another build's copy of one the compiler chose
-// not to inline; the small shared ones (gmm_math.h, streaming.h) rely on the
-// link order in CMakeLists.txt, which keeps the baseline copy.
+// not to inline; the small shared ones (gmm_math.h, streaming.h, binning.h)
+// rely on the link order in CMakeLists.txt, which keeps a baseline kernel
+// object's copy where there is one. The once-compiled objects (handlers.cc,
+// binning.cc, ...) link after the kernel objects, so a weak symbol they share
+// only with an AVX2 or AVX-512 object would bind to that copy: none does
+// (nm, 2026-12-01), but a new shared helper must be checked for it.
 namespace baseline {
 #include "kernel_declarations.inc"
 }  // namespace baseline
