@@ -163,16 +163,6 @@ Gaussian<T> point_gaussian(const T* points, const T* scale, int64_t i, T truncat
   return make_gaussian(points[2 * i], points[2 * i + 1], l[0], l[1], l[2], truncate);
 }
 
-// The records of points [first, first + count) into out[0, count), in one
-// vector loop: make_gaussian's branches all become selects, and the
-// arithmetic is IEEE, so each record has point_gaussian's bits.
-template <typename T>
-void point_gaussians(const T* points, const T* scale, int64_t first, int64_t count, T truncate,
-                     Gaussian<T>* out) {
-#pragma omp simd
-  for (int64_t k = 0; k < count; ++k) out[k] = point_gaussian(points, scale, first + k, truncate);
-}
-
 // Records taken a block at a time by reach_of.
 constexpr int64_t kReachBlock = 64;
 
