@@ -1,6 +1,8 @@
 // Construction of the binned points (shared by every instruction-set build
-// of the kernels, so it is compiled once).
+// of the kernels, so it is compiled once) from the records and tile boxes
+// that the kernel build makes (point_records.cc).
 #include <algorithm>
+#include <cassert>
 
 #include "kernels.h"
 #include "layout.h"
@@ -8,16 +10,6 @@
 namespace jax_gmm {
 
 namespace {
-// The tiles a point's box overlaps (layout.h); TileBox holds them in int32,
-// enough for any tile of an image of fewer than 2^32 pixels.
-template <typename T>
-TileBox tiles_of(const Gaussian<T>& g, int64_t width, int64_t height) {
-  const Box b = tile_box(g, height, width, kTileSize);
-  if (b.empty()) return {1, 0, 1, 0};
-  return {static_cast<int32_t>(b.x.lo), static_cast<int32_t>(b.x.hi),
-          static_cast<int32_t>(b.y.lo), static_cast<int32_t>(b.y.hi)};
-}
-
 // The box of the reachable queries.
 struct QueryBox {
   Interval x, y;
@@ -25,16 +17,17 @@ struct QueryBox {
 }  // namespace
 
 template <typename T>
-TiledPoints<T>::TiledPoints(ThreadPool& pool, const T* points, const T* scale, int64_t n,
-                            T truncate, int64_t height, int64_t width)
+TiledPoints<T>::TiledPoints(ThreadPool& pool, UninitVector<Gaussian<T>> records,
+                            UninitVector<TileBox> tile_boxes, int64_t height, int64_t width)
     : height(height),
       width(width),
       tiles_x(tiles_along(width, kTileSize)),
       tiles_y(tiles_along(height, kTileSize)),
-      gaussians(make_gaussians(pool, points, scale, n, truncate)),
-      boxes(n),
-      point_start(n + 1, 0) {
-  parallel_over(pool, n, [&](int64_t i) { boxes[i] = tiles_of(gaussians[i], width, height); });
+      gaussians(std::move(records)),
+      boxes(std::move(tile_boxes)),
+      point_start(gaussians.size() + 1, 0) {
+  const int64_t n = gaussians.size();
+  assert(static_cast<int64_t>(boxes.size()) == n);
   for (int64_t i = 0; i < n; ++i) point_start[i + 1] = point_start[i] + boxes[i].count();
   tiles.build(pool, tiles_x * tiles_y, n, [&](int64_t i, auto emit) {
     const TileBox& b = boxes[i];
@@ -81,9 +74,10 @@ CellLayout list_queries(ThreadPool& pool, const PointReach& reach, const T* quer
 }  // namespace
 
 template <typename T>
-CelledQueries<T>::CelledQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n,
-                                T truncate, const T* queries, int64_t m)
-    : gaussians(make_gaussians(pool, points, scale, n, truncate)) {
+CelledQueries<T>::CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> records,
+                                const T* queries, int64_t m)
+    : gaussians(std::move(records)) {
+  const int64_t n = gaussians.size();
   const PointReach reach = reach_of<T>(
       pool, n, [&](int64_t first, int64_t, Gaussian<T>*) { return gaussians.data() + first; });
   const CellLayout l = list_queries(pool, reach, queries, m, this->queries);

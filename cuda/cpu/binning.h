@@ -155,14 +155,6 @@ inline void prefetch_record(const Gaussian<T>& g) {
   __builtin_prefetch(reinterpret_cast<const char*>(&g + 1) - 1);
 }
 
-// The record of point i of points (N, 2) with Cholesky factors scale (N, 3),
-// each (l11, l21, l22).
-template <typename T>
-Gaussian<T> point_gaussian(const T* points, const T* scale, int64_t i, T truncate) {
-  const T* l = scale + 3 * i;
-  return make_gaussian(points[2 * i], points[2 * i + 1], l[0], l[1], l[2], truncate);
-}
-
 // Records taken a block at a time by reach_of.
 constexpr int64_t kReachBlock = 64;
 
@@ -204,14 +196,6 @@ PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
         return sum;
       },
       [](const PointReach& a, const PointReach& b) { return combine(a, b); });
-}
-
-template <typename T>
-UninitVector<Gaussian<T>> make_gaussians(ThreadPool& pool, const T* points, const T* scale,
-                                         int64_t n, T truncate) {
-  UninitVector<Gaussian<T>> g(n);
-  parallel_over(pool, n, [&](int64_t i) { g[i] = point_gaussian(points, scale, i, truncate); });
-  return g;
 }
 
 }  // namespace jax_gmm

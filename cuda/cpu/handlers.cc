@@ -64,6 +64,26 @@ namespace {
 #define JAX_GMM_KERNEL(name) (baseline::name<T>)
 #endif
 
+// The records of points (N, 2) with Cholesky factors scale (N, 3).
+template <typename T>
+UninitVector<Gaussian<T>> records_of(ffi::ThreadPool& pool, const T* points, const T* scale,
+                                     int64_t n, double truncate) {
+  UninitVector<Gaussian<T>> records(n);
+  JAX_GMM_KERNEL(point_records)(pool, points, scale, n, static_cast<T>(truncate), records.data());
+  return records;
+}
+
+// The same points binned into the tiles of an H x W image.
+template <typename T>
+TiledPoints<T> make_tiled_points(ffi::ThreadPool& pool, const T* points, const T* scale,
+                                 int64_t n, double truncate, int64_t height, int64_t width) {
+  UninitVector<Gaussian<T>> records(n);
+  UninitVector<TileBox> boxes(n);
+  JAX_GMM_KERNEL(tiled_records)(pool, points, scale, n, static_cast<T>(truncate), height, width,
+                                records.data(), boxes.data());
+  return TiledPoints<T>(pool, std::move(records), std::move(boxes), height, width);
+}
+
 // The binning depends only on points, scale (and queries), so consecutive
 // batch elements that share them (vmap with in_axes=None on them) reuse it.
 template <typename Binned>
@@ -95,7 +115,7 @@ const CelledQueries<T>& celled_queries(BinCache<CelledQueries<T>>& cache, ffi::T
   const T* s = call.scale.at(l, b);
   const T* q = call.queries.at(l, b);
   return cache.get(p, s, q, [&] {
-    return CelledQueries<T>(pool, p, s, call.n, static_cast<T>(truncate), q, call.m);
+    return CelledQueries<T>(pool, records_of(pool, p, s, call.n, truncate), q, call.m);
   });
 }
 
@@ -106,7 +126,7 @@ const TiledPoints<T>& tiled_points(BinCache<TiledPoints<T>>& cache, ffi::ThreadP
   const T* p = call.points.at(call.layout, b);
   const T* s = call.scale.at(call.layout, b);
   return cache.get(p, s, nullptr, [&] {
-    return TiledPoints<T>(pool, p, s, call.n, static_cast<T>(truncate), call.h, call.w);
+    return make_tiled_points(pool, p, s, call.n, truncate, call.h, call.w);
   });
 }
 
@@ -140,8 +160,8 @@ ffi::Error GridForward(ffi::ThreadPool pool, ffi::Buffer<DT> points, ffi::Buffer
   const auto& l = call.layout;
   for (int64_t begin = 0, end; begin < l.count(); begin = end) {
     end = shared_run_end(call, begin);
-    const TiledPoints<T> tiled(pool, call.points.at(l, begin), call.scale.at(l, begin), call.n,
-                               static_cast<T>(truncate), call.h, call.w);
+    const TiledPoints<T> tiled = make_tiled_points(
+        pool, call.points.at(l, begin), call.scale.at(l, begin), call.n, truncate, call.h, call.w);
     SharedPointsRun<T> run;
     for (int64_t b = begin; b < end; ++b) {
       run.values.push_back(call.values.at(l, b));
@@ -190,8 +210,9 @@ template <typename T>
 void forward_at_centres(ffi::ThreadPool& pool, const Call<T>& call, int64_t begin, int64_t end,
                         const CentreImage& image, double truncate) {
   const auto& l = call.layout;
-  const TiledPoints<T> tiled(pool, call.points.at(l, begin), call.scale.at(l, begin), call.n,
-                             static_cast<T>(truncate), image.height, image.width);
+  const TiledPoints<T> tiled =
+      make_tiled_points(pool, call.points.at(l, begin), call.scale.at(l, begin), call.n, truncate,
+                        image.height, image.width);
   const int64_t per_image = image.height * image.width * (call.c + 1);  // density, then out
   const int64_t group =
       image.in_order ? end - begin
@@ -248,8 +269,9 @@ ffi::Error ScatteredForward(ffi::ThreadPool pool, ffi::Buffer<DT> points,
       }
       continue;
     }
-    const CelledQueries<T> celled(pool, call.points.at(l, begin), call.scale.at(l, begin),
-                                  call.n, static_cast<T>(truncate), q, call.m);
+    const CelledQueries<T> celled(
+        pool, records_of(pool, call.points.at(l, begin), call.scale.at(l, begin), call.n, truncate),
+        q, call.m);
     for (int64_t b = begin; b < end; ++b) {
       JAX_GMM_KERNEL(scattered_forward)(pool, celled, call.values.at(l, b), call.c, q, call.m,
                                         call.out.at(l, b), call.density.at(l, b));

@@ -41,8 +41,9 @@ struct TiledPoints {
   // point_start[i] .. point_start[i + 1] - 1 (entry_of).
   std::vector<int64_t> point_start;
 
-  TiledPoints(ThreadPool& pool, const T* points, const T* scale, int64_t n, T truncate,
-              int64_t height, int64_t width);
+  // records and tile_boxes: each point's, from tiled_records (the same length).
+  TiledPoints(ThreadPool& pool, UninitVector<Gaussian<T>> records,
+              UninitVector<TileBox> tile_boxes, int64_t height, int64_t width);
   TileRect tile(int64_t t) const;
   // Index, among all entries in point order, of point i's entry for the tile
   // in column tx and row ty of tiles.
@@ -96,16 +97,18 @@ struct CelledQueries {
   CellLists points;             // points whose box overlaps each cell
   CellLists queries;            // queries inside each cell (each query in one cell)
 
-  CelledQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n, T truncate,
-                const T* queries, int64_t m);
+  // records: each point's, from point_records.
+  CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> records, const T* queries,
+                int64_t m);
 };
 
 // Queries far fewer than the points (see sparse_queries): sorted into the
 // cells of CelledQueries' layout, which the points then visit in point order
 // (sparse_queries_forward). Nothing per point is stored or binned: a call
 // costs two passes over the points (their reach for the layout, then the
-// pairs) where CelledQueries made and stored every point's record, its cells
-// and the cells' lists (see sparse_queries for times).
+// pairs) where the general path makes and stores every point's record
+// (point_records), its cells and the cells' lists (see sparse_queries for
+// times).
 template <typename T>
 struct SparseQueries {
   const T* points;  // (N, 2), the caller's
@@ -146,9 +149,10 @@ void kth_nearest(ThreadPool& pool, const T* points, int64_t n, int k, int32_t* i
 
 // The kernels are compiled once per instruction set, each build in its own
 // namespace (CMakeLists.txt); handlers.cc picks one at run time. The
-// vectorised helpers (footprint.h, separable.h) live in JAX_GMM_ISA too, so
-// that a kernel never calls another build's copy of one the compiler chose
-// not to inline; the small shared ones (gmm_math.h, streaming.h, binning.h)
+// vectorised helpers (footprint.h, separable.h, point_records.h) live in
+// JAX_GMM_ISA too, so that a kernel never calls another build's copy of one
+// the compiler chose not to inline; the small shared ones (gmm_math.h,
+// layout.h, ranges.h, streaming.h, binning.h)
 // rely on the link order in CMakeLists.txt: the code compiled once
 // (handlers.cc, binning.cc, nearest_neighbour.cc), then the baseline kernel
 // objects, link before the AVX2 and AVX-512 ones, so the linker keeps a

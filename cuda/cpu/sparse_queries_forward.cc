@@ -5,13 +5,13 @@
 // (short cell rows through PendingPairs), in the chunk's own accumulators.
 // The chunks' sums are then added in chunk order. The chunks depend on N
 // alone, so results are bitwise reproducible for any thread count; no
-// atomics. points_reach, the layout's pass over the points, is here too, to
-// make its records with the kernel's instructions.
+// atomics.
 #include <algorithm>
 #include <memory>
 
 #include "kernels.h"
 #include "parallel.h"
+#include "point_records.h"
 #include "query_runs.h"
 
 namespace jax_gmm {
@@ -23,22 +23,6 @@ namespace {
 // number, so that the sums do not depend on the thread count, and no more
 // than 16 per call, so that the accumulators stay at most 4 MiB.
 constexpr int64_t kMaxChunks = 16;
-
-// The records of points [first, first + count) into out[0, count), in one
-// vector loop: make_gaussian's branches all become selects, and the
-// arithmetic is IEEE, so each record has point_gaussian's bits. Defined here,
-// in the kernels' namespace, and flattened: as a shared inline function
-// (binning.h) GCC inlined the loop but not point_gaussian, so each record was
-// a call to the baseline build's copy, the one the linker keeps (kernels.h).
-// 1,024 queries at N = 65,536, sigma 2 (minimum of calls, alternated
-// processes on the Xeon): float 2.32-2.84 against 2.82-3.51 ms (7 rounds),
-// double 2.64-2.85 against 3.13-3.26 ms (3 rounds).
-template <typename T>
-[[gnu::flatten]] void point_gaussians(const T* points, const T* scale, int64_t first,
-                                      int64_t count, T truncate, Gaussian<T>* out) {
-#pragma omp simd
-  for (int64_t k = 0; k < count; ++k) out[k] = point_gaussian(points, scale, first + k, truncate);
-}
 
 // A cell row's queries, taken a block at a time in the vector loops (the
 // size of the weights buffer on the stack).
@@ -116,20 +100,6 @@ void add_pending(PendingPairs<T>& pending, const T* xs, const T* ys, const T* va
 }
 }  // namespace
 
-// Compiled per instruction set for its records: in binning.cc (baseline
-// x86-64, compiled once) GCC left the record loop a call per record. 1,024
-// float queries at N = 65,536, all out of reach, so this pass is most of the
-// call: 0.50-0.64 ms against 0.90-1.15 on AVX-512 (min of calls, 3
-// alternated processes).
-template <typename T>
-PointReach points_reach(ThreadPool& pool, const T* points, const T* scale, int64_t n,
-                        T truncate) {
-  return reach_of<T>(pool, n, [&](int64_t first, int64_t count, Gaussian<T>* block) {
-    point_gaussians(points, scale, first, count, truncate, block);
-    return block;
-  });
-}
-
 template <typename T>
 void sparse_queries_forward(ThreadPool& pool, const SparseQueries<T>& sparse, const T* values,
                             int64_t channels, int64_t m, T* out, T* density) {
@@ -199,7 +169,6 @@ void sparse_queries_forward(ThreadPool& pool, const SparseQueries<T>& sparse, co
 }
 
 #define JAX_GMM_INSTANTIATE(T)                                                                 \
-  template PointReach points_reach<T>(ThreadPool&, const T*, const T*, int64_t, T);            \
   template void sparse_queries_forward<T>(ThreadPool&, const SparseQueries<T>&, const T*,     \
                                           int64_t, int64_t, T*, T*);
 JAX_GMM_INSTANTIATE(float)
