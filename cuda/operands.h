@@ -62,8 +62,8 @@ inline xla::ffi::Error check_count(int64_t count, const char* what) {
   return xla::ffi::Error::Success();
 }
 
-// Every buffer of one FFI call, checked. N comes from points, C from out, and
-// the query layout from density: (..., H, W) on a grid, (..., M) at queries.
+// Every buffer of one FFI call, checked. N comes from points, and C and the
+// query layout from out: (..., H, W, C) on a grid, (..., M, C) at queries.
 // Operands a call does not have stay empty.
 template <typename T>
 struct Call {
@@ -94,25 +94,27 @@ struct NoDeduceImpl {
 template <typename X>
 using NoDeduce = typename NoDeduceImpl<X>::type;
 
-// Forward operands; `queries` is null on a grid. The batch axes are those of
-// the outputs out and density unless `layout` gives them (a backward call,
-// where out and density are operands that may be broadcast).
+// Forward operands; `queries` is null on a grid, and `density` null for a
+// call that returns out alone (call.density then stays empty). The batch
+// axes are those of the output out unless `layout` gives them (a backward
+// call, where out and density are operands that may be broadcast).
 template <typename T, typename Buffer>
 xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer& scale,
                                          NoDeduce<Buffer>* queries, Buffer& out,
-                                         Buffer& density, const BatchLayout* layout = nullptr) {
-  const auto pd = points.dimensions(), od = out.dimensions(), dd = density.dimensions();
+                                         NoDeduce<Buffer>* density,
+                                         const BatchLayout* layout = nullptr) {
+  const auto pd = points.dimensions(), od = out.dimensions();
   const size_t query_rank = queries ? 1 : 2;
-  if (pd.size() < 2 || od.size() < query_rank + 1 || dd.size() < query_rank) {
+  if (pd.size() < 2 || od.size() < query_rank + 1) {
     return xla::ffi::Unexpected(xla::ffi::Error::InvalidArgument(
         "points must be (..., N, 2), out (..., " + std::string(queries ? "M" : "H, W") +
         ", C) and density likewise without C"));
   }
-  Call<T> call{layout ? *layout : BatchLayout(dd, static_cast<int>(query_rank))};
+  Call<T> call{layout ? *layout : BatchLayout(od, static_cast<int>(query_rank) + 1)};
   call.n = pd[pd.size() - 2];
   call.c = od.back();
-  call.w = dd.back();
-  call.h = queries ? 1 : dd[dd.size() - 2];
+  call.w = od[od.size() - 2];
+  call.h = queries ? 1 : od[od.size() - 3];
   call.m = call.h * call.w;
   JAX_GMM_CHECK(check_count(call.n, "the number of points"));
   JAX_GMM_CHECK(check_count(call.m, "the number of queries"));
@@ -127,7 +129,9 @@ xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer&
     JAX_GMM_CHECK(bind_operand(call.queries, call.layout, *queries, {call.m, 2}, "queries"));
   }
   JAX_GMM_CHECK(bind_operand(call.out, call.layout, out, out_dims, "out"));
-  JAX_GMM_CHECK(bind_operand(call.density, call.layout, density, query_dims, "density"));
+  if (density) {
+    JAX_GMM_CHECK(bind_operand(call.density, call.layout, *density, query_dims, "density"));
+  }
   return call;
 }
 
@@ -149,7 +153,7 @@ xla::ffi::ErrorOr<Call<T>> check_backward(Buffer& points, Buffer& values, Buffer
         xla::ffi::Error::InvalidArgument("d_points must be (..., N, 2)"));
   }
   const BatchLayout layout(d_points.dimensions(), 2);
-  auto forward = check_forward<T>(points, values, scale, queries, out, density, &layout);
+  auto forward = check_forward<T>(points, values, scale, queries, out, &density, &layout);
   if (forward.has_error()) return forward;
   Call<T> call = std::move(*forward);
   const auto out_dims = out.dimensions(), density_dims = density.dimensions();

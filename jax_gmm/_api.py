@@ -12,9 +12,13 @@ from jax_gmm import _autodiff, _checks, adaptive, reference
 ArrayLike = Any
 
 
-@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
-def _grid(points, values, sigma, height, width, truncate, eps, kernel_dtype, result_dtype):
+@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8, 9))
+def _grid(points, values, sigma, height, width, truncate, eps, kernel_dtype, result_dtype,
+          return_density):
+    """(out, density), or (out, None) when neither the caller nor eps needs the density."""
     args = _checks.to_kernel(kernel_dtype, points, values, sigma)
+    if not return_density and eps == 0:
+        return _autodiff.grid_image(*args, height, width, truncate).astype(result_dtype), None
     out, density = _autodiff.grid(*args, height, width, truncate)
     return reference.smoothed(out, density, eps).astype(result_dtype), density.astype(result_dtype)
 
@@ -64,6 +68,8 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
         covered (fitting, optimisation); Image-GS uses 1e-4 with sigma of a
         few pixels. eps is in the units of Z, 1 / pixel^2.
       return_density: also return Z, to mask pixels that no point reaches.
+        Without it (and with eps 0) the CPU kernel writes no density plane
+        unless the call is differentiated.
 
     Returns:
       out, (H, W, C); with ``return_density``, ``(out, density)`` where density
@@ -106,7 +112,8 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
     sigma = adaptive.resolve_sigma(sigma, points, truncate)
     args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma)
     height, width = _checks.check_shape(shape)
-    out, density = _grid(*args, height, width, truncate, eps, kernel_dtype, result_dtype)
+    out, density = _grid(*args, height, width, truncate, eps, kernel_dtype, result_dtype,
+                         bool(return_density))
     return (out, density) if return_density else out
 
 

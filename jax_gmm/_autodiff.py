@@ -41,18 +41,34 @@ def _grid_fwd(points, values, scale, height, width, truncate):
 
 
 def _grid_bwd(height, width, truncate, residuals, cotangents):
-    d_out, d_density = cotangents
+    d_out, d_density = (None if isinstance(d, SymbolicZero) else d for d in cotangents)
     points, values, scale = residuals[:3]
-    if isinstance(d_out, SymbolicZero) and isinstance(d_density, SymbolicZero):
+    if d_out is None and d_density is None:
         return tuple(map(_partition.zeros_like, (points, values, scale)))
-    if isinstance(d_out, SymbolicZero):
+    if d_out is None:
         d_out = _partition.zeros_like(residuals[3])
-    if isinstance(d_density, SymbolicZero):
-        d_density = None
     return grid_backward(*residuals, d_out, d_density, height, width, truncate)
 
 
 grid.defvjp(_grid_fwd, _grid_bwd, symbolic_zeros=True)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def grid_image(points, values, scale, height: int, width: int, truncate: float):
+    """out (H, W, C) of `grid` alone: undifferentiated, no density is made."""
+    return _ffi.grid_image(points, values, scale, height, width, truncate)
+
+
+def _grid_image_fwd(points, values, scale, height, width, truncate):
+    (out, _), residuals = _grid_fwd(points, values, scale, height, width, truncate)
+    return out, residuals
+
+
+def _grid_image_bwd(height, width, truncate, residuals, d_out):
+    return _grid_bwd(height, width, truncate, residuals, (d_out, None))
+
+
+grid_image.defvjp(_grid_image_fwd, _grid_image_bwd, symbolic_zeros=True)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))

@@ -24,8 +24,8 @@ Array = jax.Array
 #: names them); jax.export needs each allowed with
 #: jax.export.DisabledSafetyCheck.custom_call(name).
 FFI_TARGETS: tuple[str, ...] = tuple(
-    f"jax_gmm_{op}_{suffix}" for op in ("grid_forward", "grid_backward", "scattered_forward",
-                                        "scattered_backward", "kth_nearest")
+    f"jax_gmm_{op}_{suffix}" for op in ("grid_forward", "grid_image", "grid_backward",
+                                        "scattered_forward", "scattered_backward", "kth_nearest")
     for suffix in ("f32", "f64"))
 
 
@@ -94,6 +94,25 @@ def grid_forward(points, values, scale, height: int, width: int, truncate: float
         return _reference_grid(points, values, scale, height, width, truncate)
 
     return _dispatch(native, fallback, points, values, scale)
+
+
+def grid_image(points, values, scale, height: int, width: int, truncate: float):
+    """out (H, W, C) of grid_forward alone: the CPU kernel then neither
+    allocates nor writes the density; other platforms drop it."""
+    c = values.shape[-1]
+    image = _like((height, width, c), values)
+
+    def native(points, values, scale):
+        return _call("grid_forward", (image, _like((height, width), values)), truncate,
+                     points, values, scale)[:1]
+
+    def cpu(points, values, scale):
+        return _call("grid_image", (image,), truncate, points, values, scale)
+
+    def fallback(points, values, scale):
+        return _reference_grid(points, values, scale, height, width, truncate)[:1]
+
+    return _dispatch(native, fallback, points, values, scale, cpu=cpu)[0]
 
 
 def grid_backward(points, values, scale, out, density, d_out, d_density, truncate: float):

@@ -25,7 +25,7 @@ def test_build_info_reports_the_cpu_module():
     cpu = info["cpu"]
     major, minor = cpu["ffi_api_version"]
     assert major == 0 and minor >= 1
-    assert "jax_gmm_grid_forward_f32" in cpu["targets"] and len(cpu["targets"]) == 10
+    assert "jax_gmm_grid_forward_f32" in cpu["targets"] and len(cpu["targets"]) == 12
     assert "-O3" in cpu["compile_flags"] and cpu["jaxlib_version"]
     assert info["jaxlib"] == jaxlib.__version__
 
@@ -145,7 +145,8 @@ def test_shared_points_batch_renders_each_image_as_alone(rng, dtype, channels, b
     fill one (C = 1 to 7) and in planes otherwise: the batches here cross a
     pass boundary, mix both kinds of pass or split an image's channels, the
     last case has whole 128-pixel tiles, and every image must come out bit for
-    bit as a call of its own, a non-finite value in one image included."""
+    bit as a call of its own, a non-finite value in one image included; and
+    the same without the density (the grid_image call, which writes none)."""
     height, width = shape
     points = rng.uniform(-5, max(shape) + 6, (300, 2)).astype(dtype)
     sigma = np.stack([np.diag(d) for d in rng.uniform(0.5, 9, (300, 2))]).astype(dtype)
@@ -156,11 +157,15 @@ def test_shared_points_batch_renders_each_image_as_alone(rng, dtype, channels, b
         values[batch // 2, 7, 0] = np.nan  # mostly not the first example of its pass
     render = jax.jit(lambda v: jax_gmm.interpolate(points, v, sigma, shape,
                                                    return_density=True))
+    image = jax.jit(lambda v: jax_gmm.interpolate(points, v, sigma, shape))
     batched, density = (np.asarray(x) for x in jax.jit(jax.vmap(render))(values))
+    batched_image = np.asarray(jax.jit(jax.vmap(image))(values))
     for b in range(batch):
         alone, alone_density = render(values[b])
         np.testing.assert_array_equal(batched[b], alone)
         np.testing.assert_array_equal(density[b], alone_density)
+        np.testing.assert_array_equal(batched_image[b], alone)
+        np.testing.assert_array_equal(image(values[b]), alone)
     if channels:
         tol = 1e-4 if dtype == np.float32 else 1e-10
         expected, _, ambiguous = covariance_gmm(points, values[0], sigma,

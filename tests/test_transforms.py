@@ -105,7 +105,8 @@ def test_grad_of_vmap_and_vmap_of_grad(rng):
 def custom_calls(f, *args):
     text = jax.jit(f).lower(*args).as_text()
     return {kind: text.count(f"jax_gmm_{kind}") for kind in
-            ("grid_forward", "grid_backward", "scattered_forward", "scattered_backward")}
+            ("grid_forward", "grid_image", "grid_backward", "scattered_forward",
+             "scattered_backward")}
 
 
 @pytest.mark.skipif("cpu" not in jax_gmm._native.NATIVE_PLATFORMS, reason="no native CPU module")
@@ -120,6 +121,29 @@ def test_vmap_is_one_custom_call(rng):
     calls = custom_calls(jax.vmap(jax.grad(lambda q: at_f(points[0], values[0], sigma[0],
                                                           q)[0].sum())), queries)
     assert calls["scattered_forward"] == 1 and calls["scattered_backward"] == 1
+
+
+@pytest.mark.skipif("cpu" not in jax_gmm._native.NATIVE_PLATFORMS, reason="no native CPU module")
+def test_image_without_density_is_one_call_and_the_same_bits(rng):
+    """Undifferentiated and without return_density or eps, interpolate calls
+    grid_image, which writes no density; under grad it takes grid_forward's
+    residuals. Outputs and gradients are bit for bit those with the density."""
+    points, values, sigma, _ = batch(rng)
+    image = lambda p, v, s: jax_gmm.interpolate(p, v, s, SHAPE)  # noqa: E731
+    calls = custom_calls(jax.vmap(image, in_axes=(None, 0, None)), points[0], values, sigma[0])
+    assert calls["grid_image"] == 1 and calls["grid_forward"] == 0
+    calls = custom_calls(jax.grad(lambda *a: image(*a).sum()), points[0], values[0], sigma[0])
+    assert calls["grid_image"] == 0 and calls["grid_forward"] == 1
+    assert custom_calls(lambda *a: jax_gmm.interpolate(*a, SHAPE, eps=0.1),
+                        points[0], values[0], sigma[0])["grid_image"] == 0
+    np.testing.assert_array_equal(jax.vmap(image)(points, values, sigma),
+                                  jax.vmap(grid_f)(points, values, sigma)[0])
+    squared = lambda f: lambda *a: jnp.sum(f(*a) ** 2)  # noqa: E731
+    with_density = lambda *a: grid_f(*a)[0]  # noqa: E731
+    for a, b in zip(jax.grad(squared(image), argnums=(0, 1, 2))(points[0], values[0], sigma[0]),
+                    jax.grad(squared(with_density), argnums=(0, 1, 2))(
+                        points[0], values[0], sigma[0])):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.skipif("cpu" not in jax_gmm._native.NATIVE_PLATFORMS, reason="no native CPU module")

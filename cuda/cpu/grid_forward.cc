@@ -229,7 +229,7 @@ void for_each_tile_point(const TiledPoints<T>& tiled, const TileRect& tile, int6
 
 // Writes row r of the tile, pass.examples images of C channels each from
 // `normed` (pixel-major, kPixelSums per pixel: Z, then the normalised
-// channels), into the examples' out and density; `row` is scratch.
+// channels), into the examples' out and density (if any); `row` is scratch.
 template <int kC, typename T>
 void write_pixel_row(const TiledPoints<T>& tiled, const TileRect& tile, int64_t r,
                      const SharedPointsRun<T>& run, int64_t channels, const Pass& pass,
@@ -251,8 +251,10 @@ void write_pixel_row(const TiledPoints<T>& tiled, const TileRect& tile, int64_t 
       for (int64_t ch = 0; ch < C; ++ch) row[j * C + ch] = sums[j * kPixelSums + ch];
     }
     stream_copy(row, tile.width * C, out + p0 * C);
+    T* density = run.density[pass.e0 + e];
+    if (!density) continue;
     for (int64_t j = 0; j < tile.width; ++j) row[j] = normed[j * kPixelSums];
-    stream_copy(row, tile.width, run.density[pass.e0 + e] + p0);
+    stream_copy(row, tile.width, density + p0);
   }
 }
 
@@ -350,8 +352,8 @@ void grid_forward_planes(const TiledPoints<T>& tiled, const TileRect& tile, int6
       if (pass.c0 != 0) continue;
       if (run.packed) {
         for (int64_t j = 0; j < tile.width; ++j) out[(p0 + j) * stride] = z[j];
-      } else {
-        stream_copy(z, tile.width, run.density[pass.e0 + e] + p0);
+      } else if (T* density = run.density[pass.e0 + e]) {
+        stream_copy(z, tile.width, density + p0);
       }
     }
   }

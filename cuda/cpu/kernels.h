@@ -55,7 +55,8 @@ struct TiledPoints {
 
 // Consecutive batch elements that share points and scale (vmap with in_axes
 // None on them), each with its own values (N, C), out (H, W, C) and density
-// (H, W). The grid forward renders several of them in each pass over a tile.
+// (H, W), or null where the call returns out alone. The grid forward renders
+// several of them in each pass over a tile.
 template <typename T>
 struct SharedPointsRun {
   std::vector<const T*> values;

@@ -39,7 +39,7 @@ ffi::Error GridForward(cudaStream_t stream, int32_t device, CallContext context,
                        ffi::Buffer<DT> points, ffi::Buffer<DT> values, ffi::Buffer<DT> scale,
                        ffi::ResultBuffer<DT> out, ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, nullptr, *out, *density));
+  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, nullptr, *out, &*density));
   const auto& l = call.layout;
   DeviceScope scope;
   JAX_GMM_RETURN_IF_ERROR(scope.enter(device));
@@ -89,7 +89,7 @@ ffi::Error ScatteredForward(cudaStream_t stream, int32_t device, CallContext con
                             ffi::Buffer<DT> queries, ffi::ResultBuffer<DT> out,
                             ffi::ResultBuffer<DT> density, double truncate) {
   using T = ffi::NativeType<DT>;
-  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, &queries, *out, *density));
+  JAX_GMM_ASSIGN(call, check_forward<T>(points, values, scale, &queries, *out, &*density));
   const auto& l = call.layout;
   DeviceScope scope;
   JAX_GMM_RETURN_IF_ERROR(scope.enter(device));
