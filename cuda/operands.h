@@ -18,8 +18,9 @@ struct Operand {
   int64_t example_size = 0;      // elements in one example
   std::vector<int64_t> strides;  // in examples, 0 along broadcast batch axes
 
+  // Example b's data; null for an absent operand (a call without it).
   T* at(const BatchLayout& layout, int64_t b) const {
-    return data + layout.example(b, strides) * example_size;
+    return data ? data + layout.example(b, strides) * example_size : nullptr;
   }
 };
 

@@ -18,14 +18,18 @@ def _grid(points, values, sigma, height, width, truncate, eps, kernel_dtype, res
     """(out, density), or (out, None) when neither the caller nor eps needs the density."""
     args = _checks.to_kernel(kernel_dtype, points, values, sigma)
     if not return_density and eps == 0:
-        return _autodiff.grid_image(*args, height, width, truncate).astype(result_dtype), None
+        return _autodiff.grid_out(*args, height, width, truncate).astype(result_dtype), None
     out, density = _autodiff.grid(*args, height, width, truncate)
     return reference.smoothed(out, density, eps).astype(result_dtype), density.astype(result_dtype)
 
 
-@partial(jax.jit, static_argnums=(4, 5, 6, 7))
-def _scattered(points, values, sigma, queries, truncate, eps, kernel_dtype, result_dtype):
+@partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
+def _scattered(points, values, sigma, queries, truncate, eps, kernel_dtype, result_dtype,
+               return_density):
+    """(out, density), or (out, None) when neither the caller nor eps needs the density."""
     args = _checks.to_kernel(kernel_dtype, points, values, sigma, queries)
+    if not return_density and eps == 0:
+        return _autodiff.scattered_out(*args, truncate).astype(result_dtype), None
     out, density = _autodiff.scattered(*args, truncate)
     return reference.smoothed(out, density, eps).astype(result_dtype), density.astype(result_dtype)
 
@@ -131,7 +135,8 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
       queries: (M, 2) query positions (x, y), in pixels.
       truncate: static cutoff, a Mahalanobis distance, as in `interpolate` (default 3).
       eps: static smoothing of the normaliser, as in `interpolate`.
-      return_density: also return Z at the queries.
+      return_density: also return Z at the queries. Without it (and with eps
+        0) the CPU kernel writes no density unless the call is differentiated.
 
     Returns:
       out, (M, C); with ``return_density``, ``(out, density)`` with density (M,).
@@ -160,5 +165,6 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
     sigma = adaptive.resolve_sigma(sigma, points, truncate)
     args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma, queries)
-    out, density = _scattered(*args, truncate, eps, kernel_dtype, result_dtype)
+    out, density = _scattered(*args, truncate, eps, kernel_dtype, result_dtype,
+                              bool(return_density))
     return (out, density) if return_density else out

@@ -6,6 +6,10 @@ usual case), the grid's density cotangent is never materialised, and the
 scattered backward computes only the cotangents of the inputs that are
 differentiated (points, values and scale together, queries apart).
 
+`grid_out` and `scattered_out` return out alone, for callers that want
+neither the density nor eps: undifferentiated they make no density at all,
+and differentiated they run the full forward and share its backward.
+
 Second order (grad of grad, jacrev of jacrev, a Hessian as
 jacrev(jacrev(f))) works in reverse mode: each backward call is itself a
 custom_vjp whose VJP is the pure-JAX reference's backward differentiated by
@@ -54,21 +58,21 @@ grid.defvjp(_grid_fwd, _grid_bwd, symbolic_zeros=True)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
-def grid_image(points, values, scale, height: int, width: int, truncate: float):
+def grid_out(points, values, scale, height: int, width: int, truncate: float):
     """out (H, W, C) of `grid` alone: undifferentiated, no density is made."""
-    return _ffi.grid_image(points, values, scale, height, width, truncate)
+    return _ffi.grid_forward(points, values, scale, height, width, truncate, density=False)
 
 
-def _grid_image_fwd(points, values, scale, height, width, truncate):
+def _grid_out_fwd(points, values, scale, height, width, truncate):
     (out, _), residuals = _grid_fwd(points, values, scale, height, width, truncate)
     return out, residuals
 
 
-def _grid_image_bwd(height, width, truncate, residuals, d_out):
+def _grid_out_bwd(height, width, truncate, residuals, d_out):
     return _grid_bwd(height, width, truncate, residuals, (d_out, None))
 
 
-grid_image.defvjp(_grid_image_fwd, _grid_image_bwd, symbolic_zeros=True)
+grid_out.defvjp(_grid_out_fwd, _grid_out_bwd, symbolic_zeros=True)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
@@ -119,18 +123,36 @@ def _scattered_fwd(points, values, scale, queries, truncate):
 
 def _scattered_bwd(truncate, residuals, cotangents):
     points, values, scale, queries, out, density, point_grads, query_grads = residuals
-    d_out, d_density = cotangents
-    if isinstance(d_out, SymbolicZero) and isinstance(d_density, SymbolicZero):
+    d_out, d_density = (None if isinstance(d, SymbolicZero) else d for d in cotangents)
+    if d_out is None and d_density is None:
         return tuple(map(_partition.zeros_like, (points, values, scale, queries)))
-    if isinstance(d_out, SymbolicZero):
+    if d_out is None:
         d_out = _partition.zeros_like(out)
-    if isinstance(d_density, SymbolicZero):
+    if d_density is None:
         d_density = _partition.zeros_like(density)
     return scattered_backward(points, values, scale, queries, out, density, d_out, d_density,
                               truncate, point_grads, query_grads)
 
 
 scattered.defvjp(_scattered_fwd, _scattered_bwd, symbolic_zeros=True)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def scattered_out(points, values, scale, queries, truncate: float):
+    """out (M, C) of `scattered` alone: undifferentiated, no density is made."""
+    return _ffi.scattered_forward(points, values, scale, queries, truncate, density=False)
+
+
+def _scattered_out_fwd(points, values, scale, queries, truncate):
+    (out, _), residuals = _scattered_fwd(points, values, scale, queries, truncate)
+    return out, residuals
+
+
+def _scattered_out_bwd(truncate, residuals, d_out):
+    return _scattered_bwd(truncate, residuals, (d_out, None))
+
+
+scattered_out.defvjp(_scattered_out_fwd, _scattered_out_bwd, symbolic_zeros=True)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(8, 9, 10))

@@ -24,8 +24,9 @@ Array = jax.Array
 #: names them); jax.export needs each allowed with
 #: jax.export.DisabledSafetyCheck.custom_call(name).
 FFI_TARGETS: tuple[str, ...] = tuple(
-    f"jax_gmm_{op}_{suffix}" for op in ("grid_forward", "grid_image", "grid_backward",
-                                        "scattered_forward", "scattered_backward", "kth_nearest")
+    f"jax_gmm_{op}_{suffix}" for op in ("grid_forward", "grid_out", "grid_backward",
+                                        "scattered_forward", "scattered_out",
+                                        "scattered_backward", "kth_nearest")
     for suffix in ("f32", "f64"))
 
 
@@ -82,37 +83,29 @@ def reference_scattered_backward(points, values, scale, queries, d_out, d_densit
     return vjp(args[4:])
 
 
-def grid_forward(points, values, scale, height: int, width: int, truncate: float):
-    """(out (H, W, C), density (H, W)) at the pixel centres."""
+def _forward(op: str, results, fallback, truncate: float, density: bool, *args):
+    """The forward `op` ("grid" or "scattered"): (out, density), or out alone
+    unless `density`, for which the CPU kernel (target {op}_out) neither
+    allocates nor writes a density; other platforms drop theirs."""
+    def native(*args):
+        return _call(f"{op}_forward", results, truncate, *args)
+
+    if density:
+        return _dispatch(native, fallback, *args)
+    return _dispatch(lambda *a: native(*a)[:1], lambda *a: fallback(*a)[:1], *args,
+                     cpu=lambda *a: _call(f"{op}_out", results[:1], truncate, *a))[0]
+
+
+def grid_forward(points, values, scale, height: int, width: int, truncate: float,
+                 density: bool = True):
+    """(out (H, W, C), density (H, W)) at the pixel centres; out alone unless `density`."""
     c = values.shape[-1]
     results = (_like((height, width, c), values), _like((height, width), values))
-
-    def native(points, values, scale):
-        return _call("grid_forward", results, truncate, points, values, scale)
 
     def fallback(points, values, scale):
         return _reference_grid(points, values, scale, height, width, truncate)
 
-    return _dispatch(native, fallback, points, values, scale)
-
-
-def grid_image(points, values, scale, height: int, width: int, truncate: float):
-    """out (H, W, C) of grid_forward alone: the CPU kernel then neither
-    allocates nor writes the density; other platforms drop it."""
-    c = values.shape[-1]
-    image = _like((height, width, c), values)
-
-    def native(points, values, scale):
-        return _call("grid_forward", (image, _like((height, width), values)), truncate,
-                     points, values, scale)[:1]
-
-    def cpu(points, values, scale):
-        return _call("grid_image", (image,), truncate, points, values, scale)
-
-    def fallback(points, values, scale):
-        return _reference_grid(points, values, scale, height, width, truncate)[:1]
-
-    return _dispatch(native, fallback, points, values, scale, cpu=cpu)[0]
+    return _forward("grid", results, fallback, truncate, density, points, values, scale)
 
 
 def grid_backward(points, values, scale, out, density, d_out, d_density, truncate: float):
@@ -141,18 +134,16 @@ def grid_backward(points, values, scale, out, density, d_out, d_density, truncat
                                   (points, values, scale))
 
 
-def scattered_forward(points, values, scale, queries, truncate: float):
-    """(out (M, C), density (M,)) at arbitrary queries (M, 2)."""
+def scattered_forward(points, values, scale, queries, truncate: float, density: bool = True):
+    """(out (M, C), density (M,)) at arbitrary queries (M, 2); out alone unless `density`."""
     m, c = queries.shape[0], values.shape[-1]
     results = (_like((m, c), values), _like((m,), values))
-
-    def native(*args):
-        return _call("scattered_forward", results, truncate, *args)
 
     def fallback(points, values, scale, queries):
         return reference.evaluate(points, values, scale, queries, truncate)
 
-    return _dispatch(native, fallback, points, values, scale, queries)
+    return _forward("scattered", results, fallback, truncate, density, points, values, scale,
+                    queries)
 
 
 def scattered_backward(points, values, scale, queries, out, density, d_out, d_density,

@@ -105,7 +105,7 @@ def test_grad_of_vmap_and_vmap_of_grad(rng):
 def custom_calls(f, *args):
     text = jax.jit(f).lower(*args).as_text()
     return {kind: text.count(f"jax_gmm_{kind}") for kind in
-            ("grid_forward", "grid_image", "grid_backward", "scattered_forward",
+            ("grid_forward", "grid_out", "grid_backward", "scattered_forward", "scattered_out",
              "scattered_backward")}
 
 
@@ -124,25 +124,30 @@ def test_vmap_is_one_custom_call(rng):
 
 
 @pytest.mark.skipif("cpu" not in jax_gmm._native.NATIVE_PLATFORMS, reason="no native CPU module")
-def test_image_without_density_is_one_call_and_the_same_bits(rng):
-    """Undifferentiated and without return_density or eps, interpolate calls
-    grid_image, which writes no density; under grad it takes grid_forward's
-    residuals. Outputs and gradients are bit for bit those with the density."""
-    points, values, sigma, _ = batch(rng)
-    image = lambda p, v, s: jax_gmm.interpolate(p, v, s, SHAPE)  # noqa: E731
-    calls = custom_calls(jax.vmap(image, in_axes=(None, 0, None)), points[0], values, sigma[0])
-    assert calls["grid_image"] == 1 and calls["grid_forward"] == 0
-    calls = custom_calls(jax.grad(lambda *a: image(*a).sum()), points[0], values[0], sigma[0])
-    assert calls["grid_image"] == 0 and calls["grid_forward"] == 1
-    assert custom_calls(lambda *a: jax_gmm.interpolate(*a, SHAPE, eps=0.1),
-                        points[0], values[0], sigma[0])["grid_image"] == 0
-    np.testing.assert_array_equal(jax.vmap(image)(points, values, sigma),
-                                  jax.vmap(grid_f)(points, values, sigma)[0])
+@pytest.mark.parametrize("kind", ["grid", "scattered"])
+def test_out_without_density_is_one_call_and_the_same_bits(rng, kind):
+    """Undifferentiated and without return_density or eps, interpolate and
+    interpolate_at call {grid,scattered}_out, which write no density; under
+    grad they take the full forward's residuals. Outputs and gradients are
+    bit for bit those with the density."""
+    points, values, sigma, queries = batch(rng)
+    with_density = grid_f if kind == "grid" else at_f
+    if kind == "grid":
+        out = lambda p, v, s, **kw: jax_gmm.interpolate(p, v, s, SHAPE, **kw)  # noqa: E731
+    else:
+        out = lambda p, v, s, **kw: jax_gmm.interpolate_at(p, v, s, queries[0], **kw)  # noqa: E731
+        with_density = lambda p, v, s: at_f(p, v, s, queries[0])  # noqa: E731
+    args = points[0], values[0], sigma[0]
+    calls = custom_calls(jax.vmap(out, in_axes=(None, 0, None)), points[0], values, sigma[0])
+    assert calls[f"{kind}_out"] == 1 and calls[f"{kind}_forward"] == 0
+    calls = custom_calls(jax.grad(lambda *a: out(*a).sum()), *args)
+    assert calls[f"{kind}_out"] == 0 and calls[f"{kind}_forward"] == 1
+    assert custom_calls(lambda *a: out(*a, eps=0.1), *args)[f"{kind}_out"] == 0
+    np.testing.assert_array_equal(jax.vmap(out)(points, values, sigma),
+                                  jax.vmap(with_density)(points, values, sigma)[0])
     squared = lambda f: lambda *a: jnp.sum(f(*a) ** 2)  # noqa: E731
-    with_density = lambda *a: grid_f(*a)[0]  # noqa: E731
-    for a, b in zip(jax.grad(squared(image), argnums=(0, 1, 2))(points[0], values[0], sigma[0]),
-                    jax.grad(squared(with_density), argnums=(0, 1, 2))(
-                        points[0], values[0], sigma[0])):
+    for a, b in zip(jax.grad(squared(out), argnums=(0, 1, 2))(*args),
+                    jax.grad(squared(lambda *a: with_density(*a)[0]), argnums=(0, 1, 2))(*args)):
         np.testing.assert_array_equal(a, b)
 
 

@@ -101,7 +101,7 @@ void read_centres(ThreadPool& pool, const T* queries, int64_t m, const CentreIma
       for (int64_t k = 0; k < n; ++k) {
         if (k + kAhead < n) __builtin_prefetch(packed + pixel[k + kAhead] * (C + 1));
         const T* p = packed + pixel[k] * (C + 1);
-        density[k0 + k] = p[0];
+        if (density) density[k0 + k] = p[0];
         // Not copy_n: that was a memmove call per query.
         for (int64_t ch = 0; ch < C; ++ch) out[(k0 + k) * C + ch] = p[1 + ch];
       }

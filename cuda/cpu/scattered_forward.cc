@@ -19,7 +19,7 @@ void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T
                        int64_t channels, const T* queries, int64_t m, T* out, T* density) {
   const int64_t C = channels;
   std::fill(out, out + m * C, T(0));  // queries outside every cell (non-finite, unreachable) stay 0
-  std::fill(density, density + m, T(0));
+  if (density) std::fill(density, density + m, T(0));
   const QueryRuns<T> runs(pool, celled, queries, 0);
   const CellLists& pts = celled.points;
   const uint32_t* items = celled.queries.items.data();
@@ -40,7 +40,7 @@ void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T
     const int64_t first = celled.queries.start[cell];
     for (int64_t k = 0; k < celled.queries.start[cell + 1] - first; ++k) {
       const int64_t q = items[first + k];
-      density[q] = z[k];
+      if (density) density[q] = z[k];
       for (int64_t ch = 0; ch < C; ++ch) out[q * C + ch] = normalise(z[(ch + 1) * n + k], z[k]);
     }
   });

@@ -104,7 +104,7 @@ template <typename T>
 void sparse_queries_forward(ThreadPool& pool, const SparseQueries<T>& sparse, const T* values,
                             int64_t channels, int64_t m, T* out, T* density) {
   std::fill(out, out + m * channels, T(0));  // queries in no cell (unreachable, not finite) stay 0
-  std::fill(density, density + m, T(0));
+  if (density) std::fill(density, density + m, T(0));
   const int64_t C = channels, n = sparse.n, planes = C + 1;
   const int64_t listed = sparse.x.size();
   if (listed == 0) return;
@@ -163,7 +163,8 @@ void sparse_queries_forward(ThreadPool& pool, const SparseQueries<T>& sparse, co
   };
   parallel_over(pool, listed, [&](int64_t k) {
     const int64_t q = items[k];
-    const T z = density[q] = chunk_sum(0, k);
+    const T z = chunk_sum(0, k);
+    if (density) density[q] = z;
     for (int64_t ch = 0; ch < C; ++ch) out[q * C + ch] = normalise(chunk_sum(ch + 1, k), z);
   });
 }

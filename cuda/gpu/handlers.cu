@@ -24,7 +24,7 @@ ffi::Error for_each_example(const Call<T>& call, const Build& build, const Body&
   const T* built[3] = {nullptr, nullptr, nullptr};
   for (int64_t b = 0; b < l.count(); ++b) {
     const T* inputs[3] = {call.points.at(l, b), call.scale.at(l, b),
-                          call.queries.data ? call.queries.at(l, b) : nullptr};
+                          call.queries.at(l, b)};
     if (b == 0 || !std::equal(inputs, inputs + 3, built)) {
       JAX_GMM_RETURN_IF_ERROR(build(inputs[0], inputs[1], inputs[2]));
       std::copy(inputs, inputs + 3, built);
