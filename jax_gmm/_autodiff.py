@@ -1,10 +1,11 @@
 """custom_vjp rules: the forward saves its outputs, the backward kernels
 recompute the weights from them and return every cotangent in one call.
 
-Both rules take symbolic zeros: when only the image is differentiated (the
-usual case), the grid's density cotangent is never materialised, and the
-scattered backward computes only the cotangents of the inputs that are
-differentiated (points, values and scale together, queries apart).
+Every forward's rules take symbolic zeros: when only the image is
+differentiated (the usual case), the grid's density cotangent is never
+materialised, and the scattered backward computes only the cotangents of the
+inputs that are differentiated (points, values and scale together, queries
+apart).
 
 `grid_out` and `scattered_out` return out alone, for callers that want
 neither the density nor eps: undifferentiated they make no density at all,

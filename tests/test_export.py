@@ -40,13 +40,15 @@ def test_round_trip_grid_and_gradient(rng, order):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_round_trip_queries(rng):
+@pytest.mark.parametrize("return_density", [True, False])
+def test_round_trip_queries(rng, return_density):
     points, values = rng.uniform(0, 8, (5, 2)), rng.normal(size=(5, 3))
     queries = rng.uniform(0, 8, (4, 2))
 
     def f(p, v, q):
-        return jax_gmm.interpolate_at(p, v, 1.2, q, return_density=True)
+        return jax_gmm.interpolate_at(p, v, 1.2, q, return_density=return_density)
     exported = jax.export.export(jax.jit(f), disabled_checks=ALLOW)(points, values, queries)
     restored = jax.export.deserialize(exported.serialize())
-    for got, want in zip(restored.call(points, values, queries), f(points, values, queries)):
+    for got, want in zip(jax.tree.leaves(restored.call(points, values, queries)),
+                         jax.tree.leaves(f(points, values, queries))):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -20,15 +20,20 @@ def inputs(rng, n=6, c=2, m=5):
 
 
 def grid_loss(module, with_density):
-    """A scalar of the image (and of the density) that is not quadratic."""
+    """A scalar of the image (and of the density) that is not quadratic;
+    without the density, of the default call's image (_autodiff.grid_out)."""
     def loss(points, values, sigma):
+        if not with_density:
+            return jnp.sum(jnp.sin(module.interpolate(points, values, sigma, SHAPE)))
         out, density = module.interpolate(points, values, sigma, SHAPE, return_density=True)
-        return jnp.sum(jnp.sin(out)) + (jnp.sum(jnp.sqrt(density + 1)) if with_density else 0)
+        return jnp.sum(jnp.sin(out)) + jnp.sum(jnp.sqrt(density + 1))
     return loss
 
 
-def at_loss(module):
+def at_loss(module, with_density=True):
     def loss(points, values, sigma, queries):
+        if not with_density:  # the default call (_autodiff.scattered_out)
+            return jnp.sum(jnp.cos(module.interpolate_at(points, values, sigma, queries)))
         out, density = module.interpolate_at(points, values, sigma, queries,
                                              return_density=True)
         return jnp.sum(jnp.cos(out)) + jnp.sum(density ** 2)
@@ -83,13 +88,15 @@ def test_grid_grad_of_grad_image_only(rng):
                  1e-10)
 
 
-def test_scattered_hessian_in_every_argument(rng):
+@pytest.mark.parametrize("with_density", [True, False])
+def test_scattered_hessian_in_every_argument(rng, with_density):
     args = inputs(rng)
     argnums = (0, 1, 2, 3)
-    got = jax.jit(jax.jacrev(jax.jacrev(at_loss(jax_gmm), argnums), argnums))(*args)
-    want = jax.jit(jax.jacrev(jax.jacrev(at_loss(reference), argnums), argnums))(*args)
+    native, plain = at_loss(jax_gmm, with_density), at_loss(reference, with_density)
+    got = jax.jit(jax.jacrev(jax.jacrev(native, argnums), argnums))(*args)
+    want = jax.jit(jax.jacrev(jax.jacrev(plain, argnums), argnums))(*args)
     assert_close(got, want, 1e-10)
-    native_gradient = jax.jit(jax.grad(at_loss(jax_gmm), argnums))
+    native_gradient = jax.jit(jax.grad(native, argnums))
     differences = central_differences(native_gradient, args, 3)
     assert_close([row[3] for row in got], differences, 1e-6)
 

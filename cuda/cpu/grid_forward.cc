@@ -156,7 +156,7 @@ struct Pass {
 // examples, as many as a pixel-major pass holds (kPixelSums - 1 channels);
 // at C = 8 two, in planes (one example per pass took up to 20% longer); one
 // example per pass up to C = 16; beyond, one example in channel groups. With
-// no channels, one pass still writes every example's density.
+// no channels, one pass still writes every example's density (if any).
 template <typename Body>
 void for_each_pass(int64_t examples, int64_t C, const Body& body) {
   const int64_t fit = C == 0                          ? examples
@@ -260,7 +260,7 @@ void write_pixel_row(const TiledPoints<T>& tiled, const TileRect& tile, int64_t 
 
 // A pass over several whole examples (Pass::pixel_major): adds the tile's
 // points into the pixel-major `acc`, then normalises each pixel's sums and
-// writes every example's out and density.
+// writes every example's out and density (if any).
 template <typename T>
 void grid_forward_pixels(const TiledPoints<T>& tiled, const TileRect& tile, int64_t t,
                          const SharedPointsRun<T>& run, int64_t C, const Pass& pass, T* acc,
