@@ -63,10 +63,10 @@ def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
         top = jax.lax.axis_index(axis) * band
         shifted = points - jnp.stack([0, top]).astype(points.dtype)
         return interpolate(shifted, values, sigma, (band, width), truncate=truncate, eps=eps,
-                           return_density=True)
+                           return_density=return_density)
 
     args, _, _ = _checks.check_inputs(points, values, sigma)
-    out, density = jax.shard_map(
-        render, mesh=mesh, in_specs=(PartitionSpec(),) * 3,
-        out_specs=(PartitionSpec(axis), PartitionSpec(axis)))(*map(jnp.asarray, args))
-    return (out, density) if return_density else out
+    rows = PartitionSpec(axis)
+    return jax.shard_map(render, mesh=mesh, in_specs=(PartitionSpec(),) * 3,
+                         out_specs=(rows, rows) if return_density else rows)(
+                             *map(jnp.asarray, args))

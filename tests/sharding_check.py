@@ -100,4 +100,17 @@ results["rows"] = {
                             jax.grad(rows_loss(plain), argnums=(0, 1, 2))(points, values[0], sigma)),
     "specs": specs(split),
 }
+# Without the density: out alone, each band's call the density-free one.
+rows_out = lambda p, v, s: jax_gmm.sharding.interpolate_rows(  # noqa: E731
+    p, v, s, (H, W), mesh=rows_mesh, axis="rows")
+split_out = jax.jit(rows_out)(points, values[0], sigma)
+results["rows_out"] = {
+    "error": max_error(split_out, plain(points, values[0], sigma)[0]),
+    "grad_error": max_error(
+        jax.jit(jax.grad(lambda *a: jnp.sum(rows_out(*a) ** 2), argnums=(0, 1, 2)))(
+            points, values[0], sigma),
+        jax.grad(lambda *a: jnp.sum(plain(*a)[0] ** 2), argnums=(0, 1, 2))(
+            points, values[0], sigma)),
+    "specs": specs(split_out),
+}
 print(json.dumps(results))

@@ -76,3 +76,7 @@ def test_rows_split_over_devices(measured):
     assert rows["error"] < 1e-12 and rows["grad_error"] < 1e-12
     if devices > 1:
         assert rows["specs"] == ["('rows',)", "('rows',)"]
+    rows_out = results["rows_out"]  # return_density False: out alone
+    assert rows_out["error"] < 1e-12 and rows_out["grad_error"] < 1e-12
+    if devices > 1:
+        assert rows_out["specs"] == ["('rows',)"]
