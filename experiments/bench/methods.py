@@ -60,8 +60,7 @@ def _fill(points: jax.Array, values: jax.Array, sigma: jax.Array, *,
     """Zeros of the output's shape and dtype, computed from the inputs so that
     XLA writes them on every call: comparator (d), the floor of a call that
     writes an image (the output-bound case, where no point reaches a pixel).
-    jax_gmm writes its density plane too, (C + 1) / C times these bytes, so
-    the comparison leans against jax_gmm."""
+    jax_gmm's forward, asked for no density, writes the same bytes."""
     return jnp.broadcast_to(values[0, 0] * 0, (*shape, values.shape[-1]))
 
 
