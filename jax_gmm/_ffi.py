@@ -87,8 +87,8 @@ def _forward(op: str, results, fallback, truncate: float, density: bool, *args):
     """The forward `op` ("grid" or "scattered"): (out, density), or out alone
     unless `density`, for which the CPU kernel (target {op}_out) neither
     allocates nor writes a density; other platforms drop theirs."""
-    def native(*args):
-        return _call(f"{op}_forward", results, truncate, *args)
+    def native(*operands):
+        return _call(f"{op}_forward", results, truncate, *operands)
 
     if density:
         return _dispatch(native, fallback, *args)

@@ -134,9 +134,9 @@ def test_out_without_density_is_one_call_and_the_same_bits(rng, kind):
     bit for bit those with the density (the gradients take the same kernels
     both ways: this checks the rules' wiring)."""
     points, values, sigma, queries = batch(rng)
-    with_density = grid_f if kind == "grid" else at_f
     if kind == "grid":
         out = lambda p, v, s, **kw: jax_gmm.interpolate(p, v, s, SHAPE, **kw)  # noqa: E731
+        with_density = grid_f
     else:
         out = lambda p, v, s, **kw: jax_gmm.interpolate_at(p, v, s, queries[0], **kw)  # noqa: E731
         with_density = lambda p, v, s: at_f(p, v, s, queries[0])  # noqa: E731

@@ -153,11 +153,11 @@ void kth_nearest(ThreadPool& pool, const T* points, int64_t n, int k, int32_t* i
 // vectorised helpers (footprint.h, separable.h, point_records.h) live in
 // JAX_GMM_ISA too, so that a kernel never calls another build's copy of one
 // the compiler chose not to inline; the small shared ones (gmm_math.h,
-// layout.h, ranges.h, streaming.h, binning.h)
-// rely on the link order in CMakeLists.txt: the code compiled once
-// (handlers.cc, binning.cc, nearest_neighbour.cc), then the baseline kernel
-// objects, link before the AVX2 and AVX-512 ones, so the linker keeps a
-// baseline copy of any inline function they share. (bindings.cc links last;
+// layout.h, ranges.h, streaming.h, binning.h) rely on the link order in
+// CMakeLists.txt: the code compiled once (handlers.cc, binning.cc,
+// nearest_neighbour.cc), then the baseline kernel objects, link before the
+// AVX2 and AVX-512 ones, so the linker keeps a baseline copy of any inline
+// function they share. (bindings.cc links last;
 // it shares none with an AVX object alone, checked with nm on 2026-12-01.)
 namespace baseline {
 #include "kernel_declarations.inc"
