@@ -7,20 +7,31 @@ from typing import Any
 
 import jax
 
-from jax_gmm import _autodiff, _checks, adaptive, reference
+from jax_gmm import _autodiff, _checks, _remat, adaptive, reference
 
 ArrayLike = Any
 
 
-@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8, 9))
+@partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8, 9, 10))
 def _grid(points, values, sigma, height, width, truncate, eps, kernel_dtype, result_dtype,
-          return_density):
+          return_density, remat_rows):
     """(out, density), or (out, None) when neither the caller nor eps needs the density."""
-    args = _checks.to_kernel(kernel_dtype, points, values, sigma)
-    if not return_density and eps == 0:
-        return _autodiff.grid_out(*args, height, width, truncate).astype(result_dtype), None
-    out, density = _autodiff.grid(*args, height, width, truncate)
-    return reference.smoothed(out, density, eps).astype(result_dtype), density.astype(result_dtype)
+
+    def render(top, rows, points, values, scale):  # image rows [top, top + rows)
+        points = _remat.shifted(points, top)
+        if not return_density and eps == 0:
+            out = _autodiff.grid_out(points, values, scale, rows, width, truncate)
+            return out.astype(result_dtype), None
+        out, density = _autodiff.grid(points, values, scale, rows, width, truncate)
+        return (reference.smoothed(out, density, eps).astype(result_dtype),
+                density.astype(result_dtype))
+
+    args = tuple(_checks.to_kernel(kernel_dtype, points, values, sigma))
+    remat_rows = _remat.choose_rows(remat_rows, height, width, args[1].shape[-1],
+                                    kernel_dtype.itemsize)
+    if remat_rows >= height:
+        return render(0, height, *args)
+    return _remat.banded(render, height, remat_rows, args)
 
 
 @partial(jax.jit, static_argnums=(4, 5, 6, 7, 8))
@@ -35,7 +46,8 @@ def _scattered(points, values, sigma, queries, truncate, eps, kernel_dtype, resu
 
 
 def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: tuple[int, int],
-                *, truncate: float = 3.0, eps: float = 0.0, return_density: bool = False):
+                *, truncate: float = 3.0, eps: float = 0.0, return_density: bool = False,
+                remat_rows: int | None = None):
     """Renders the (H, W, C) image of a Gaussian-weighted mean of scattered values.
 
     The pixel at row i, column j is the query q = (j + 0.5, i + 0.5), and
@@ -74,6 +86,20 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
       return_density: also return Z, to mask pixels that no point reaches.
         Without it (and with eps 0) the CPU kernel writes no density plane
         unless the call is differentiated.
+      remat_rows: static; the memory of a differentiated call. Reverse mode
+        normally keeps out and density, H x W x (C + 1) values, from the
+        forward for the backward. With remat_rows < H it keeps none: the
+        forward renders bands of remat_rows rows, and the backward renders
+        each band again and differentiates it at once, so that one band's
+        residuals exist at a time (out and its cotangent are still whole),
+        for the cost of a second forward. The differentiated forward's
+        values then match the whole image's to rounding; an undifferentiated
+        call renders the whole image regardless. None (default) keeps the
+        whole image's residuals when they take at most 1 GiB (per image: a
+        vmapped batch counts one) and otherwise uses bands of about 64 MiB;
+        a value >= H never bands. Second derivatives keep every band's.
+        Under a mesh with Explicit axes the default never bands and a value
+        < H raises ValueError: JAX cannot yet vmap the bands' loop there.
 
     Returns:
       out, (H, W, C); with ``return_density``, ``(out, density)`` where density
@@ -116,8 +142,10 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
     sigma = adaptive.resolve_sigma(sigma, points, truncate)
     args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma)
     height, width = _checks.check_shape(shape)
+    if remat_rows is not None:
+        remat_rows = _checks.check_int("remat_rows", remat_rows, 1)
     out, density = _grid(*args, height, width, truncate, eps, kernel_dtype, result_dtype,
-                         bool(return_density))
+                         bool(return_density), remat_rows)
     return (out, density) if return_density else out
 
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from jax_gmm import _checks
+from jax_gmm import _checks, _remat
 from jax_gmm._api import interpolate
 
 ArrayLike = Any
@@ -23,7 +23,8 @@ ArrayLike = Any
 
 def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
                      shape: tuple[int, int], *, mesh: Mesh, axis: str, truncate: float = 3.0,
-                     eps: float = 0.0, return_density: bool = False):
+                     eps: float = 0.0, return_density: bool = False,
+                     remat_rows: int | None = None):
     """`jax_gmm.interpolate` with the image's rows split over a mesh axis.
 
     Device k of the axis renders rows [k H / n, (k + 1) H / n) from every
@@ -35,6 +36,7 @@ def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
     Args:
       points, values, sigma, truncate, eps, return_density: as in `jax_gmm.interpolate`.
       shape: static (H, W); H must be a multiple of the axis size n.
+      remat_rows: as in `jax_gmm.interpolate`, within each device's band.
       mesh: the device mesh.
       axis: the name of the mesh axis to split the rows over.
 
@@ -61,9 +63,9 @@ def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
 
     def render(points, values, sigma):
         top = jax.lax.axis_index(axis) * band
-        shifted = points - jnp.stack([0, top]).astype(points.dtype)
-        return interpolate(shifted, values, sigma, (band, width), truncate=truncate, eps=eps,
-                           return_density=return_density)
+        return interpolate(_remat.shifted(points, top), values, sigma, (band, width),
+                           truncate=truncate, eps=eps, return_density=return_density,
+                           remat_rows=remat_rows)
 
     args, _, _ = _checks.check_inputs(points, values, sigma)
     rows = PartitionSpec(axis)

@@ -41,12 +41,13 @@ def compiled_run(fn, *args):
     return compiled(*args), {"all_gather": "all-gather" in text, "all_reduce": "all-reduce" in text}
 
 
-def grid_batch(p, v):
-    return jax.vmap(lambda vv: jax_gmm.interpolate(p, vv, sigma, (H, W), return_density=True))(v)
+def grid_batch(p, v, remat_rows=None):
+    return jax.vmap(lambda vv: jax_gmm.interpolate(p, vv, sigma, (H, W), return_density=True,
+                                                   remat_rows=remat_rows))(v)
 
 
-def grid_loss(p, v):
-    out, density = grid_batch(p, v)
+def grid_loss(p, v, remat_rows=None):
+    out, density = grid_batch(p, v, remat_rows)
     return jnp.sum(out ** 2) + jnp.sum(jnp.sin(density))
 
 
@@ -69,6 +70,10 @@ for mode in ("Auto", "Explicit"):
         cases = {
             "grid": (grid_batch, (points, v), (points, values)),
             "grid_grad": (grid_grad, (points, v), (points, values)),
+            # Bands under Auto axes; under Explicit ones remat_rows must stay None.
+            "grid_bands_grad": (jax.grad(lambda p, v: grid_loss(
+                p, v, remat_rows=5 if mode == "Auto" else None), (0, 1)),
+                (points, v), (points, values)),
             "scattered": (scattered_batch, (v, q), (values, queries)),
             "scattered_grad": (scattered_grad, (points, v, q), (points, values, queries)),
         }
@@ -113,4 +118,19 @@ results["rows_out"] = {
             points, values[0], sigma)),
     "specs": specs(split_out),
 }
+# Each device's band differentiated in bands of 2 rows (the last overlapping
+# where the device's band has an odd number of rows).
+rows_remat = lambda p, v, s: jax_gmm.sharding.interpolate_rows(  # noqa: E731
+    p, v, s, (H, W), mesh=rows_mesh, axis="rows", return_density=True, remat_rows=2)
+results["rows_remat"] = {
+    "grad_error": max_error(
+        jax.jit(jax.grad(rows_loss(rows_remat), argnums=(0, 1, 2)))(points, values[0], sigma),
+        jax.grad(rows_loss(plain), argnums=(0, 1, 2))(points, values[0], sigma)),
+}
+with jax.set_mesh(jax.make_mesh((DEVICES,), ("batch",), axis_types=(AxisType.Explicit,))):
+    try:
+        grid_loss(points, values, remat_rows=5)
+        results["explicit_bands_error"] = None
+    except ValueError as e:
+        results["explicit_bands_error"] = str(e)
 print(json.dumps(results))

@@ -47,7 +47,8 @@ def measured(request, runs):
 
 
 @pytest.mark.parametrize("mode", ["Auto", "Explicit"])
-@pytest.mark.parametrize("case", ["grid", "grid_grad", "scattered", "scattered_grad"])
+@pytest.mark.parametrize("case", ["grid", "grid_grad", "grid_bands_grad", "scattered",
+                                  "scattered_grad"])
 def test_batch_sharding_matches_one_device_and_gathers_nothing(measured, mode, case):
     devices, results = measured
     result = results[f"{mode}/{case}"]
@@ -55,7 +56,7 @@ def test_batch_sharding_matches_one_device_and_gathers_nothing(measured, mode, c
     assert not result["all_gather"]
     # Only the gradient of the shared points needs a cross-device sum.
     assert result["all_reduce"] == (case.endswith("grad") and devices > 1)
-    batch_outputs = {"grid": [0, 1], "grid_grad": [1], "scattered": [0],
+    batch_outputs = {"grid": [0, 1], "grid_grad": [1], "grid_bands_grad": [1], "scattered": [0],
                      "scattered_grad": [1, 2]}[case]
     if devices > 1:
         for k in batch_outputs:
@@ -80,3 +81,9 @@ def test_rows_split_over_devices(measured):
     assert rows_out["error"] < 1e-12 and rows_out["grad_error"] < 1e-12
     if devices > 1:
         assert rows_out["specs"] == ["('rows',)"]
+    assert results["rows_remat"]["grad_error"] < 1e-12
+
+
+def test_bands_refused_under_explicit_axes(measured):
+    _, results = measured
+    assert "remat_rows" in results["explicit_bands_error"]
