@@ -250,8 +250,10 @@ void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const Chunk& chu
 
 // Partials of at most this many bytes exist at once (JAX_GMM_BACKWARD_BYTES,
 // read per call, overrides it for tests): wide points cover thousands of
-// tiles each, and their entries alone could outgrow memory.
-constexpr int64_t kPartialBytes = int64_t{1} << 30;
+// tiles each, and their entries alone could outgrow memory. Each chunk over
+// the budget costs one more pass folding the cotangents of the tiles it
+// reaches, cheap beside the pairs of points this wide.
+constexpr int64_t kPartialBytes = int64_t{1} << 28;
 
 int64_t partial_budget(int64_t bytes_per_entry) {
   const char* text = std::getenv("JAX_GMM_BACKWARD_BYTES");
