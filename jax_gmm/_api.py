@@ -28,7 +28,7 @@ def _grid(points, values, sigma, height, width, truncate, eps, kernel_dtype, res
 
     args = tuple(_checks.to_kernel(kernel_dtype, points, values, sigma))
     remat_rows = _remat.choose_rows(remat_rows, height, width, args[1].shape[-1],
-                                    kernel_dtype.itemsize)
+                                    kernel_dtype.itemsize, args[0].shape[0])
     if remat_rows >= height:
         return render(0, height, *args)
     return _remat.banded(render, height, remat_rows, args)
@@ -96,8 +96,9 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
         values then match the whole image's to rounding; an undifferentiated
         call renders the whole image regardless. None (default) keeps the
         whole image's residuals when they take at most 1 GiB (per image: a
-        vmapped batch counts one) and otherwise uses bands of about 64 MiB;
-        a value >= H never bands. Second derivatives keep every band's.
+        vmapped batch counts one) and otherwise uses bands of about 64 MiB,
+        fewer where N is large (every band bins all N points); a value >= H
+        never bands. Second derivatives keep every band's.
         Under a mesh with Explicit axes the default never bands and a value
         < H raises ValueError: JAX cannot yet vmap the bands' loop there.
 

@@ -25,22 +25,30 @@ from jax_gmm import _partition
 
 #: Whole-image residuals (out and density) up to this many bytes are kept.
 RESIDUAL_BYTES = 1 << 30
-#: Above it, bands hold about this many bytes of residuals each: small, as
-#: each band costs only one more binning of the points.
+#: Above it, bands hold about this many bytes of residuals each...
 BAND_BYTES = 1 << 26
+#: ...unless that makes more than this many (band, point) binnings per pass:
+#: every band bins all N points, about 40 ns each where they miss the band
+#: (1M points cost a 64-row band of an 8192-wide image 44 ms, on the 2-core
+#: Xeon), so many bands of many points would cost more than they save.
+BAND_BINNINGS = 1 << 22
 
 #: render(top, rows, points, values, scale) -> pytree of arrays whose leading
 #: axis is image rows [top, top + rows); top may be traced, rows is static.
 Render = Callable[..., Any]
 
 
-def auto_rows(height: int, width: int, channels: int, itemsize: int) -> int:
+def auto_rows(height: int, width: int, channels: int, itemsize: int, points: int) -> int:
     """Rows per band: the whole image while out and density fit RESIDUAL_BYTES."""
     row = max(1, width * (channels + 1) * itemsize)
-    return height if height * row <= RESIDUAL_BYTES else max(1, BAND_BYTES // row)
+    if height * row <= RESIDUAL_BYTES:
+        return height
+    bands = max(2, BAND_BINNINGS // max(1, points))
+    return max(1, BAND_BYTES // row, -(-height // bands))
 
 
-def choose_rows(rows: int | None, height: int, width: int, channels: int, itemsize: int) -> int:
+def choose_rows(rows: int | None, height: int, width: int, channels: int, itemsize: int,
+                points: int) -> int:
     """The caller's rows per band, or auto_rows for None; a value >= height
     means the whole image. Under a mesh with Explicit axes there are no bands:
     batching the bands' loop there fails inside JAX (a reshard in the loop
@@ -50,7 +58,7 @@ def choose_rows(rows: int | None, height: int, width: int, channels: int, itemsi
             raise ValueError(f"remat_rows = {rows} < H = {height} is not supported under a "
                              "mesh with Explicit axes; leave remat_rows as None there")
         return height
-    return auto_rows(height, width, channels, itemsize) if rows is None else rows
+    return auto_rows(height, width, channels, itemsize, points) if rows is None else rows
 
 
 def shifted(points, top):

@@ -99,9 +99,11 @@ def test_banded_backward_keeps_no_image_sized_residuals():
 
 
 def test_auto_rows():
-    assert _remat.auto_rows(4096, 4096, 3, 4) == 4096  # 256 MiB of residuals: kept whole
-    assert _remat.auto_rows(8192, 8192, 3, 8) == 256  # 2 GiB: bands of 64 MiB
-    assert _remat.auto_rows(10, 2**40, 1, 8) == 1
+    assert _remat.auto_rows(4096, 4096, 3, 4, 10**6) == 4096  # 256 MiB of residuals: whole
+    assert _remat.auto_rows(8192, 8192, 3, 8, 10**5) == 256  # 2 GiB: bands of 64 MiB
+    assert _remat.auto_rows(8192, 8192, 3, 8, 10**6) == 2048  # 4 bands of a million points
+    assert _remat.auto_rows(8192, 8192, 3, 8, 10**8) == 4096  # and never fewer than 2
+    assert _remat.auto_rows(10, 2**40, 1, 8, 1) == 1
 
 
 @pytest.mark.parametrize("rows", [0, -2, 2.5, True, "4"])

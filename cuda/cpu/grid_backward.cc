@@ -253,7 +253,7 @@ void grid_backward_tile(const TiledPoints<T>& tiled, int64_t t, const Chunk& chu
 // tiles each, and their entries alone could outgrow memory. Each chunk over
 // the budget costs one more pass folding the cotangents of the tiles it
 // reaches, cheap beside the pairs of points this wide.
-constexpr int64_t kPartialBytes = int64_t{1} << 28;
+constexpr int64_t kPartialBytes = int64_t{1} << 26;
 
 int64_t partial_budget(int64_t bytes_per_entry) {
   const char* text = std::getenv("JAX_GMM_BACKWARD_BYTES");
