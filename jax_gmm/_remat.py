@@ -39,7 +39,9 @@ Render = Callable[..., Any]
 
 
 def auto_rows(height: int, width: int, channels: int, itemsize: int, points: int) -> int:
-    """Rows per band: the whole image while out and density fit RESIDUAL_BYTES."""
+    """Rows per band: the whole image while out and density fit
+    RESIDUAL_BYTES, else bands of BAND_BYTES, but at most
+    max(2, BAND_BINNINGS / points) of them."""
     row = max(1, width * (channels + 1) * itemsize)
     if height * row <= RESIDUAL_BYTES:
         return height
