@@ -42,10 +42,13 @@ std::unique_ptr<T[], decltype(&std::free)> tile_scratch(int64_t count) {
 template <typename T>
 struct alignas(64) Footprint {
   int64_t x0, y0;  // first pixel, image coordinates
-  int rows;
+  int rows;                     // ey, m2y and row_factor are set for rows < rows only
   int segments;                 // kLanes-wide segments per row
   bool sheared;                 // p21 != 0: e_y varies along a row too
-  T ex[kTileSize];              // e_x = p11 (q_x - mu_x) per column; 0 in spare lanes
+  // Each array starts on a cache line, so a segment's kLanes entries are whole
+  // aligned vectors; before, ex started at byte 28 and every load straddled two
+  // lines.
+  alignas(64) T ex[kTileSize];  // e_x = p11 (q_x - mu_x) per column; 0 in spare lanes
   T m2x[kTileSize];             // ex^2; 0 in spare lanes
   T col_factor[kTileSize];      // exp(-m2x / 2); 0 in spare lanes
   T sx[kTileSize];              // sheared: p21 (q_x - mu_x) per column; 0 in spare lanes
@@ -169,16 +172,21 @@ void fill_footprint(const Gaussian<T>& g, int nx, int ny, Footprint<T>& fp) {
   }
 }
 
-// float, axis-aligned, one segment by at most kLanes rows (sigma up to about
-// 2): both axes in one loop of kLanes, so each vector iteration carries two
-// independent exponentials; each axis's own loop was one exponential chain,
-// too short to hide its latency (the 1024^2 forward from 65,536 points at
-// sigma 2 went from 14.4-15.7 to 12.2-13.0 ms). Every entry is the same
-// function of the same inputs as in fill_footprint, so the results are
-// bitwise those of the separate loops.
+// float, axis-aligned, one segment by at most kCount rows, nx <= kCount
+// (sigma up to about 2): both axes in one loop of kCount, so each vector
+// iteration carries two independent exponentials; each axis's own loop was
+// one exponential chain, too short to hide its latency (the 1024^2 forward
+// from 65,536 points at sigma 2 went from 14.4-15.7 to 12.2-13.0 ms).
+// kCount = kLanes / 2 serves footprints up to 8 pixels square (sigma up to
+// about 1) with half the exponentials; the column entries past it are zeroed
+// and the row entries past it left as they were (no kernel reads them).
+// Every entry is the same function of the same inputs as in fill_footprint,
+// so the results are bitwise those of the separate loops.
+template <int kCount>
 inline void fill_one_segment(const Gaussian<float>& g, int nx, Footprint<float>& fp) {
+  static_assert(kCount <= kLanes, "one segment");
 #pragma omp simd
-  for (int k = 0; k < kLanes; ++k) {
+  for (int k = 0; k < kCount; ++k) {
     const AxisEntry<float> x = axis_entry(g.p11, g.x, fp.x0 + k);
     const AxisEntry<float> y = axis_entry(g.p22, g.y, fp.y0 + k);
     const float col = exp_nonpositive(-0.5f * x.m2), row = exp_nonpositive(-0.5f * y.m2);
@@ -189,6 +197,8 @@ inline void fill_one_segment(const Gaussian<float>& g, int nx, Footprint<float>&
     fp.m2y[k] = y.m2;
     fp.row_factor[k] = row * g.norm;
   }
+#pragma omp simd
+  for (int k = kCount; k < kLanes; ++k) fp.ex[k] = fp.m2x[k] = fp.col_factor[k] = 0.0f;
 }
 
 // Clips g's bounding box to `tile`; false when they do not overlap.
@@ -214,8 +224,12 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
   // factors along the row, axis_factors; a sheared one has no row
   // exponentials but needs sx and spans), else one segment by at most 8 rows.
   if constexpr (std::is_same_v<T, float>) {
+    if (nx <= kLanes / 2 && ny <= kLanes / 2 && !fp.sheared) {
+      fill_one_segment<kLanes / 2>(g, nx, fp);
+      return true;
+    }
     if (fp.segments == 1 && ny <= kLanes && !fp.sheared) {
-      fill_one_segment(g, nx, fp);
+      fill_one_segment<kLanes>(g, nx, fp);
       return true;
     }
   }
