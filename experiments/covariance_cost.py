@@ -3,12 +3,17 @@ Gaussians of one shape, tilted at several angles, beside round ones of the
 ellipse's long axis (what a box from the largest axis would cost) and of its
 area. Writes experiments/results/covariance_cost.md.
 
-    python experiments/covariance_cost.py [--points 20000] [--size 512]
+    python experiments/covariance_cost.py [--points 20000] [--size 512] [--rounds 3]
+
+Each round times every case (median of 9 calls) one after another; the table
+gives the range over the rounds, of the times and of each round's ratio to
+the axis-aligned case, since this shared machine's noise spreads them.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import pathlib
 
 import jax
@@ -17,6 +22,7 @@ import numpy as np
 
 import jax_gmm
 from ab_builds import median_seconds
+from bench.environment import environment
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
@@ -38,6 +44,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--long", type=float, default=8.0, help="long axis sigma, pixels")
     parser.add_argument("--short", type=float, default=0.5, help="short axis sigma, pixels")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     n, shape = args.points, (args.size, args.size)
@@ -54,17 +61,29 @@ def main() -> None:
     cases += [(f"round, sigma {args.long:g} (the long axis)", np.full(n, args.long, np.float32)),
               (f"round, sigma {np.sqrt(args.long * args.short):.2f} (the same area)",
                np.full(n, np.sqrt(args.long * args.short), np.float32))]
-    for name, sigma in cases:
-        sigma = jnp.asarray(sigma)
-        rows.append((name, median_ms(lambda: forward(sigma)),
-                     median_ms(lambda: value_and_grad(points, values, sigma))))
-    base_f, base_g = rows[0][1], rows[0][2]
+    sigmas = [jnp.asarray(sigma) for _, sigma in cases]
+    # times[r][k] = (forward ms, value_and_grad ms) of case k in round r
+    times = [[(median_ms(lambda: forward(sigma)),
+               median_ms(lambda: value_and_grad(points, values, sigma))) for sigma in sigmas]
+             for _ in range(args.rounds)]
+
+    def spread(values: list[float], digits: int) -> str:
+        return f"{min(values):.{digits}f}–{max(values):.{digits}f}"
+
+    env = environment()
     lines = [f"# What a thin Gaussian costs ({n} points, {shape[0]}x{shape[1]}, C = 3, float32, "
-             f"CPU, {jax.device_count()} device(s), median of 9 calls)", "",
+             f"CPU, {jax.device_count()} device(s))", "",
+             f"{datetime.date.today()}, {env['cpu']}, {env['cores']} cores, jax {env['jax']}, CPU"
+             f" kernel {env['jax_gmm_cpu_kernel']}; `python experiments/covariance_cost.py"
+             f" --rounds {args.rounds}`: each cell is the range over the rounds of the median of"
+             " 9 calls, or of each round's ratio to the axis-aligned case.", "",
              "| Gaussians | forward ms | vs axis-aligned | value_and_grad ms | vs axis-aligned |",
              "|---|---|---|---|---|"]
-    for name, f, g in rows:
-        lines.append(f"| {name} | {f:.1f} | {f / base_f:.2f} | {g:.1f} | {g / base_g:.2f} |")
+    for k, (name, _) in enumerate(cases):
+        f = [t[k][0] for t in times]
+        g = [t[k][1] for t in times]
+        lines.append(f"| {name} | {spread(f, 1)} | {spread([t[k][0] / t[0][0] for t in times], 2)}"
+                     f" | {spread(g, 1)} | {spread([t[k][1] / t[0][1] for t in times], 2)} |")
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)
