@@ -14,12 +14,15 @@ memory column shows each device holding 1/D of the batch.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import pathlib
 import subprocess
 import sys
 import time
+
+from bench.environment import cpu_model
 
 DEFAULT_OUT = pathlib.Path.home() / "jax_gmm_results"
 
@@ -88,7 +91,8 @@ def main() -> None:
         rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
     lines = [f"Batch of {args.batch} images {args.size}x{args.size}, C = 3, sharing "
              f"{args.points} points (sigma 2); batch axis sharded over D fake CPU devices on "
-             f"{os.cpu_count()} cores; median of {args.repeats} calls (min-max).", "",
+             f"{os.cpu_count()} cores; median of {args.repeats} calls (min-max). "
+             f"{datetime.date.today()}, {cpu_model()}.", "",
              "| D | forward ms | forward MiB/device | value_and_grad ms | value_and_grad MiB/device |",
              "|---|---|---|---|---|"]
     for r in rows:

@@ -14,7 +14,8 @@ import numpy as np
 import jax_gmm
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name, or the machine's architecture where Linux does not say."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -36,7 +37,7 @@ def environment() -> dict:
     return {
         "platform": info["backend"],
         "device": device.device_kind,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "jax": jax.__version__,
