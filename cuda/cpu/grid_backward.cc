@@ -110,16 +110,17 @@ void sum_lanes(T* lanes, int64_t fields) {
   if constexpr (kHalf > 1) sum_lanes<kHalf / 2>(lanes, fields);
 }
 
-// Zeroes `fields` runs of kLanes. With kC known, the loop unrolls into one
-// vector store per run: GCC turned a fill loop, or std::fill, into `rep
-// stos`, whose start-up cost per point was a tenth of the backward's time in
-// its tiles (1024^2 from 65,536 points at sigma 2, AVX-512 on an AMD EPYC).
-template <int kC, typename T>
+// Zeroes `fields` runs of kLanes. Where fields is known at compile time (a
+// fixed channel count), the loop unrolls into one vector store per run: GCC
+// turned a fill loop, or std::fill, into `rep stos`, whose start-up cost per
+// point was a tenth of the backward's time in its tiles (1024^2 from 65,536
+// points at sigma 2, AVX-512 on an AMD EPYC).
+template <typename T>
 inline void zero_lanes(T* lanes, int64_t fields) {
   typedef T Vector
       __attribute__((vector_size(kLanes * sizeof(T)), aligned(sizeof(T)), may_alias));
 #pragma GCC unroll 16
-  for (int64_t f = 0; f < (kC > 0 ? kValues + kC : fields); ++f) {
+  for (int64_t f = 0; f < fields; ++f) {
     reinterpret_cast<Vector*>(lanes)[f] = Vector{};
   }
 }
@@ -131,7 +132,7 @@ template <int kC, bool kFinite, bool kSheared, typename T>
 void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
                       int64_t channels, const T* folded, T* lanes, T* partial) {
   const int64_t C = kC > 0 ? kC : channels, fields = kValues + C;
-  zero_lanes<kC>(lanes, fields);
+  zero_lanes(lanes, fields);
   T* su = lanes + kU * kLanes;
   T* sex = lanes + kUEx * kLanes;
   T* sey = lanes + kUEy * kLanes;
