@@ -71,18 +71,21 @@ GMM_HD PointReach combine(const PointReach& a, const PointReach& b) {
           a.finite_radii + b.finite_radii};
 }
 
-// One point's reach: its bounding box, [x - box_x, x + box_x] by [y - box_y,
-// y + box_y]; nothing for an invalid point. An infinite side reaches every query.
-template <typename T>
-GMM_HD PointReach point_reach(const Gaussian<T>& g) {
-  if (!g.valid()) return no_reach();
-  const double rx = g.box_x, ry = g.box_y;
+// One point's reach from its box fields (Gaussian: valid, x, y, box_x,
+// box_y): its bounding box, [x - rx, x + rx] by [y - ry, y + ry]; nothing for
+// an invalid point. An infinite side reaches every query. On the fields
+// rather than the record for vector loops that gather them first
+// (cpu/binning.h, GaussianBlock): GCC does not vectorise reads of records.
+GMM_HD PointReach box_reach(bool valid, double x, double y, double rx, double ry) {
+  if (!valid) return no_reach();
   const double r = rx > ry ? rx : ry;
   const bool finite = is_finite(r);
-  return {{double(g.x) - rx, double(g.x) + rx},
-          {double(g.y) - ry, double(g.y) + ry},
-          finite ? r : 0.0,
-          finite ? 1 : 0};
+  return {{x - rx, x + rx}, {y - ry, y + ry}, finite ? r : 0.0, finite ? 1 : 0};
+}
+
+template <typename T>
+GMM_HD PointReach point_reach(const Gaussian<T>& g) {
+  return box_reach(g.valid(), g.x, g.y, g.box_x, g.box_y);
 }
 
 // Whether some point's box reaches the query (x, y): only those get a cell.
@@ -151,14 +154,19 @@ GMM_HD int64_t query_cell(const CellLayout& l, const PointReach& reach, T x, T y
   return kx < 0 || ky < 0 ? -1 : ky * l.cells_x + kx;
 }
 
+// The cells that a point's box [x - rx, x + rx] by [y - ry, y + ry]
+// overlaps, from its box fields as box_reach; empty for an invalid point.
+GMM_HD Box box_cells(const CellLayout& l, bool valid, double x, double y, double rx, double ry) {
+  if (!valid || l.cells() == 0) return empty_box();
+  if (!is_finite(l.cell)) return {{0, 0}, {0, 0}};  // the one cell, as in query_cell
+  return {cell_range<double>(x - rx, x + rx, l.origin_x, l.cell, l.cells_x),
+          cell_range<double>(y - ry, y + ry, l.origin_y, l.cell, l.cells_y)};
+}
+
 // The cells point g's bounding box overlaps; empty for an invalid point.
 template <typename T>
 GMM_HD Box point_cells(const CellLayout& l, const Gaussian<T>& g) {
-  if (!g.valid() || l.cells() == 0) return empty_box();
-  if (!is_finite(l.cell)) return {{0, 0}, {0, 0}};  // the one cell, as in query_cell
-  const double rx = g.box_x, ry = g.box_y;
-  return {cell_range<double>(double(g.x) - rx, double(g.x) + rx, l.origin_x, l.cell, l.cells_x),
-          cell_range<double>(double(g.y) - ry, double(g.y) + ry, l.origin_y, l.cell, l.cells_y)};
+  return box_cells(l, g.valid(), g.x, g.y, g.box_x, g.box_y);
 }
 
 // Where the list of cell `cell` starts among `entries` pairs sorted by key:

@@ -78,8 +78,10 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> reco
                                 const T* queries, int64_t m)
     : gaussians(std::move(records)) {
   const int64_t n = gaussians.size();
-  const PointReach reach = reach_of<T>(
-      pool, n, [&](int64_t first, int64_t, Gaussian<T>*) { return gaussians.data() + first; });
+  const PointReach reach =
+      reach_of<T>(pool, n, [&](int64_t first, int64_t count, GaussianBlock<T>& b) {
+        for (int64_t k = 0; k < count; ++k) b.set(k, gaussians[first + k]);
+      });
   const CellLayout l = list_queries(pool, reach, queries, m, this->queries);
   origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;
   cells_x = l.cells_x, cells_y = l.cells_y;

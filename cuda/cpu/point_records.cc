@@ -65,9 +65,8 @@ void tiled_records(ThreadPool& pool, const T* points, const T* scale, int64_t n,
 template <typename T>
 PointReach points_reach(ThreadPool& pool, const T* points, const T* scale, int64_t n,
                         T truncate) {
-  return reach_of<T>(pool, n, [&](int64_t first, int64_t count, Gaussian<T>* block) {
-    point_gaussians(points, scale, first, count, truncate, block);
-    return block;
+  return reach_of<T>(pool, n, [&](int64_t first, int64_t count, GaussianBlock<T>& b) {
+    point_block(points, scale, first, count, truncate, b);
   });
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "binning.h"
 #include "gmm_math.h"
 
 namespace jax_gmm {
@@ -32,6 +33,18 @@ template <typename T>
                                              int64_t count, T truncate, Gaussian<T>* out) {
 #pragma omp simd
   for (int64_t k = 0; k < count; ++k) out[k] = point_gaussian(points, scale, first + k, truncate);
+}
+
+// The records of points [first, first + count) into out's [0, count), as
+// point_gaussians makes them, but stored one field at a time, unit stride
+// (binning.h, GaussianBlock). Flattened for the same reason.
+template <typename T>
+[[gnu::flatten]] inline void point_block(const T* points, const T* scale, int64_t first,
+                                         int64_t count, T truncate, GaussianBlock<T>& out) {
+#pragma omp simd
+  for (int64_t k = 0; k < count; ++k) {
+    out.set(k, point_gaussian(points, scale, first + k, truncate));
+  }
 }
 
 }  // namespace JAX_GMM_ISA
