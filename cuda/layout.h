@@ -1,5 +1,6 @@
 // Which (tile, point), (cell, point) and (cell, query) pairs exist: the rules
-// the CPU binning (cpu/binning.cc, cpu/point_records.cc) and the CUDA binning
+// the CPU binning (cpu/binning.cc, cpu/point_records.cc,
+// cpu/sparse_queries_forward.cc) and the CUDA binning
 // (gpu/*.cu) both call, written once so that the two platforms list the same
 // pairs, and host-callable so that the CPU test suite checks them
 // (layout_bindings.cc, tests/test_layout.py). Counts and keys are 64-bit: a

@@ -180,7 +180,8 @@ struct GaussianBlock {
     return {x[k], y[k], p11[k], p21[k], p22[k], norm[k], cutoff2[k], box_x[k], box_y[k], flags[k]};
   }
   // Gaussian::valid, read off cutoff2 (make_gaussian sets -1 exactly when it
-  // leaves kValid unset): GCC folds the flag test into a one-bit cast that
+  // leaves kValid unset, and truncate^2 >= 0 otherwise: truncate is checked
+  // positive, never NaN): GCC folds the flag test into a one-bit cast that
   // kept every loop calling this scalar.
   bool valid(int64_t k) const { return cutoff2[k] >= T(0); }
 };

@@ -25,9 +25,9 @@ inline Gaussian<T> point_gaussian(const T* points, const T* scale, int64_t i, T 
 // point_gaussian was shared by every build, point_gaussian) once per record,
 // and such a call to a function shared by every build reaches the baseline
 // build's copy, the one the linker keeps (kernels.h). 1,024 queries at N =
-// 65,536, sigma 2 (sparse_queries_forward; minimum of calls, alternated
-// processes on the Xeon): float 2.32-2.84 against 2.82-3.51 ms (7 rounds),
-// double 2.64-2.85 against 3.13-3.26 ms (3 rounds).
+// 65,536, sigma 2 (sparse_queries_forward, when it made its records here;
+// minimum of calls, alternated processes on the Xeon): float 2.32-2.84
+// against 2.82-3.51 ms (7 rounds), double 2.64-2.85 against 3.13-3.26 ms.
 template <typename T>
 [[gnu::flatten]] inline void point_gaussians(const T* points, const T* scale, int64_t first,
                                              int64_t count, T truncate, Gaussian<T>* out) {

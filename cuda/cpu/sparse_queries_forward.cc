@@ -1,8 +1,9 @@
 // Forward at queries far fewer than the points (kernels.h, sparse_queries):
 // the points are split into a fixed number of chunks, and each chunk's task
-// walks its points in order, making each point's record as it goes, and adds
-// the point's weights to the queries of the cells its bounding box overlaps
-// (short cell rows through PendingPairs), in the chunk's own accumulators.
+// walks its points in order, 64 at a time (their records, then their cells,
+// each in one vector loop), and adds each point's weights to the queries of
+// the cells its bounding box overlaps (short cell rows through
+// PendingPairs), in the chunk's own accumulators.
 // The chunks' sums are then added in chunk order. The chunks depend on N
 // alone, so results are bitwise reproducible for any thread count; no
 // atomics.
@@ -199,14 +200,17 @@ void sparse_queries_forward(ThreadPool& pool, const SparseQueries<T>& sparse, co
       add_pending(*pending, xs, ys, batch_values, C, listed, z);
     }
   });
-  // The chunks' sums, added into chunk 0's planes in chunk order, in
-  // unit-stride vector loops: each entry takes the additions of a loop over
-  // the chunks from 0, as no sum holds -0 (0 + a is a). Summed per query
-  // instead, the reads 16 KiB apart took a twentieth of a 1,024-query call.
+  // The chunks' sums, added into chunk 0's planes in chunk order from +0,
+  // in unit-stride vector loops: the additions of a loop over the chunks
+  // per query (+0 first, which turns a -0 that flush-to-zero, on in XLA's
+  // threads, may leave in a chunk's sum into +0), whose reads 16 KiB apart
+  // took a twentieth of a 1,024-query call.
   const int64_t entries = planes * listed;
   T* total = acc.data();
   parallel_for(pool, (entries + kMembersPerChunk - 1) / kMembersPerChunk, [&](int64_t b) {
     const int64_t lo = b * kMembersPerChunk, hi = std::min(entries, lo + kMembersPerChunk);
+#pragma omp simd
+    for (int64_t e = lo; e < hi; ++e) total[e] = T(0) + total[e];
     for (int64_t c = 1; c < chunks; ++c) {
       const T* part = acc.data() + c * entries;
 #pragma omp simd
