@@ -23,6 +23,7 @@ import numpy as np
 import jax_gmm
 from ab_builds import median_seconds
 from bench.environment import environment
+from query_speed import span
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
@@ -67,9 +68,6 @@ def main() -> None:
                median_ms(lambda: value_and_grad(points, values, sigma))) for sigma in sigmas]
              for _ in range(args.rounds)]
 
-    def spread(values: list[float], digits: int) -> str:
-        return f"{min(values):.{digits}f}–{max(values):.{digits}f}"
-
     env = environment()
     lines = [f"# What a thin Gaussian costs ({n} points, {shape[0]}x{shape[1]}, C = 3, float32, "
              f"CPU, {jax.device_count()} device(s))", "",
@@ -82,8 +80,10 @@ def main() -> None:
     for k, (name, _) in enumerate(cases):
         f = [t[k][0] for t in times]
         g = [t[k][1] for t in times]
-        lines.append(f"| {name} | {spread(f, 1)} | {spread([t[k][0] / t[0][0] for t in times], 2)}"
-                     f" | {spread(g, 1)} | {spread([t[k][1] / t[0][1] for t in times], 2)} |")
+        f_ratio = [t[k][0] / t[0][0] for t in times]
+        g_ratio = [t[k][1] / t[0][1] for t in times]
+        lines.append(f"| {name} | {span(f, 1, 1)} | {span(f_ratio, 1, 2)} | {span(g, 1, 1)} | "
+                     f"{span(g_ratio, 1, 2)} |")
     text = "\n".join(lines) + "\n"
     print(text)
     RESULTS.mkdir(exist_ok=True)

@@ -29,8 +29,6 @@ constexpr int64_t kMaxChunks = 16;
 // size of the weights buffer on the stack).
 constexpr int64_t kBlock = 4 * kRunLanes;
 
-// Points whose records one batch of pending pairs may refer to.
-constexpr int64_t kPointBatch = kBlockPoints;
 // Pending pairs held before their weights are worked out. A row's append
 // writes kRunLanes entries, so a batch is added once it has no room for two
 // more rows.
@@ -75,7 +73,7 @@ struct PendingPairs {
 // worked out in one vector loop: one point at a time, the four double
 // divisions and their branches were about a third of the point walk.
 struct BatchCells {
-  int64_t x_lo[kPointBatch], x_hi[kPointBatch], y_lo[kPointBatch], y_hi[kPointBatch];
+  int64_t x_lo[kBlockPoints], x_hi[kBlockPoints], y_lo[kBlockPoints], y_hi[kBlockPoints];
 };
 
 template <typename T>
@@ -148,8 +146,8 @@ void sparse_queries_forward(ThreadPool& pool, const SparseQueries<T>& sparse, co
     const auto pending = std::make_unique<PendingPairs<T>>();
     BatchCells cells;
     const int64_t end = std::min(n, (c + 1) * per_chunk);
-    for (int64_t first = c * per_chunk; first < end; first += kPointBatch) {
-      const int64_t last = std::min(end, first + kPointBatch);
+    for (int64_t first = c * per_chunk; first < end; first += kBlockPoints) {
+      const int64_t last = std::min(end, first + kBlockPoints);
       point_block(sparse.points, sparse.scale, first, last - first, sparse.truncate,
                   pending->points);
       batch_cells(l, pending->points, last - first, cells);
