@@ -102,6 +102,26 @@ def test_no_queries():
     assert out.shape == (0, 2)
 
 
+@pytest.mark.parametrize("at_centres", [False, True])
+def test_no_channels_under_vmap_with_shared_points(at_centres):
+    """Values (B, N, 0) with shared points: the images are rendered together,
+    and the density is still every image's own."""
+    points = np.array([[2.0, 3.0], [5.5, 1.0], [7.0, 6.0], [1.0, 1.0]])
+    shape = (8, 9)
+    centres = np.stack(np.meshgrid(np.arange(9) + 0.5, np.arange(8) + 0.5), -1).reshape(-1, 2)
+
+    def render(v):
+        if at_centres:
+            return jax_gmm.interpolate_at(points, v, 1.5, centres, return_density=True)
+        return jax_gmm.interpolate(points, v, 1.5, shape, return_density=True)
+
+    out, density = jax.jit(jax.vmap(render))(np.zeros((3, 4, 0)))
+    assert out.shape == (3, *(centres.shape[:1] if at_centres else shape), 0)
+    expected = gmm_grid(points, np.zeros((4, 1)), 1.5, shape)[1]
+    for image in np.asarray(density):
+        np.testing.assert_allclose(image.reshape(shape), expected, rtol=1e-5, atol=1e-7)
+
+
 def test_points_far_outside():
     far = np.array([[-1e6, 3.0], [1e9, -1e9], [5.0, 1e30]])
     out, density, grads = value_and_grads(grid, far, V, 1.0)

@@ -7,6 +7,7 @@
 // each tile (for_each_pass), so the weights are worked out once for them all;
 // such a pass keeps each pixel's sums in one cache line (grid_forward_pixels).
 #include <algorithm>
+#include <cstring>
 #include <memory>
 
 #include "channels.h"
@@ -217,19 +218,32 @@ void for_each_tile_point(const TiledPoints<T>& tiled, const TileRect& tile, int6
     const Gaussian<T>& g = tiled.gaussians[i];
     if (!clip_footprint(g, tile, tiled.width, tiled.height, fp)) continue;
     const T* v = values + i * C + pass.c0;
-    if (pass.examples > 1) {
-      for (int64_t e = 0; e < pass.examples; ++e) {
-        std::copy_n(run.values[pass.e0 + e] + i * C, C, gathered + e * C);
-      }
+    if (pass.examples > 1 && C > 0) {
+      // C known at compile time where it can be: a copy of C entries of run-time
+      // length is a call to memmove, a twenty-fifth of a vmap's time
+      with_channels(C, [&](auto kC) {
+        const int64_t n = kC() > 0 ? kC() : C;
+        // for_each_pass gives examples * C <= kChannelGroup; the bound lets
+        // GCC see that `gathered` is not overrun
+        const int64_t examples = std::min(pass.examples, kChannelGroup / n);
+        for (int64_t e = 0; e < examples; ++e) {
+          std::copy_n(run.values[pass.e0 + e] + i * n, n, gathered + e * n);
+        }
+      });
       v = gathered;
     }
     add(g, fp, v);
   }
 }
 
+// Entries write_pixel_row copies per pixel when C is known (with_channels: C <= 4).
+constexpr int kPixelCopy = 4;
+
 // Writes row r of the tile, pass.examples images of C channels each from
 // `normed` (pixel-major, kPixelSums per pixel: Z, then the normalised
-// channels), into the examples' out and density (if any); `row` is scratch.
+// channels; kPixelCopy spare entries follow the last pixel), into the
+// examples' out and density (if any); `row` is scratch with room for
+// kPixelCopy entries past tile.width * C.
 template <int kC, typename T>
 void write_pixel_row(const TiledPoints<T>& tiled, const TileRect& tile, int64_t r,
                      const SharedPointsRun<T>& run, int64_t channels, const Pass& pass,
@@ -247,8 +261,21 @@ void write_pixel_row(const TiledPoints<T>& tiled, const TileRect& tile, int64_t 
       stream_copy(row, tile.width * (C + 1), out + p0 * (C + 1));
       continue;
     }
-    for (int64_t j = 0; j < tile.width; ++j) {
-      for (int64_t ch = 0; ch < C; ++ch) row[j * C + ch] = sums[j * kPixelSums + ch];
+    if constexpr (kC > 0) {
+      // kPixelCopy entries per pixel, in pixel order, so that each copy's
+      // entries past C are overwritten by the next pixel's (row and normed
+      // have room past their ends): a fixed-size copy per pixel, one vector
+      // load and store for float, where a loop over the channels gathered
+      // them one at a time (a vmap of 64 RGB images sharing 4,096 points
+      // spent a seventh of its time there).
+      static_assert(kC <= kPixelCopy, "one copy per pixel");
+      for (int64_t j = 0; j < tile.width; ++j) {
+        std::memcpy(row + j * C, sums + j * kPixelSums, kPixelCopy * sizeof(T));
+      }
+    } else {
+      for (int64_t j = 0; j < tile.width; ++j) {
+        for (int64_t ch = 0; ch < C; ++ch) row[j * C + ch] = sums[j * kPixelSums + ch];
+      }
     }
     stream_copy(row, tile.width * C, out + p0 * C);
     T* density = run.density[pass.e0 + e];
@@ -282,7 +309,9 @@ void grid_forward_pixels(const TiledPoints<T>& tiled, const TileRect& tile, int6
                           add_footprint_pixels<false, false>(g, fp, sums, a);
                         }
                       });
-  alignas(64) T normed[kTileSize * kPixelSums];  // one row
+  // One row, then spare entries; zeroed, because write_pixel_row's copies
+  // read the spare entries and the pixels past tile.width, which nothing writes.
+  alignas(64) T normed[kTileSize * kPixelSums + kPixelCopy] = {};
   for (int64_t r = 0; r < tile.height; ++r) {
     const T* a = acc + r * kTileSize * kPixelSums;
     for (int64_t j = 0; j < tile.width; ++j) {
@@ -365,7 +394,8 @@ void grid_forward_tile(const TiledPoints<T>& tiled, int64_t t, const SharedPoint
   const TileRect tile = tiled.tile(t);
   int64_t most = 0;
   for_each_pass(run.size(), C, [&](const Pass& p) { most = std::max(most, p.entries()); });
-  // The accumulator, then one interleaved output row (packed: with densities).
+  // The accumulator, then one interleaved output row (packed: with densities),
+  // which leaves room for write_pixel_row's spare entries.
   const auto acc = tile_scratch<T>(most + kTileSize * (C + 1));
   T* row = acc.get() + most;
   bool zeroed = true;
