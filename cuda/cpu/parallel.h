@@ -2,8 +2,9 @@
 //
 // Work is split into a fixed list of items; which thread runs an item never
 // changes what the item computes, so results are bitwise reproducible. The
-// calling thread takes items too and only waits for items already started, so
-// a busy (or one-thread) pool cannot deadlock the call.
+// calling thread takes items too and only waits for runs of items that other
+// threads have already taken, so a busy (or one-thread) pool cannot deadlock
+// the call.
 #pragma once
 
 #include <algorithm>
@@ -30,10 +31,11 @@ inline int64_t thread_limit(xla::ffi::ThreadPool& pool) {
   return env > 0 ? std::min(env, pool_threads) : pool_threads;
 }
 
-// Runs of items per worker in parallel_for. Below 2 kRunsPerWorker items per
-// worker (tiles, chunks) each item is taken alone, so that items of uneven
-// cost still even out; thousands of small ones (the cells of arbitrary
-// queries) are taken in runs of items / (workers kRunsPerWorker).
+// Runs of items per worker in parallel_for. Below 2 * kRunsPerWorker items
+// per worker (the tiles of most images, the chunks of most point sets) each
+// item is taken alone, so that items of uneven cost still even out;
+// thousands of small ones (the cells of arbitrary queries) are taken in runs
+// of items / (workers * kRunsPerWorker), rounded down.
 constexpr int64_t kRunsPerWorker = 64;
 
 template <typename Body>
