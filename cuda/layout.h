@@ -56,20 +56,21 @@ GMM_HD Interval hull(Interval a, Interval b) {
 
 // What the cell layout needs from the points, combined over all of them in
 // any grouping (the GPU reduces it in blocks): the box of every point's
-// reach, and the sum and number of the finite box half-sides (a point's
-// radius is the larger of its two). Every field is eight bytes, so a record
-// has no padding.
+// reach, the sum and number of the finite box half-sides (a point's radius
+// is the larger of its two), and the largest radius, inf if any is. Every
+// field is eight bytes, so a record has no padding.
 struct PointReach {
   Interval x, y;
   double radius_sum;
   int64_t finite_radii;
+  double widest;
 };
 
-GMM_HD PointReach no_reach() { return {no_interval(), no_interval(), 0.0, 0}; }
+GMM_HD PointReach no_reach() { return {no_interval(), no_interval(), 0.0, 0, 0.0}; }
 
 GMM_HD PointReach combine(const PointReach& a, const PointReach& b) {
   return {hull(a.x, b.x), hull(a.y, b.y), a.radius_sum + b.radius_sum,
-          a.finite_radii + b.finite_radii};
+          a.finite_radii + b.finite_radii, a.widest > b.widest ? a.widest : b.widest};
 }
 
 // One point's reach from its box fields (Gaussian: valid, x, y, box_x,
@@ -81,7 +82,7 @@ GMM_HD PointReach box_reach(bool valid, double x, double y, double rx, double ry
   if (!valid) return no_reach();
   const double r = rx > ry ? rx : ry;
   const bool finite = is_finite(r);
-  return {{x - rx, x + rx}, {y - ry, y + ry}, finite ? r : 0.0, finite ? 1 : 0};
+  return {{x - rx, x + rx}, {y - ry, y + ry}, finite ? r : 0.0, finite ? 1 : 0, r};
 }
 
 template <typename T>
@@ -140,6 +141,58 @@ GMM_HD CellLayout cell_layout(Interval qx, Interval qy, const PointReach& reach,
     return c >= 1 ? static_cast<int64_t>(c) : int64_t{1};  // c is NaN for inf / inf
   };
   return {qx.lo, qy.lo, cell, count(span_x), count(span_y)};
+}
+
+// A grid for telling, from a point's centre alone, that its box reaches no
+// query (cpu/sparse_queries_forward.cc): square cells of at least 1 / k of
+// `widest`, the largest box half-side, widened by a relative margin far
+// above double rounding, over the box (qx, qy) of the listed queries with k
+// + 1 cells to spare on each side, at most about `limit` cells. A point
+// whose box holds a query then has its centre within k cells of the
+// query's (grid_cell) along each axis, inside the grid: the centres'
+// offsets from the origin, divided by the cell, differ by less than k (1 -
+// 1e-6) before rounding, and by less than k after it while there are fewer
+// than 10^9 cells along an axis. No grid (zero cells) where no query is
+// listed, a box is not finite, or the queries lie so far from the origin
+// that a cell is below 2^-32 of their coordinates (then the cells to spare
+// could round away).
+GMM_HD CellLayout centre_grid(Interval qx, Interval qy, double widest, int k, int64_t limit) {
+  const CellLayout none = {0.0, 0.0, 1.0, 0, 0};
+  if (qx.empty() || qy.empty() || !is_finite(widest)) return none;
+  const double span_x = qx.hi - qx.lo, span_y = qy.hi - qy.lo;
+  const double span = span_x > span_y ? span_x : span_y;
+  const double spare = k + 1.0;
+  // Cells inside the spare ones along an axis, bar one, so that there are at
+  // most sqrt(limit) in all (limit >= (2 k + 4)^2, so at least one).
+  const double inner = floor(sqrt(double(limit))) - 2.0 * spare - 1.0;
+  double cell = widest / k * (1.0 + 1e-6);
+  if (span / inner > cell) cell = span / inner;
+  if (1e-300 > cell) cell = 1e-300;  // widest 0: no valid point, or boxes below any query gap
+  const int64_t border = 2 * k + 3;
+  const CellLayout l = {qx.lo - spare * cell, qy.lo - spare * cell, cell,
+                        static_cast<int64_t>(floor(span_x / cell)) + border,
+                        static_cast<int64_t>(floor(span_y / cell)) + border};
+  const double ax = abs_value(qx.lo) > abs_value(qx.hi) ? abs_value(qx.lo) : abs_value(qx.hi);
+  const double ay = abs_value(qy.lo) > abs_value(qy.hi) ? abs_value(qy.lo) : abs_value(qy.hi);
+  const double extent = ax > ay ? ax : ay;
+  const bool conditioned = extent <= cell * 0x1p32 &&
+                           is_finite(l.origin_x + double(l.cells_x) * cell) &&
+                           is_finite(l.origin_y + double(l.cells_y) * cell);
+  return conditioned ? l : none;
+}
+
+// The cell of the centre (x, y) on grid l (y * cells_x + x), or -1 if it is
+// in none: as cell_index along each axis, but with selects rather than
+// branches, so that a vector loop over points can take it, and by the
+// cell's inverse, whose rounding centre_grid's margin covers.
+GMM_HD int64_t grid_cell(const CellLayout& l, double x, double y) {
+  const double inverse = 1.0 / l.cell;
+  const double u = (x - l.origin_x) * inverse, v = (y - l.origin_y) * inverse;
+  const bool inside = (u >= 0.0) & (u < double(l.cells_x)) & (v >= 0.0) & (v < double(l.cells_y));
+  // converted only where inside: NaN or out of int64's range has no conversion
+  const int64_t kx = static_cast<int64_t>(inside ? u : 0.0);
+  const int64_t ky = static_cast<int64_t>(inside ? v : 0.0);
+  return inside ? ky * l.cells_x + kx : -1;
 }
 
 // The cell of a query (y * cells_x + x), or -1 if it is in none: not

@@ -87,6 +87,7 @@ nb::dict cell_binning(Array<T> points, Array<T> scale, double truncate, Array<T>
   d["cells"] = nb::make_tuple(l.cells_x, l.cells_y);
   d["reach"] = nb::make_tuple(reach.x.lo, reach.x.hi, reach.y.lo, reach.y.hi);
   d["mean_radius"] = reach.finite_radii ? reach.radius_sum / reach.finite_radii : -1.0;
+  d["widest"] = reach.widest;
   d["query_keys"] = keys;
   d["point_boxes"] = boxes;
   d["pairs"] = pairs;
@@ -97,6 +98,22 @@ nb::dict cell_binning(Array<T> points, Array<T> scale, double truncate, Array<T>
 nb::tuple cells_between(double lo, double hi, double origin, double size, int64_t count) {
   const Range r = cell_range<double>(lo, hi, origin, size, count);
   return nb::make_tuple(r.lo, r.hi, cell_index<double>(lo, origin, size, count));
+}
+
+// centre_grid over the query box [x_lo, x_hi] by [y_lo, y_hi], as (origin_x,
+// origin_y, cell, cells_x, cells_y), and the grid_cell of each of centres (K, 2).
+nb::tuple centre_grid_cells(double x_lo, double x_hi, double y_lo, double y_hi, double widest,
+                            int k, int64_t limit, Array<double> centres) {
+  const CellLayout l = centre_grid({x_lo, x_hi}, {y_lo, y_hi}, widest, k, limit);
+  if (centres.ndim() != 2 || centres.shape(1) != 2) {
+    throw nb::value_error("centres must be (K, 2)");
+  }
+  const int64_t count = static_cast<int64_t>(centres.shape(0));
+  const double* c = centres.data();
+  std::vector<int64_t> cells(count);
+  for (int64_t i = 0; i < count; ++i) cells[i] = grid_cell(l, c[2 * i], c[2 * i + 1]);
+  return nb::make_tuple(nb::make_tuple(l.origin_x, l.origin_y, l.cell, l.cells_x, l.cells_y),
+                        cells);
 }
 
 // start[c] for c = 0 .. cells over keys sorted ascending.
@@ -119,6 +136,7 @@ NB_MODULE(_layout, m) {
   m.def("cell_binning", &cell_binning<double>);
   m.def("cells_between", &cells_between);
   m.def("list_starts", &list_starts);
+  m.def("centre_grid_cells", &centre_grid_cells);
   m.def("max_cells", &max_cells);
   m.attr("CELL_RADII_CPU") = kCellRadiiCpu;
   m.attr("CELL_RADII_GPU") = kCellRadiiGpu;

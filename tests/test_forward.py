@@ -169,6 +169,30 @@ def test_sparse_queries_under_vmap(rng):
     assert_close(out[2], expected, np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("per_point_sigma", [False, True])
+def test_sparse_queries_skip_far_points(rng, dtype, per_point_sigma):
+    """Few queries among many points: the sparse forward drops the points
+    whose centres lie far from every query, through a grid around the
+    queries (layout.h, centre_grid) of which about a quarter of the cells is
+    marked here. Queries alone, in a cluster, on points and a box's reach
+    away from one must keep every point whose box holds them, the widest
+    one's (per point) too."""
+    n = 20000
+    points = rng.uniform(-10, 410, (n, 2))
+    sigma = rng.uniform(0.5, 2.0, n) if per_point_sigma else np.full(n, 1.5)
+    sigma[3] = 3.0
+    queries = np.concatenate([rng.uniform(0, 400, (60, 2)), rng.uniform(200, 204, (16, 2)),
+                              points[:3], points[3:4] + [3.0 * 3.0 * 0.999, 0.0]])
+    values = rng.normal(size=(n, 2))
+    points, values, sigma, queries = (np.asarray(a, dtype) for a in (points, values, sigma, queries))
+    out, density = jax_gmm.interpolate_at(points, values, sigma, queries, return_density=True)
+    expected, expected_density = gmm(points, values, sigma, queries, 3.0)
+    assert_close(out, expected, dtype)
+    assert_close(density, expected_density, dtype)
+    assert expected_density[-1] > 0 and (expected_density > 0).mean() > 0.9
+
+
 def _centre_queries(rng, order, h, w):
     """Indices of the pixels (row-major) that the queries of `order` are the centres of."""
     pixels = np.arange(h * w)

@@ -353,6 +353,85 @@ def test_cells_are_capped_for_spread_queries(rng, dtype):
     assert d["cells"][0] * d["cells"][1] <= _layout.max_cells(700) == 1400
 
 
+# Centre grid (the sparse forward's filter) ---------------------------------
+
+
+def check_centre_grid(points, sigma, queries, limit, k=2, truncate=3.0):
+    """Every in-cutoff (query, point) pair has the point's centre within k
+    cells of the query's along each axis on centre_grid, where there is a
+    grid; it has at most `limit` cells. Returns (cells_x, cells_y)."""
+    dtype = points.dtype.type
+    d = _layout.cell_binning(points, as_scale(sigma), truncate, queries, _layout.CELL_RADII_CPU)
+    keys = np.asarray(d["query_keys"], np.int64)
+    listed = queries[keys >= 0].astype(np.float64)
+    ok = valid(points, sigma, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        widest = float((dtype(truncate) * extent(as_scale(sigma)[ok]).astype(dtype)).max(
+            initial=0.0))  # inf where the box overflows the dtype, as the kernels' does
+    # The largest box half-side, with the box's margin (gmm_math.h, make_gaussian).
+    assert widest <= d["widest"] <= widest * 1.001 + 1e-3 * np.abs(points[ok]).max(initial=0)
+    box = [listed[:, 0].min(), listed[:, 0].max(), listed[:, 1].min(), listed[:, 1].max()] \
+        if len(listed) else [np.inf, -np.inf, np.inf, -np.inf]
+    grid, cells = _layout.centre_grid_cells(*box, d["widest"], k, limit,
+                                            np.concatenate([listed, points.astype(np.float64)]))
+    cells_x, cells_y = grid[3], grid[4]
+    if cells_x * cells_y == 0:
+        return cells_x, cells_y
+    assert cells_x * cells_y <= limit
+    cells = np.asarray(cells, np.int64)
+    q_cells, p_cells = cells[: len(listed)], cells[len(listed):]
+    assert (q_cells >= 0).all()
+    with np.errstate(invalid="ignore", over="ignore"):
+        d_x = listed[:, None, 0].astype(dtype) - points[None, :, 0]
+        d_y = listed[:, None, 1].astype(dtype) - points[None, :, 1]
+        pair = (m2(d_x, d_y, sigma, dtype) <= dtype(truncate) ** 2) & ok[None, :]
+    q_idx, p_idx = np.nonzero(pair)
+    assert len(q_idx) > 0
+    q, p = q_cells[q_idx], p_cells[p_idx]
+    assert (p >= 0).all()
+    assert (np.abs(p % cells_x - q % cells_x) <= k).all()
+    assert (np.abs(p // cells_x - q // cells_x) <= k).all()
+    return cells_x, cells_y
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("k", [1, 2, 5])
+@pytest.mark.parametrize("limit", [196, 4096, 10**6])
+def test_centre_grid_keeps_every_pair(rng, dtype, k, limit):
+    """Round points of several widths, one far wider than the rest, tilted
+    points, and a query cluster, at grid sizes from the cap's (196 cells: at
+    k = 5, one inside the spare ones) to cells of 1 / k of the widest box."""
+    for sigma_scale, m in [(0.3, 40), (3.0, 300), (40.0, 20)]:
+        points, sigma = scene(rng, 2000, (60, 90), sigma_scale, dtype)
+        points[::101] = np.nan
+        queries = rng.uniform(-8, 98, (m, 2)).astype(dtype)
+        queries[:5] = points[1:6]
+        cells = check_centre_grid(points, sigma, queries, limit, k)
+        assert cells[0] * cells[1] > 0
+        sigma[7] = 25.0 * sigma_scale
+        check_centre_grid(points, sigma, queries, limit, k)
+    points, _ = scene(rng, 500, (40, 40), 1.0, dtype)
+    queries = np.concatenate([rng.uniform(10, 12, (50, 2)), rng.uniform(0, 40, (10, 2))])
+    check_centre_grid(points, tilted(rng, 500, 2.0, dtype), queries.astype(dtype), limit, k)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_centre_grid_is_absent_where_it_cannot_hold(dtype):
+    """No grid without listed queries, with an infinite box, or where a cell
+    is too small beside the coordinates for its two cells to spare (in
+    float32 the box's margin, 64 eps of the centre, keeps the cell wide
+    enough, and the grid must keep the pair); a grid for a single query."""
+    far = dtype(1e20)
+    points = np.array([[1.0, 2.0], [far, far]], dtype)
+    cells = check_centre_grid(points, np.ones(2, dtype), np.array([[far, far]], dtype), 4096)
+    assert cells == ((0, 0) if dtype == np.float64 else (7, 7))
+    assert check_centre_grid(points[:1], np.ones(1, dtype), np.array([[1e6, 1e6]], dtype),
+                             4096) == (0, 0)
+    huge = np.array([1.0, np.finfo(dtype).max], dtype)
+    assert check_centre_grid(points[:1].repeat(2, 0), huge, points[:1], 4096) == (0, 0)
+    assert check_centre_grid(points[:1], np.ones(1, dtype), points[:1], 4096) == (7, 7)
+
+
 # Lists ---------------------------------------------------------------------
 
 

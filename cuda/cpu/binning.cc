@@ -140,6 +140,36 @@ SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scal
     x[k] = queries[2 * q];
     y[k] = queries[2 * q + 1];
   });
+  Interval qx = no_interval(), qy = no_interval();
+  for (int64_t k = 0; k < listed; ++k) {
+    qx = hull(qx, {double(x[k]), double(x[k])});
+    qy = hull(qy, {double(y[k]), double(y[k])});
+  }
+  centres = centre_grid(qx, qy, reach.widest, kCentreReach,
+                        std::max(kCentreCellsPerQuery * listed, int64_t{4096}));
+  const CellLayout& g = centres;
+  near.assign(g.cells() / 64 + 2, 0);  // cells + 1 bits, and a word for a row's spill past them
+  for (int64_t k = 0; k < listed; ++k) {
+    const int64_t cell = grid_cell(g, x[k], y[k]);
+    if (cell < 0) continue;  // only where there is no grid
+    // centre_grid leaves spare cells around every query; clamped all the same
+    const int64_t kx = cell % g.cells_x, ky = cell / g.cells_x, r = kCentreReach;
+    const int64_t x0 = std::max<int64_t>(kx - r, 0), x1 = std::min(kx + r, g.cells_x - 1);
+    // A row's bits, fewer than 64, in the word of the first and the next:
+    // one bit at a time, each word's updates waited on one another.
+    const uint64_t bits = (uint64_t{1} << (x1 - x0 + 1)) - 1;
+    for (int64_t j = std::max<int64_t>(ky - r, 0); j <= std::min(ky + r, g.cells_y - 1); ++j) {
+      const int64_t first = j * g.cells_x + x0, word = first / 64, shift = first % 64;
+      near[word] |= bits << shift;
+      if (shift > 0) near[word + 1] |= bits >> (64 - shift);  // 0 unless the row crosses words
+    }
+  }
+  int64_t marked = 0;
+  for (const uint64_t word : near) marked += __builtin_popcountll(word);
+  if (marked > kCentreMarkedMax * g.cells()) {
+    centres = CellLayout{0.0, 0.0, 1.0, 0, 0};
+    near.assign(1, 0);
+  }
 }
 
 template struct TiledPoints<float>;

@@ -203,20 +203,23 @@ PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
           // are exact in any order; no bound is NaN), the radii summed in
           // point order, so the same bits as a loop of combines.
           double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
-          double radius[kBlockPoints];
+          double radius[kBlockPoints], widest = 0.0;
           int64_t finite = 0;
-#pragma omp simd reduction(min : x_lo, y_lo) reduction(max : x_hi, y_hi) reduction(+ : finite)
+#pragma omp simd reduction(min : x_lo, y_lo) reduction(max : x_hi, y_hi, widest) \
+    reduction(+ : finite)
           for (int64_t k = 0; k < count; ++k) {
             const PointReach r = box_reach(b.valid(k), b.x[k], b.y[k], b.box_x[k], b.box_y[k]);
             const Interval x = hull({x_lo, x_hi}, r.x), y = hull({y_lo, y_hi}, r.y);
             x_lo = x.lo, x_hi = x.hi, y_lo = y.lo, y_hi = y.hi;
             radius[k] = r.radius_sum;
             finite += r.finite_radii;
+            widest = widest > r.widest ? widest : r.widest;
           }
           for (int64_t k = 0; k < count; ++k) sum.radius_sum += radius[k];
           sum.x = hull(sum.x, {x_lo, x_hi});
           sum.y = hull(sum.y, {y_lo, y_hi});
           sum.finite_radii += finite;
+          sum.widest = sum.widest > widest ? sum.widest : widest;
         }
         return sum;
       },
