@@ -2,8 +2,9 @@
 // the CPU binning (cpu/binning.cc, cpu/point_records.cc,
 // cpu/sparse_queries_forward.cc) and the CUDA binning
 // (gpu/*.cu) both call, written once so that the two platforms list the same
-// pairs, and host-callable so that the CPU test suite checks them
-// (layout_bindings.cc, tests/test_layout.py). Counts and keys are 64-bit: a
+// pairs, and the CPU sparse forward's filter of points by their centres
+// (centre_grid, unused on the GPU); host-callable so that the CPU test suite
+// checks them (layout_bindings.cc, tests/test_layout.py). Counts and keys are 64-bit: a
 // list can outgrow 2^32 entries long before memory runs out.
 #pragma once
 
@@ -153,9 +154,10 @@ GMM_HD CellLayout cell_layout(Interval qx, Interval qy, const PointReach& reach,
 // offsets from the origin, divided by the cell, differ by less than k (1 -
 // 1e-6) before rounding, and by less than k after it while there are fewer
 // than 10^9 cells along an axis. No grid (zero cells) where no query is
-// listed, a box is not finite, or the queries lie so far from the origin
-// that a cell is below 2^-32 of their coordinates (then the cells to spare
-// could round away).
+// listed, a box or the cell is not finite, the grid's far edge overflows,
+// limit is below (2 k + 4)^2, or the queries lie so far from the origin that
+// a cell is below 2^-32 of their coordinates (then the cells to spare could
+// round away).
 GMM_HD CellLayout centre_grid(Interval qx, Interval qy, double widest, int k, int64_t limit) {
   const CellLayout none = {0.0, 0.0, 1.0, 0, 0};
   if (qx.empty() || qy.empty() || !is_finite(widest)) return none;
@@ -163,11 +165,13 @@ GMM_HD CellLayout centre_grid(Interval qx, Interval qy, double widest, int k, in
   const double span = span_x > span_y ? span_x : span_y;
   const double spare = k + 1.0;
   // Cells inside the spare ones along an axis, bar one, so that there are at
-  // most sqrt(limit) in all (limit >= (2 k + 4)^2, so at least one).
+  // most sqrt(limit) in all.
   const double inner = floor(sqrt(double(limit))) - 2.0 * spare - 1.0;
+  if (!(inner >= 1.0)) return none;
   double cell = widest / k * (1.0 + 1e-6);
   if (span / inner > cell) cell = span / inner;
-  if (1e-300 > cell) cell = 1e-300;  // widest 0: no valid point, or boxes below any query gap
+  if (1e-300 > cell) cell = 1e-300;  // widest 0, no valid point: only through the test binding
+  if (!is_finite(cell)) return none;  // a span beyond double's range (the cast below needs this)
   const int64_t border = 2 * k + 3;
   const CellLayout l = {qx.lo - spare * cell, qy.lo - spare * cell, cell,
                         static_cast<int64_t>(floor(span_x / cell)) + border,

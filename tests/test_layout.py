@@ -418,7 +418,7 @@ def test_centre_grid_keeps_every_pair(rng, dtype, k, limit):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_centre_grid_is_absent_where_it_cannot_hold(dtype):
     """No grid without listed queries, with an infinite box, or where a cell
-    is too small beside the coordinates for its two cells to spare (in
+    is too small beside the coordinates for its cells to spare (in
     float32 the box's margin, 64 eps of the centre, keeps the cell wide
     enough, and the grid must keep the pair); a grid for a single query."""
     far = dtype(1e20)

@@ -145,30 +145,35 @@ SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scal
     qx = hull(qx, {double(x[k]), double(x[k])});
     qy = hull(qy, {double(y[k]), double(y[k])});
   }
-  centres = centre_grid(qx, qy, reach.widest, kCentreReach,
-                        std::max(kCentreCellsPerQuery * listed, int64_t{4096}));
-  const CellLayout& g = centres;
-  near.assign(g.cells() / 64 + 2, 0);  // cells + 1 bits, and a word for a row's spill past them
-  for (int64_t k = 0; k < listed; ++k) {
+  near_grid = centre_grid(qx, qy, reach.widest, kCentreReach,
+                          std::max(kCentreCellsPerQuery * listed, kCentreCellsMin));
+  const CellLayout g = near_grid;
+  // cells + 1 bits, and a word more, so that a row's second write (of zero
+  // bits past the grid's last cell) stays in bounds
+  near.assign(g.cells() / 64 + 2, 0);
+  bool off_grid = false;  // a listed query: centre_grid rules it out
+  for (int64_t k = 0; k < listed && g.cells() > 0 && !off_grid; ++k) {
     const int64_t cell = grid_cell(g, x[k], y[k]);
-    if (cell < 0) continue;  // only where there is no grid
+    off_grid = cell < 0;
+    if (off_grid) break;
     // centre_grid leaves spare cells around every query; clamped all the same
     const int64_t kx = cell % g.cells_x, ky = cell / g.cells_x, r = kCentreReach;
     const int64_t x0 = std::max<int64_t>(kx - r, 0), x1 = std::min(kx + r, g.cells_x - 1);
-    // A row's bits, fewer than 64, in the word of the first and the next:
-    // one bit at a time, each word's updates waited on one another.
+    // A row's bits, fewer than 64, by one OR into the word of its first cell
+    // and one into the next (bit by bit, each word's updates were serialised).
     const uint64_t bits = (uint64_t{1} << (x1 - x0 + 1)) - 1;
     for (int64_t j = std::max<int64_t>(ky - r, 0); j <= std::min(ky + r, g.cells_y - 1); ++j) {
       const int64_t first = j * g.cells_x + x0, word = first / 64, shift = first % 64;
       near[word] |= bits << shift;
-      if (shift > 0) near[word + 1] |= bits >> (64 - shift);  // 0 unless the row crosses words
+      if (shift > 0) near[word + 1] |= bits >> (64 - shift);
     }
   }
   int64_t marked = 0;
   for (const uint64_t word : near) marked += __builtin_popcountll(word);
-  if (marked > kCentreMarkedMax * g.cells()) {
-    centres = CellLayout{0.0, 0.0, 1.0, 0, 0};
-    near.assign(1, 0);
+  // Were centre_grid ever wrong about a query, the grid would go, not its pairs.
+  if (off_grid || marked > kCentreMarkedMax * g.cells()) {
+    near_grid = CellLayout{0.0, 0.0, 1.0, 0, 0};
+    near.assign(2, 0);
   }
 }
 

@@ -111,13 +111,18 @@ struct CelledQueries {
 // where the general path makes and stores every point's record
 // (point_records), its cells and the cells' lists (see sparse_queries for
 // times).
-// SparseQueries::centres: cells a box spans at most (layout.h, centre_grid),
-// and cells per listed query, at most. Around each query a point's centre
-// can then lie in a square (2 k + 1) / k box half-sides wide, 2.5 for k = 2
-// against 3 for cells as wide as the half-side; 1,024 queries over 1024 x
-// 1024 pixels get cells of half a box of sigma 2.
+// SparseQueries::near_grid: cells a box half-side spans at most (layout.h,
+// centre_grid), and cells per listed query, at most, with a floor for few
+// queries. Around each query a point's centre can then lie in a square
+// (2 k + 1) / k box half-sides wide, 2.5 for k = 2 against 3 for cells as
+// wide as the half-side; 1,024 queries over 1024 x 1024 pixels get cells of
+// half the half-side of a box of sigma 2 (3 pixels).
 constexpr int kCentreReach = 2;
+constexpr int64_t kCentreCellsPerQuery = 128;
+constexpr int64_t kCentreCellsMin = 4096;
 static_assert(2 * kCentreReach + 1 < 64, "a row of marked cells fits a word");
+static_assert((2 * kCentreReach + 4) * (2 * kCentreReach + 4) <= kCentreCellsMin,
+              "centre_grid has room for a cell inside the spare ones");
 // Where more than this fraction of the cells is marked, the grid is dropped:
 // checking each centre then costs more than the points it skips save. One
 // thread, strict alternation in one process (min of calls), sigma 2 over
@@ -126,7 +131,6 @@ static_assert(2 * kCentreReach + 1 < 64, "a row of marked cells fits a word");
 // at 8,192 (83%) 3.94 against 3.91; 10^6 points at 4,096 (58%) 37.6 against
 // 41.9, at 16,384 (97%) 93.3 against 87.0.
 constexpr double kCentreMarkedMax = 0.75;
-constexpr int64_t kCentreCellsPerQuery = 128;
 
 template <typename T>
 struct SparseQueries {
@@ -142,7 +146,7 @@ struct SparseQueries {
   // along both axes, then one more, clear, for centres off the grid: a point
   // whose centre's cell is clear reaches no query. No cells where there is
   // no such grid.
-  CellLayout centres;
+  CellLayout near_grid;
   std::vector<uint64_t> near;
 
   // reach: the points', from points_reach.

@@ -92,13 +92,13 @@ void batch_cells(const CellLayout& layout, const GaussianBlock<T>& g, int64_t co
 }
 
 // index[0, count) = the points among [first, first + span) whose centres lie
-// in cells marked near (SparseQueries::centres), in order; all of them where
+// in cells marked near (SparseQueries::near_grid), in order; all of them where
 // there is no such grid. The others' boxes hold no query: at 1,024 queries
 // among 65,536 points (sigma 2), seven points in ten, which cost records,
 // cells and a walk of their cell rows.
 template <typename T>
 int64_t near_points(const SparseQueries<T>& sparse, int64_t first, int64_t span, int64_t* index) {
-  const CellLayout l = sparse.centres;  // a copy, as in batch_cells
+  const CellLayout l = sparse.near_grid;  // a copy, as in batch_cells
   if (l.cells() == 0) {
     for (int64_t k = 0; k < span; ++k) index[k] = first + k;
     return span;
@@ -107,17 +107,17 @@ int64_t near_points(const SparseQueries<T>& sparse, int64_t first, int64_t span,
   const uint64_t* marked = sparse.near.data();
   // Eight bytes per lane throughout: with a narrower type in the loop
   // (int32 bits or flags), GCC left it scalar.
-  int64_t near[kBlockPoints];
+  int64_t keep[kBlockPoints];
 #pragma omp simd
   for (int64_t k = 0; k < span; ++k) {
     const int64_t cell = grid_cell(l, p[2 * k], p[2 * k + 1]);
-    const int64_t bit = cell < 0 ? l.cells() : cell;
-    near[k] = static_cast<int64_t>(marked[bit / 64] >> (bit % 64)) & 1;
+    const uint64_t bit = static_cast<uint64_t>(cell < 0 ? l.cells() : cell);
+    keep[k] = static_cast<int64_t>(marked[bit / 64] >> (bit % 64)) & 1;
   }
   int64_t count = 0;
-  for (int64_t k = 0; k < span; ++k) {  // branch-free: index[count] is overwritten unless near
+  for (int64_t k = 0; k < span; ++k) {  // branch-free: index[count] is overwritten unless kept
     index[count] = first + k;
-    count += near[k];
+    count += keep[k];
   }
   return count;
 }
