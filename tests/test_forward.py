@@ -190,6 +190,13 @@ def test_sparse_queries_skip_far_points(rng, dtype, per_point_sigma):
     assert_close(out, expected, dtype)
     assert_close(density, expected_density, dtype)
     assert expected_density[-1] > 0 and (expected_density > 0).mean() > 0.9
+    # With 2,400 more queries spread over the points nearly every cell is
+    # marked and the grid is dropped (kernels.h, kCentreMarkedMax): every
+    # point is walked, and each query's sums, taken in point order, keep
+    # their bits.
+    crowd = np.concatenate([queries, rng.uniform(0, 400, (2400, 2)).astype(dtype)])
+    np.testing.assert_array_equal(
+        jax_gmm.interpolate_at(points, values, sigma, crowd)[: len(queries)], out)
 
 
 def _centre_queries(rng, order, h, w):
