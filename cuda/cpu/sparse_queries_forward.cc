@@ -94,7 +94,7 @@ void batch_cells(const CellLayout& layout, const GaussianBlock<T>& g, int64_t co
 // index[0, count) = the points among [first, first + span) whose centres lie
 // in cells marked near (SparseQueries::near_grid), in order; all of them where
 // there is no such grid. The others' boxes hold no query: at 1,024 queries
-// among 65,536 points (sigma 2), seven points in ten, which cost records,
+// among 65,536 points (sigma 2), eight points in ten, which cost records,
 // cells and a walk of their cell rows.
 template <typename T>
 int64_t near_points(const SparseQueries<T>& sparse, int64_t first, int64_t span, int64_t* index) {
