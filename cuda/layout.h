@@ -4,8 +4,8 @@
 // (gpu/*.cu) both call, written once so that the two platforms list the same
 // pairs, and the CPU sparse forward's filter of points by their centres
 // (centre_grid, unused on the GPU); host-callable so that the CPU test suite
-// checks them (layout_bindings.cc, tests/test_layout.py). Counts and keys are 64-bit: a
-// list can outgrow 2^32 entries long before memory runs out.
+// checks them (layout_bindings.cc, tests/test_layout.py). Counts and keys
+// are 64-bit: a list can outgrow 2^32 entries long before memory runs out.
 #pragma once
 
 #include <math.h>

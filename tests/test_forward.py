@@ -184,7 +184,8 @@ def test_sparse_queries_skip_far_points(rng, dtype, per_point_sigma):
     queries = np.concatenate([rng.uniform(0, 400, (60, 2)), rng.uniform(200, 204, (16, 2)),
                               points[:3], points[3:4] + [9.0 * (1 - 1e-5), 0.0]])
     values = rng.normal(size=(n, 2))
-    points, values, sigma, queries = (np.asarray(a, dtype) for a in (points, values, sigma, queries))
+    points, values, sigma, queries = (np.asarray(a, dtype)
+                                      for a in (points, values, sigma, queries))
     out, density = jax_gmm.interpolate_at(points, values, sigma, queries, return_density=True)
     expected, expected_density = gmm(points, values, sigma, queries, 3.0)
     assert_close(out, expected, dtype)

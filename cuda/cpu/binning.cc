@@ -152,7 +152,7 @@ SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scal
   // bits past the grid's last cell) stays in bounds
   near.assign(g.cells() / 64 + 2, 0);
   bool off_grid = false;  // a listed query: centre_grid rules it out
-  for (int64_t k = 0; k < listed && g.cells() > 0 && !off_grid; ++k) {
+  for (int64_t k = 0; k < listed && g.cells() > 0; ++k) {
     const int64_t cell = grid_cell(g, x[k], y[k]);
     off_grid = cell < 0;
     if (off_grid) break;
