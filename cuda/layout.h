@@ -147,14 +147,14 @@ GMM_HD CellLayout cell_layout(Interval qx, Interval qy, const PointReach& reach,
 // A grid for telling, from a point's centre alone, that its box reaches no
 // query (cpu/sparse_queries_forward.cc): square cells of at least 1 / k of
 // `widest`, the largest box half-side, widened by a relative margin far
-// above double rounding, over the box (qx, qy) of the listed queries with k
-// + 1 cells to spare on each side, at most about `limit` cells. A point
+// above double rounding, over a box (qx, qy) that holds the listed queries,
+// with k + 1 cells to spare on each side, at most about `limit` cells. A point
 // whose box holds a query then has its centre within k cells of the
 // query's (grid_cell) along each axis, inside the grid: the centres'
 // offsets from the origin, divided by the cell, differ by less than k (1 -
 // 1e-6) before rounding, and by less than k after it while there are fewer
-// than 10^9 cells along an axis. No grid (zero cells) where no query is
-// listed, a box or the cell is not finite, the grid's far edge overflows,
+// than 10^9 cells along an axis. No grid (zero cells) where the query box
+// is empty, a point's box or the cell is not finite, the grid's far edge overflows,
 // limit is below (2 k + 4)^2, or the queries lie so far from the origin that
 // a cell is below 2^-32 of their coordinates (then the cells to spare could
 // round away).

@@ -46,10 +46,10 @@ TileRect TiledPoints<T>::tile(int64_t t) const {
 namespace {
 // The layout rule is layout.h's, shared with the GPU binning: a grid over the
 // queries some point can reach, worked out in double. Lists each reachable
-// query in its cell, in query order.
+// query in its cell, in query order; `reachable`, if given, gets their box.
 template <typename T>
 CellLayout list_queries(ThreadPool& pool, const PointReach& reach, const T* queries, int64_t m,
-                        CellLists& lists) {
+                        CellLists& lists, QueryBox* reachable = nullptr) {
   const QueryBox box = reduce_over(
       pool, m, QueryBox{no_interval(), no_interval()},
       [&](int64_t q) {
@@ -60,6 +60,7 @@ CellLayout list_queries(ThreadPool& pool, const PointReach& reach, const T* quer
       [](const QueryBox& a, const QueryBox& b) {
         return QueryBox{hull(a.x, b.x), hull(a.y, b.y)};
       });
+  if (reachable) *reachable = box;
   const CellLayout l = cell_layout(box.x, box.y, reach, m, kCellRadiiCpu);
   // Each query's cell, worked out once for both passes of the build.
   UninitVector<int64_t> cell_of(m);
@@ -131,7 +132,8 @@ template <typename T>
 SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n,
                                 T truncate, const PointReach& reach, const T* queries, int64_t m)
     : points(points), scale(scale), n(n), truncate(truncate) {
-  layout = list_queries(pool, reach, queries, m, cells);
+  QueryBox box;
+  layout = list_queries(pool, reach, queries, m, cells, &box);
   const int64_t listed = cells.items.size();
   x.resize(listed);
   y.resize(listed);
@@ -140,12 +142,7 @@ SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scal
     x[k] = queries[2 * q];
     y[k] = queries[2 * q + 1];
   });
-  Interval qx = no_interval(), qy = no_interval();
-  for (int64_t k = 0; k < listed; ++k) {
-    qx = hull(qx, {double(x[k]), double(x[k])});
-    qy = hull(qy, {double(y[k]), double(y[k])});
-  }
-  near_grid = centre_grid(qx, qy, reach.widest, kCentreReach,
+  near_grid = centre_grid(box.x, box.y, reach.widest, kCentreReach,
                           std::max(kCentreCellsPerQuery * listed, kCentreCellsMin));
   const CellLayout g = near_grid;
   // cells + 1 bits, and a word more, so that a row's second write (of zero
