@@ -187,11 +187,15 @@ struct GaussianBlock {
 };
 
 // Each point's reach, combined over all of them in fold_chunks' grouping
-// (each point in order), so the same bits for any thread count.
-// records(first, count, block) fills `block` with the records of points
-// [first, first + count).
+// (fixed blocks of points, each a fixed grouping), so the same bits for any
+// thread count. records(first, count, block) fills `block` with the records
+// of points [first, first + count).
 template <typename T, typename Records>
 PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
+  // The radii of a block are summed in this many interleaved chains, then
+  // pairwise: one chain of 64 dependent adds was a third of the pass.
+  constexpr int64_t kChains = 8;
+  static_assert(kBlockPoints % kChains == 0, "whole chains");
   return fold_chunks(
       pool, n, no_reach(),
       [&](int64_t begin, int64_t end, PointReach sum) {
@@ -199,27 +203,39 @@ PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
         for (int64_t first = begin; first < end; first += kBlockPoints) {
           const int64_t count = std::min(kBlockPoints, end - first);
           records(first, count, b);
-          // combine over the block: the hull in a vector loop (min and max
-          // are exact in any order; no bound is NaN), the radii summed in
-          // point order, so the same bits as a loop of combines.
+          // Each point's reach into plain arrays, then the hull over them
+          // (min and max are exact in any order; no bound is NaN): in one
+          // loop with the float records' loads GCC left both scalar, which
+          // made this pass most of a call of a few queries among many points.
+          double lo_x[kBlockPoints], hi_x[kBlockPoints], lo_y[kBlockPoints], hi_y[kBlockPoints];
+          double radius[kBlockPoints] = {}, reach[kBlockPoints];
+          int64_t finite_of[kBlockPoints];
+#pragma omp simd
+          for (int64_t k = 0; k < count; ++k) {
+            const PointReach r = box_reach(b.valid(k), b.x[k], b.y[k], b.box_x[k], b.box_y[k]);
+            lo_x[k] = r.x.lo, hi_x[k] = r.x.hi, lo_y[k] = r.y.lo, hi_y[k] = r.y.hi;
+            radius[k] = r.radius_sum, reach[k] = r.widest, finite_of[k] = r.finite_radii;
+          }
           double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
-          double radius[kBlockPoints], widest = 0.0;
+          double widest = 0.0;
           int64_t finite = 0;
 #pragma omp simd reduction(min : x_lo, y_lo) reduction(max : x_hi, y_hi, widest) \
     reduction(+ : finite)
           for (int64_t k = 0; k < count; ++k) {
-            const PointReach r = box_reach(b.valid(k), b.x[k], b.y[k], b.box_x[k], b.box_y[k]);
-            const Interval x = hull({x_lo, x_hi}, r.x), y = hull({y_lo, y_hi}, r.y);
+            const Interval x = hull({x_lo, x_hi}, {lo_x[k], hi_x[k]});
+            const Interval y = hull({y_lo, y_hi}, {lo_y[k], hi_y[k]});
             x_lo = x.lo, x_hi = x.hi, y_lo = y.lo, y_hi = y.hi;
-            radius[k] = r.radius_sum;
-            finite += r.finite_radii;
-            widest = widest > r.widest ? widest : r.widest;
+            widest = widest > reach[k] ? widest : reach[k];
+            finite += finite_of[k];
           }
-          for (int64_t k = 0; k < count; ++k) sum.radius_sum += radius[k];
-          sum.x = hull(sum.x, {x_lo, x_hi});
-          sum.y = hull(sum.y, {y_lo, y_hi});
-          sum.finite_radii += finite;
-          sum.widest = sum.widest > widest ? sum.widest : widest;
+          double chains[kChains] = {};
+          for (int64_t k0 = 0; k0 < kBlockPoints; k0 += kChains) {  // radius is 0 past count
+            for (int64_t j = 0; j < kChains; ++j) chains[j] += radius[k0 + j];
+          }
+          const double radius_sum = ((chains[0] + chains[1]) + (chains[2] + chains[3])) +
+                                    ((chains[4] + chains[5]) + (chains[6] + chains[7]));
+          const PointReach block{{x_lo, x_hi}, {y_lo, y_hi}, radius_sum, finite, widest};
+          sum = combine(sum, block);
         }
         return sum;
       },

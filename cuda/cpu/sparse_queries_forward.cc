@@ -107,18 +107,16 @@ int64_t near_points(const SparseQueries<T>& sparse, int64_t first, int64_t span,
   const uint64_t* marked = sparse.near.data();
   // Eight bytes per lane throughout: with a narrower type in the loop
   // (int32 bits or flags), GCC left it scalar.
-  int64_t keep[kBlockPoints];
-#pragma omp simd
+  static_assert(kBlockPoints <= 64, "a bit of `keep` per point of a block");
+  uint64_t keep = 0;  // bit k: point first + k is near
+#pragma omp simd reduction(| : keep)
   for (int64_t k = 0; k < span; ++k) {
     const int64_t cell = grid_cell(l, p[2 * k], p[2 * k + 1]);
     const uint64_t bit = static_cast<uint64_t>(cell < 0 ? l.cells() : cell);
-    keep[k] = static_cast<int64_t>(marked[bit / 64] >> (bit % 64)) & 1;
+    keep |= ((marked[bit / 64] >> (bit % 64)) & 1) << k;
   }
   int64_t count = 0;
-  for (int64_t k = 0; k < span; ++k) {  // branch-free: index[count] is overwritten unless kept
-    index[count] = first + k;
-    count += keep[k];
-  }
+  for (; keep != 0; keep &= keep - 1) index[count++] = first + __builtin_ctzll(keep);
   return count;
 }
 
