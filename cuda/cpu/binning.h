@@ -69,8 +69,8 @@ void parallel_over(ThreadPool& pool, int64_t count, const Body& body) {
 
 // The chunks' partial results in order, combined from `none`:
 // fold(first, last, none) folds members [first, last) of one chunk of
-// kMembersPerChunk, in member order. A fixed grouping, so the same result for
-// every thread count even when `combine` rounds.
+// kMembersPerChunk, in an order fixed by the chunk alone. A fixed grouping, so
+// the same result for every thread count even when `combine` rounds.
 template <typename R, typename Fold, typename Combine>
 R fold_chunks(ThreadPool& pool, int64_t count, R none, const Fold& fold, const Combine& combine) {
   const int64_t chunks = (count + kMembersPerChunk - 1) / kMembersPerChunk;
@@ -195,7 +195,7 @@ PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
   // The radii of a block are summed in this many interleaved chains, then
   // pairwise: one chain of 64 dependent adds was a third of the pass.
   constexpr int64_t kChains = 8;
-  static_assert(kBlockPoints % kChains == 0, "whole chains");
+  static_assert(kChains == 8 && kBlockPoints % kChains == 0, "whole chains, summed pairwise");
   return fold_chunks(
       pool, n, no_reach(),
       [&](int64_t begin, int64_t end, PointReach sum) {
@@ -207,14 +207,15 @@ PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
           // (min and max are exact in any order; no bound is NaN): in one
           // loop with the float records' loads GCC left both scalar, which
           // made this pass most of a call of a few queries among many points.
-          double lo_x[kBlockPoints], hi_x[kBlockPoints], lo_y[kBlockPoints], hi_y[kBlockPoints];
-          double radius[kBlockPoints] = {}, reach[kBlockPoints];
+          double x_lo_of[kBlockPoints], x_hi_of[kBlockPoints];
+          double y_lo_of[kBlockPoints], y_hi_of[kBlockPoints];
+          double radius_of[kBlockPoints] = {}, widest_of[kBlockPoints];
           int64_t finite_of[kBlockPoints];
 #pragma omp simd
           for (int64_t k = 0; k < count; ++k) {
             const PointReach r = box_reach(b.valid(k), b.x[k], b.y[k], b.box_x[k], b.box_y[k]);
-            lo_x[k] = r.x.lo, hi_x[k] = r.x.hi, lo_y[k] = r.y.lo, hi_y[k] = r.y.hi;
-            radius[k] = r.radius_sum, reach[k] = r.widest, finite_of[k] = r.finite_radii;
+            x_lo_of[k] = r.x.lo, x_hi_of[k] = r.x.hi, y_lo_of[k] = r.y.lo, y_hi_of[k] = r.y.hi;
+            radius_of[k] = r.radius_sum, widest_of[k] = r.widest, finite_of[k] = r.finite_radii;
           }
           double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
           double widest = 0.0;
@@ -222,15 +223,15 @@ PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
 #pragma omp simd reduction(min : x_lo, y_lo) reduction(max : x_hi, y_hi, widest) \
     reduction(+ : finite)
           for (int64_t k = 0; k < count; ++k) {
-            const Interval x = hull({x_lo, x_hi}, {lo_x[k], hi_x[k]});
-            const Interval y = hull({y_lo, y_hi}, {lo_y[k], hi_y[k]});
+            const Interval x = hull({x_lo, x_hi}, {x_lo_of[k], x_hi_of[k]});
+            const Interval y = hull({y_lo, y_hi}, {y_lo_of[k], y_hi_of[k]});
             x_lo = x.lo, x_hi = x.hi, y_lo = y.lo, y_hi = y.hi;
-            widest = widest > reach[k] ? widest : reach[k];
+            widest = widest > widest_of[k] ? widest : widest_of[k];
             finite += finite_of[k];
           }
           double chains[kChains] = {};
-          for (int64_t k0 = 0; k0 < kBlockPoints; k0 += kChains) {  // radius is 0 past count
-            for (int64_t j = 0; j < kChains; ++j) chains[j] += radius[k0 + j];
+          for (int64_t k0 = 0; k0 < kBlockPoints; k0 += kChains) {  // 0 past count
+            for (int64_t j = 0; j < kChains; ++j) chains[j] += radius_of[k0 + j];
           }
           const double radius_sum = ((chains[0] + chains[1]) + (chains[2] + chains[3])) +
                                     ((chains[4] + chains[5]) + (chains[6] + chains[7]));
