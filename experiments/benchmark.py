@@ -20,8 +20,10 @@ same process, alternating call by call with jax_gmm, it times:
   (b) reference: `jax_gmm.reference`, the dense pure-JAX version (all pairs);
   (c) griddata:  `scipy.interpolate.griddata(method="linear")`, forward of
                  one image only (another interpolant, so it is not compared);
-  (d) fill:      an XLA program that writes zeros of the output's shape,
-                 against the output-bound case (no point reaches a pixel);
+  (d) fill:      an XLA program that writes zeros of the output's shape
+                 (not compared): the floor of a call that writes its output,
+                 against the output-bound case (no point reaches a pixel)
+                 and the vmap of the batch case;
   loop:          a Python loop of single-image jax_gmm calls (batched cases).
 
 Every JAX method is compiled ahead of time and called once (warm-up, not

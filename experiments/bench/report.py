@@ -145,7 +145,11 @@ def _speed_targets(rows: Sequence[dict], floor: dict, pause_s: float) -> list[st
             lines.append(f"- {row['label']}, {row['case']['mode']}: jax_gmm (vmap) "
                          f"{fmt_time(_median(row, 'jax_gmm'))} s, loop of single-image calls "
                          f"{fmt_time(_median(row, 'loop'))} s: loop / vmap = "
-                         f"{_fmt_ratio(row, 'loop')} (target >= 2x)")
+                         f"{_fmt_ratio(row, 'loop')} (target >= 2x)"
+                         + (f"; (d) XLA writing the same output {fmt_time(_median(row, 'fill'))}"
+                            f" s: vmap / (d) = "
+                            f"{_median(row, 'jax_gmm') / _median(row, 'fill'):.2f}"
+                            if _median(row, "fill") else ""))
     forward = [r for r in rows if r["case"]["mode"] == "forward" and r["pairs"]]
     if floor.get("pairs_per_s") and forward:
         best = max(forward, key=lambda r: r["pairs"] / _median(r, "jax_gmm"))
@@ -211,7 +215,7 @@ def markdown(results: dict) -> str:
            if results["pause_s"] else "call after call with no pause (each call pays for the "
            "work the one before left behind), ")
         + f"and agree with it to {AGREEMENT_TOL:g} relative before they are timed (griddata is "
-        "another interpolant and is not compared). pairs: exact count of (point, pixel) pairs "
+        "another interpolant and (d) writes zeros: neither is compared). pairs: exact count of (point, pixel) pairs "
         "inside the cutoff, summed over the batch; pairs/s is jax_gmm's. value_and_grad "
         "differentiates sum(out * cotangent) in points, values and sigma. Ratios are the "
         "comparator's time over jax_gmm's.",
