@@ -1,5 +1,6 @@
 // One point's footprint clipped to one pixel tile, laid out for the grid
-// kernels' row loops. Rows are walked in whole segments of kLanes pixels, so
+// kernels' row loops. Rows are walked in whole segments of kLanes pixels (the
+// forward walks the first kLanes / 2 of a narrow footprint's one segment), so
 // the loops have a fixed trip count and no scalar remainder: the lanes past
 // the footprint's last column get a zero column factor, hence zero weight.
 // (Those lanes touch up to kLanes - 1 entries past the row in the kernels'
@@ -45,6 +46,9 @@ struct alignas(64) Footprint {
   int rows;                     // ey, m2y and row_factor are set for rows < rows only
   int segments;                 // kLanes-wide segments per row
   bool sheared;                 // p21 != 0: e_y varies along a row too
+  // Axis-aligned and at most kLanes / 2 columns wide (one segment): the
+  // segment's second half has zero weight, so a kernel may walk only the first.
+  bool narrow;
   // Each array starts on a cache line, so a segment's kLanes entries are whole
   // aligned vectors; before, ex started at byte 28 and every load straddled two
   // lines.
@@ -218,6 +222,7 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
   fp.rows = ny;
   fp.segments = (nx + kLanes - 1) / kLanes;
   fp.sheared = !g.axis_aligned();
+  fp.narrow = !fp.sheared && nx <= kLanes / 2;
   // Factors for whole vectors, so that the loops have no remainder. Small
   // footprints get loops of fixed length, whose set-up cost more than their
   // work: fill_one_segment for float axis-aligned ones (double steps its
