@@ -1,11 +1,10 @@
 // One point's footprint clipped to one pixel tile, laid out for the grid
 // kernels' row loops. Rows are walked in whole segments of kLanes pixels (the
 // grid forward and backward walk the first kLanes / 2 of a narrow footprint's
-// one segment), so
-// the loops have a fixed trip count and no scalar remainder: the lanes past
-// the footprint's last column get a zero column factor, hence zero weight.
-// (Those lanes touch up to kLanes - 1 entries past the row in the kernels'
-// tile buffers, which are padded for it.)
+// one segment), so the loops have a fixed trip count and no scalar remainder:
+// the lanes past the footprint's last column get a zero column factor, hence
+// zero weight. (Those lanes touch up to kLanes - 1 entries past the row in the
+// kernels' tile buffers, which are padded for it.)
 #pragma once
 
 #include <algorithm>
