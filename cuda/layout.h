@@ -106,6 +106,9 @@ struct CellLayout {
   GMM_HD int64_t cells() const { return cells_x * cells_y; }
 };
 
+// A layout of no cells, where there is nothing to lay out.
+GMM_HD CellLayout no_cells() { return {0.0, 0.0, 1.0, 0, 0}; }
+
 // Cap on cells: keeps memory O(M) when queries are spread far wider than the
 // cutoff radius.
 GMM_HD int64_t max_cells(int64_t m) { return m > 512 ? 2 * m : 1024; }
@@ -124,7 +127,7 @@ constexpr double kCellRadiiGpu = 1.0;
 // (cost O(N M)) nor overflows the arithmetic.
 GMM_HD CellLayout cell_layout(Interval qx, Interval qy, const PointReach& reach, int64_t m,
                               double radii) {
-  if (qx.empty() || qy.empty()) return {0.0, 0.0, 1.0, 0, 0};
+  if (qx.empty() || qy.empty()) return no_cells();
   const double span_x = qx.hi - qx.lo, span_y = qy.hi - qy.lo;
   const double span = span_x > span_y ? span_x : span_y;
   const double mean_radius = reach.finite_radii ? reach.radius_sum / double(reach.finite_radii)
@@ -159,19 +162,19 @@ GMM_HD CellLayout cell_layout(Interval qx, Interval qy, const PointReach& reach,
 // a cell is below 2^-32 of their coordinates (then the cells to spare could
 // round away).
 GMM_HD CellLayout centre_grid(Interval qx, Interval qy, double widest, int k, int64_t limit) {
-  const CellLayout none = {0.0, 0.0, 1.0, 0, 0};
-  if (qx.empty() || qy.empty() || !is_finite(widest)) return none;
+  if (qx.empty() || qy.empty() || !is_finite(widest)) return no_cells();
   const double span_x = qx.hi - qx.lo, span_y = qy.hi - qy.lo;
   const double span = span_x > span_y ? span_x : span_y;
   const double spare = k + 1.0;
   // Cells inside the spare ones along an axis, bar one, so that there are at
   // most sqrt(limit) in all.
   const double inner = floor(sqrt(double(limit))) - 2.0 * spare - 1.0;
-  if (!(inner >= 1.0)) return none;
+  if (!(inner >= 1.0)) return no_cells();
   double cell = widest / k * (1.0 + 1e-6);
   if (span / inner > cell) cell = span / inner;
   if (1e-300 > cell) cell = 1e-300;  // widest 0, no valid point: only through the test binding
-  if (!is_finite(cell)) return none;  // a span beyond double's range (the cast below needs this)
+  // a span beyond double's range (the cast below needs this)
+  if (!is_finite(cell)) return no_cells();
   const int64_t border = 2 * k + 3;
   const CellLayout l = {qx.lo - spare * cell, qy.lo - spare * cell, cell,
                         static_cast<int64_t>(floor(span_x / cell)) + border,
@@ -182,7 +185,7 @@ GMM_HD CellLayout centre_grid(Interval qx, Interval qy, double widest, int k, in
   const bool conditioned = extent <= cell * 0x1p32 &&
                            is_finite(l.origin_x + double(l.cells_x) * cell) &&
                            is_finite(l.origin_y + double(l.cells_y) * cell);
-  return conditioned ? l : none;
+  return conditioned ? l : no_cells();
 }
 
 // The cell of the centre (x, y) on grid l (y * cells_x + x), or -1 if it is

@@ -169,7 +169,7 @@ SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scal
   for (const uint64_t word : near) marked += __builtin_popcountll(word);
   // Were centre_grid ever wrong about a query, the grid would go, not its pairs.
   if (off_grid || marked > kCentreMarkedMax * g.cells()) {
-    near_grid = CellLayout{0.0, 0.0, 1.0, 0, 0};
+    near_grid = no_cells();
     near.assign(2, 0);
   }
 }

@@ -131,7 +131,7 @@ __global__ void query_keys_kernel(const T* queries, int64_t m, const CellSetup* 
 template <typename T>
 ffi::Error CellBinning<T>::build(Device& dev, const T* points, const T* scale, int64_t n,
                                  T truncate, const T* queries, int64_t m) {
-  grid = CellLayout{0.0, 0.0, 1.0, 0, 0};
+  grid = no_cells();
   n_ = n;
   if (n == 0 || m == 0) return ffi::Error::Success();
   JAX_GMM_RETURN_IF_ERROR(gaussians_.reserve(dev, n));
