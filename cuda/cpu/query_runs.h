@@ -26,33 +26,32 @@ namespace JAX_GMM_ISA {  // one copy per instruction-set build (kernels.h)
 constexpr int64_t kRunLanes = 16;
 
 // Cell c's run is entries begin[c] .. begin[c] + n - 1, n = its query count,
-// then padding up to begin[c + 1]; run entry begin[c] + k is the query
-// celled.queries.items[start[c] + k]. `fields` extra planes, zero in the
-// padding, follow x and y for per-query data the caller fills in the rest.
+// then, if the run is walked in vectors, padding up to begin[c + 1]; run entry
+// begin[c] + k is the query celled.queries.items[start[c] + k]. `fields` extra
+// planes, zero in the padding, follow x and y for per-query data the caller
+// fills in the rest.
 template <typename T>
 struct QueryRuns {
   std::vector<int64_t> begin;
   int64_t count;
-  // Entries the loops over cell c's run walk: the padded run, or only its
-  // queries when they are too few to fill half a vector (a sparse call, a
-  // few queries per cell: scalar loops beat mostly-padding vectors). Either
-  // way each query's sums are taken in the same order, so results agree.
-  std::vector<int64_t> walk;
   std::unique_ptr<T[]> data;
   T* x() const { return data.get(); }
   T* y() const { return data.get() + count; }
   T* plane(int64_t f) const { return data.get() + (2 + f) * count; }
+  // Entries the loops over cell c's run walk: the padded run, or only its
+  // queries when they are too few to fill half a vector (a sparse call, a
+  // few queries per cell: scalar loops beat mostly-padding vectors). Either
+  // way each query's sums are taken in the same order, so results agree.
+  int64_t length(int64_t c) const { return begin[c + 1] - begin[c]; }
 
   QueryRuns(ThreadPool& pool, const CelledQueries<T>& celled, const T* queries, int64_t fields)
-      : begin(padded_starts(celled.queries.start)),
+      : begin(run_starts(celled.queries.start)),
         count(begin.back()),
-        walk(begin.size() - 1),
         data(new T[(2 + fields) * count]) {
     const uint32_t* items = celled.queries.items.data();
     parallel_for(pool, static_cast<int64_t>(begin.size()) - 1, [&](int64_t c) {
       const int64_t first = celled.queries.start[c], n = celled.queries.start[c + 1] - first;
-      walk[c] = n < kRunLanes / 2 ? n : begin[c + 1] - begin[c];
-      for (int64_t k = 0; k < begin[c + 1] - begin[c]; ++k) {
+      for (int64_t k = 0; k < length(c); ++k) {
         const bool real = k < n;
         const int64_t q = real ? items[first + k] : 0;  // 64-bit: 2q wraps in 32 from 2^31
         x()[begin[c] + k] = real ? queries[2 * q] : T(NAN);
@@ -65,11 +64,16 @@ struct QueryRuns {
   }
 
  private:
-  static std::vector<int64_t> padded_starts(const std::vector<int64_t>& start) {
+  // Only runs walked in vectors are padded: with cells of about one query
+  // each (small sigma), padding every run to kRunLanes made the runs 10 or
+  // more times the queries, most of a call's time in writing and faulting in
+  // padding that no loop read.
+  static std::vector<int64_t> run_starts(const std::vector<int64_t>& start) {
     std::vector<int64_t> begin(std::max<size_t>(start.size(), 1), 0);
     for (size_t c = 0; c + 1 < start.size(); ++c) {
       const int64_t n = start[c + 1] - start[c];
-      begin[c + 1] = begin[c] + (n + kRunLanes - 1) / kRunLanes * kRunLanes;
+      const int64_t padded = (n + kRunLanes - 1) / kRunLanes * kRunLanes;
+      begin[c + 1] = begin[c] + (n < kRunLanes / 2 ? n : padded);
     }
     return begin;
   }

@@ -65,7 +65,7 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
   std::fill(d_queries, d_queries + 2 * m, T(0));  // queries in no cell reach no point
   const CellLists& pts = celled.points;
   if (query_grads) parallel_for(pool, celled.cells_x * celled.cells_y, [&](int64_t cell) {
-    const int64_t k0 = runs.begin[cell], n = runs.walk[cell];
+    const int64_t k0 = runs.begin[cell], n = runs.length(cell);
     if (n == 0) return;
     std::vector<T> scratch(5 * n, T(0));  // [gx | gy | ratio | dot | u]
     T *gx = scratch.data(), *gy = gx + n, *ratio = gy + n, *dot = ratio + n, *u = dot + n;
@@ -107,7 +107,7 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
       for (int64_t ky = cells.y.lo; ky <= cells.y.hi; ++ky) {
         for (int64_t kx = cells.x.lo; kx <= cells.x.hi; ++kx) {
           const int64_t cell = ky * celled.cells_x + kx;
-          const int64_t k0 = runs.begin[cell], n = runs.walk[cell];
+          const int64_t k0 = runs.begin[cell], n = runs.length(cell);
           if (n == 0) continue;
           if (static_cast<int64_t>(scratch.size()) < 3 * n) scratch.resize(3 * n);
           T *ratio = scratch.data(), *dot = ratio + n, *u = dot + n;

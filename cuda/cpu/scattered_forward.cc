@@ -24,7 +24,7 @@ void scattered_forward(ThreadPool& pool, const CelledQueries<T>& celled, const T
   const CellLists& pts = celled.points;
   const uint32_t* items = celled.queries.items.data();
   parallel_for(pool, celled.cells_x * celled.cells_y, [&](int64_t cell) {
-    const int64_t k0 = runs.begin[cell], n = runs.walk[cell];
+    const int64_t k0 = runs.begin[cell], n = runs.length(cell);
     if (n == 0) return;
     // [w | Z | A_0 | ... | A_C-1], n entries each (the walked run)
     std::vector<T> acc((C + 2) * n, T(0));
