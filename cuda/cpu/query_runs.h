@@ -20,13 +20,13 @@
 namespace jax_gmm {
 namespace JAX_GMM_ISA {  // one copy per instruction-set build (kernels.h)
 
-// Queries per vector loop: each cell's run is padded to a multiple of it with
-// entries at NaN, which no pair test passes (weight 0), so the loops have no
-// scalar remainder.
+// Queries per vector loop: a cell's run of at least kRunLanes / 2 queries is
+// padded to a multiple of it with entries at NaN, which no pair test passes
+// (weight 0), so the loops over it have no scalar remainder.
 constexpr int64_t kRunLanes = 16;
 
 // Cell c's run is entries begin[c] .. begin[c] + n - 1, n = its query count,
-// then, if the run is walked in vectors, padding up to begin[c + 1]; run entry
+// then, if n >= kRunLanes / 2, padding up to begin[c + 1]; run entry
 // begin[c] + k is the query celled.queries.items[start[c] + k]. `fields` extra
 // planes, zero in the padding, follow x and y for per-query data the caller
 // fills in the rest.
@@ -39,9 +39,9 @@ struct QueryRuns {
   T* y() const { return data.get() + count; }
   T* plane(int64_t f) const { return data.get() + (2 + f) * count; }
   // Entries the loops over cell c's run walk: the padded run, or only its
-  // queries when they are too few to fill half a vector (a sparse call, a
-  // few queries per cell: scalar loops beat mostly-padding vectors). Either
-  // way each query's sums are taken in the same order, so results agree.
+  // queries when they are too few to fill half a vector (a few queries per
+  // cell: loops with a remainder beat mostly-padding vectors). Either way
+  // each query's sums are taken in the same order, so results agree.
   int64_t length(int64_t c) const { return begin[c + 1] - begin[c]; }
 
   QueryRuns(ThreadPool& pool, const CelledQueries<T>& celled, const T* queries, int64_t fields)
@@ -64,10 +64,10 @@ struct QueryRuns {
   }
 
  private:
-  // Only runs walked in vectors are padded: with cells of about one query
-  // each (small sigma), padding every run to kRunLanes made the runs 10 or
-  // more times the queries, most of a call's time in writing and faulting in
-  // padding that no loop read.
+  // Only runs of at least kRunLanes / 2 queries are padded: with cells of
+  // about one query each (small sigma), padding every run to kRunLanes made
+  // the runs about ten times the queries, and much of a call went to writing
+  // and faulting in padding that no loop read.
   static std::vector<int64_t> run_starts(const std::vector<int64_t>& start) {
     std::vector<int64_t> begin(std::max<size_t>(start.size(), 1), 0);
     for (size_t c = 0; c + 1 < start.size(); ++c) {
