@@ -50,6 +50,40 @@ def test_query_gradients_match_finite_differences(rng, per_point_sigma, m):
     check_grads(scalar_loss(f, rng), (points, values, sigma, queries), order=1, modes=["rev"])
 
 
+def test_gradients_at_few_queries_among_many_points(rng):
+    """With 8 or more points per query the backward splats only the points
+    whose centres lie near a query (cuda/cpu/kernels.h, NearQueries; here
+    over a quarter of the centre grid's cells is marked): the gradients, the
+    queries' too, are the reference's, and those of the many points out of
+    every query's reach are exactly zero. The queries span under 190 pixels,
+    so that the grid's cells are as narrow as it makes them (half the widest
+    box half-side), and one lies just inside the cutoff of the widest point."""
+    n = 4000
+    points = rng.uniform(0, 300, (n, 2))
+    sigma = rng.uniform(0.8, 1.9, n)
+    values = rng.normal(size=(n, 2))
+    inner = np.flatnonzero(np.all((points > 70) & (points < 210), axis=1))
+    widest = inner[10]
+    sigma[widest] = 2.0
+    queries = np.concatenate([rng.uniform(60, 220, (30, 2)),  # alone
+                              points[inner[:10]] + rng.normal(size=(10, 2)),  # on points
+                              points[widest:widest + 1] + [3.0 * 2.0 * (1 - 1e-6), 0.0]])
+    k_out = rng.normal(size=(len(queries), 2))
+    loss = lambda module: lambda p, v, s, q: (  # noqa: E731
+        module.interpolate_at(p, v, s, q) * k_out).sum()
+    args = (points, values, sigma, queries)
+    got = jax.grad(loss(jax_gmm), argnums=(0, 1, 2, 3))(*args)
+    want = jax.grad(loss(jax_gmm.reference), argnums=(0, 1, 2, 3))(*args)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12 * np.abs(w).max())
+    d2 = ((points[:, None, :] - queries[None]) ** 2).sum(-1)
+    reached = (d2 <= (3 * sigma[:, None]) ** 2).any(1)
+    assert reached[widest] and 0.2 > reached.mean() > 0.01
+    for g in got[:3]:
+        assert np.all(np.asarray(g)[~reached] == 0)
+        assert np.abs(np.asarray(g)[reached]).max() > 0
+
+
 def test_position_gradient_formula(rng):
     """d out(q) / d mu_i = (c_i - out(q)) w_iq / Z(q) * (q - mu_i) / sigma_i^2."""
     points, values, sigma = inputs(rng, n=5, c=1)

@@ -72,26 +72,73 @@ CellLayout list_queries(ThreadPool& pool, const PointReach& reach, const T* quer
   });
   return l;
 }
+
+// NearQueries around `count` queries (x, y) inside `box`, among points whose
+// widest box half-side is `widest`.
+template <typename T>
+NearQueries near_queries(const QueryBox& box, double widest, const T* x, const T* y,
+                         int64_t count) {
+  NearQueries near;
+  const CellLayout g = centre_grid(box.x, box.y, widest, kCentreReach,
+                                   std::max(kCentreCellsPerQuery * count, kCentreCellsMin));
+  if (g.cells() == 0) return near;
+  // cells + 1 bits, and a word more, so that a row's second write (of zero
+  // bits past the grid's last cell) stays in bounds
+  near.bits.assign(g.cells() / 64 + 2, 0);
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t cell = grid_cell(g, x[k], y[k]);
+    // Were centre_grid ever wrong about a query, the grid would go, not its pairs.
+    if (cell < 0) return NearQueries{};
+    // centre_grid leaves spare cells around every query; clamped all the same
+    const int64_t kx = cell % g.cells_x, ky = cell / g.cells_x, r = kCentreReach;
+    const int64_t x0 = std::max<int64_t>(kx - r, 0), x1 = std::min(kx + r, g.cells_x - 1);
+    // A row's bits, fewer than 64, by one OR into the word of its first cell
+    // and one into the next (bit by bit, each word's updates were serialised).
+    const uint64_t bits = (uint64_t{1} << (x1 - x0 + 1)) - 1;
+    for (int64_t j = std::max<int64_t>(ky - r, 0); j <= std::min(ky + r, g.cells_y - 1); ++j) {
+      const int64_t first = j * g.cells_x + x0, word = first / 64, shift = first % 64;
+      near.bits[word] |= bits << shift;
+      if (shift > 0) near.bits[word + 1] |= bits >> (64 - shift);
+    }
+  }
+  int64_t marked = 0;
+  for (const uint64_t word : near.bits) marked += __builtin_popcountll(word);
+  if (marked > kCentreMarkedMax * g.cells()) return NearQueries{};
+  near.grid = g;
+  return near;
+}
 }  // namespace
 
 template <typename T>
 CelledQueries<T>::CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> records,
-                                const T* queries, int64_t m)
+                                const T* queries, int64_t m, bool drop_far)
     : gaussians(std::move(records)) {
   const int64_t n = gaussians.size();
   const PointReach reach =
       reach_of<T>(pool, n, [&](int64_t first, int64_t count, GaussianBlock<T>& b) {
         for (int64_t k = 0; k < count; ++k) b.set(k, gaussians[first + k]);
       });
-  const CellLayout l = list_queries(pool, reach, queries, m, this->queries);
+  QueryBox box;
+  const CellLayout l = list_queries(pool, reach, queries, m, this->queries, &box);
   origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;
   cells_x = l.cells_x, cells_y = l.cells_y;
+  NearQueries near;
+  if (drop_far) {
+    const UninitVector<uint32_t>& listed = this->queries.items;
+    UninitVector<T> x(listed.size()), y(listed.size());
+    for (size_t k = 0; k < listed.size(); ++k) {
+      x[k] = queries[2 * int64_t{listed[k]}];
+      y[k] = queries[2 * int64_t{listed[k]} + 1];
+    }
+    near = near_queries(box, reach.widest, x.data(), y.data(), x.size());
+  }
   cell_boxes.resize(n);
   // The widest box, in cells along either axis.
   const int64_t widest = reduce_over(
       pool, n, int64_t{0},
       [&](int64_t i) {
-        const Box b = cell_boxes[i] = point_cells(l, gaussians[i]);
+        const Gaussian<T>& g = gaussians[i];
+        const Box b = cell_boxes[i] = near.near(g.x, g.y) ? point_cells(l, g) : empty_box();
         return b.empty() ? int64_t{0} : std::max(b.x.hi - b.x.lo, b.y.hi - b.y.lo) + 1;
       },
       [](int64_t a, int64_t b) { return std::max(a, b); });
@@ -103,7 +150,8 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> reco
     // turned selects back into branches): the lists for 1,024 queries at N =
     // 65,536 took 0.83-0.89 -> 0.59-0.63 ms. (A 3 x 3 window, for 1M queries,
     // gained nothing.) The forward at so few queries now takes SparseQueries;
-    // the backward still lists them here.
+    // the backward still lists them here (since the fifteenth session only
+    // the points near a query: drop_far).
     const int64_t sink = l.cells();
     const auto cell_or_sink = [sink](int64_t cell, bool in_box) {
       return sink ^ ((sink ^ cell) & -static_cast<int64_t>(in_box));
@@ -142,36 +190,7 @@ SparseQueries<T>::SparseQueries(ThreadPool& pool, const T* points, const T* scal
     x[k] = queries[2 * q];
     y[k] = queries[2 * q + 1];
   });
-  near_grid = centre_grid(box.x, box.y, reach.widest, kCentreReach,
-                          std::max(kCentreCellsPerQuery * listed, kCentreCellsMin));
-  const CellLayout g = near_grid;
-  // cells + 1 bits, and a word more, so that a row's second write (of zero
-  // bits past the grid's last cell) stays in bounds
-  near.assign(g.cells() / 64 + 2, 0);
-  bool off_grid = false;  // a listed query: centre_grid rules it out
-  for (int64_t k = 0; k < listed && g.cells() > 0; ++k) {
-    const int64_t cell = grid_cell(g, x[k], y[k]);
-    off_grid = cell < 0;
-    if (off_grid) break;
-    // centre_grid leaves spare cells around every query; clamped all the same
-    const int64_t kx = cell % g.cells_x, ky = cell / g.cells_x, r = kCentreReach;
-    const int64_t x0 = std::max<int64_t>(kx - r, 0), x1 = std::min(kx + r, g.cells_x - 1);
-    // A row's bits, fewer than 64, by one OR into the word of its first cell
-    // and one into the next (bit by bit, each word's updates were serialised).
-    const uint64_t bits = (uint64_t{1} << (x1 - x0 + 1)) - 1;
-    for (int64_t j = std::max<int64_t>(ky - r, 0); j <= std::min(ky + r, g.cells_y - 1); ++j) {
-      const int64_t first = j * g.cells_x + x0, word = first / 64, shift = first % 64;
-      near[word] |= bits << shift;
-      if (shift > 0) near[word + 1] |= bits >> (64 - shift);
-    }
-  }
-  int64_t marked = 0;
-  for (const uint64_t word : near) marked += __builtin_popcountll(word);
-  // Were centre_grid ever wrong about a query, the grid would go, not its pairs.
-  if (off_grid || marked > kCentreMarkedMax * g.cells()) {
-    near_grid = no_cells();
-    near.assign(2, 0);
-  }
+  near = near_queries(box, reach.widest, x.data(), y.data(), listed);
 }
 
 template struct TiledPoints<float>;

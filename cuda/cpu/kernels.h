@@ -98,9 +98,12 @@ struct CelledQueries {
   CellLists points;             // points whose box overlaps each cell
   CellLists queries;            // queries inside each cell (each query in one cell)
 
-  // records: each point's, from point_records.
+  // records: each point's, from point_records. With drop_far, points whose
+  // centres lie far from every query (NearQueries) are splatted into no cell:
+  // their pairs have zero weight, and at few queries walking them cost the
+  // backward about a fifth of its time (handlers.cc, celled_queries).
   CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> records, const T* queries,
-                int64_t m);
+                int64_t m, bool drop_far = false);
 };
 
 // Queries far fewer than the points (see sparse_queries): sorted into the
@@ -111,7 +114,7 @@ struct CelledQueries {
 // where the general path makes and stores every point's record
 // (point_records), its cells and the cells' lists (see sparse_queries for
 // times).
-// SparseQueries::near_grid: cells a box half-side spans at most (layout.h,
+// NearQueries::grid: cells a box half-side spans at most (layout.h,
 // centre_grid), and cells per listed query, at most, with a floor for few
 // queries. Around each query a point's centre can then lie in a square
 // (2 k + 1) / k box half-sides wide, 2.5 for k = 2 against 3 for cells as
@@ -123,7 +126,8 @@ constexpr int64_t kCentreCellsMin = 4096;
 static_assert(2 * kCentreReach + 1 < 64, "a row of marked cells fits a word");
 static_assert((2 * kCentreReach + 4) * (2 * kCentreReach + 4) <= kCentreCellsMin,
               "centre_grid has room for a cell inside the spare ones");
-// Where more than this fraction of the cells is marked, the grid is dropped:
+// Where more than this fraction of the cells is marked, the grid is dropped
+// (the backward's NearQueries reuse the threshold, not measured there):
 // checking each centre then costs more than the points it skips save. One
 // thread, strict alternation in one process (min of calls), sigma 2 over
 // 1024 x 1024: 65,536 points at 1,024 queries (20% of the cells marked)
@@ -131,6 +135,24 @@ static_assert((2 * kCentreReach + 4) * (2 * kCentreReach + 4) <= kCentreCellsMin
 // at 8,192 (83%) 3.94 against 3.91; 10^6 points at 4,096 (58%) 37.6 against
 // 41.9, at 16,384 (97%) 93.3 against 87.0.
 constexpr double kCentreMarkedMax = 0.75;
+
+// layout.h's centre_grid around some queries, and a bit per cell, set where
+// the cell is within kCentreReach cells of a query's along both axes, then
+// one more, clear, for centres off the grid: a point whose centre's cell is
+// clear reaches none of the queries. No cells where there is no such grid,
+// and then every point may reach one.
+struct NearQueries {
+  CellLayout grid = no_cells();
+  std::vector<uint64_t> bits = std::vector<uint64_t>(2, 0);
+
+  // Whether a point centred at (x, y) may reach one of the queries.
+  bool near(double x, double y) const {
+    if (grid.cells() == 0) return true;
+    const int64_t cell = grid_cell(grid, x, y);
+    const uint64_t bit = static_cast<uint64_t>(cell < 0 ? grid.cells() : cell);
+    return (bits[bit / 64] >> (bit % 64)) & 1;
+  }
+};
 
 template <typename T>
 struct SparseQueries {
@@ -141,13 +163,7 @@ struct SparseQueries {
   CellLayout layout;
   CellLists cells;       // the queries in each cell (each query in at most one)
   UninitVector<T> x, y;  // the listed queries' coordinates, in list order
-  // layout.h's centre_grid around the listed queries, and a bit per cell,
-  // set where the cell is within kCentreReach cells of a listed query's
-  // along both axes, then one more, clear, for centres off the grid: a point
-  // whose centre's cell is clear reaches no query. No cells where there is
-  // no such grid.
-  CellLayout near_grid;
-  std::vector<uint64_t> near;
+  NearQueries near;      // around the listed queries
 
   // reach: the points', from points_reach.
   SparseQueries(ThreadPool& pool, const T* points, const T* scale, int64_t n, T truncate,

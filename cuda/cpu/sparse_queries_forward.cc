@@ -92,19 +92,19 @@ void batch_cells(const CellLayout& layout, const GaussianBlock<T>& g, int64_t co
 }
 
 // index[0, count) = the points among [first, first + span) whose centres lie
-// in cells marked near (SparseQueries::near_grid), in order; all of them where
+// in cells marked near (SparseQueries::near), in order; all of them where
 // there is no such grid. The others' boxes hold no query: at 1,024 queries
 // among 65,536 points (sigma 2), eight points in ten, which cost records,
 // cells and a walk of their cell rows.
 template <typename T>
 int64_t near_points(const SparseQueries<T>& sparse, int64_t first, int64_t span, int64_t* index) {
-  const CellLayout l = sparse.near_grid;  // a copy, as in batch_cells
+  const CellLayout l = sparse.near.grid;  // a copy, as in batch_cells
   if (l.cells() == 0) {
     for (int64_t k = 0; k < span; ++k) index[k] = first + k;
     return span;
   }
   const T* p = sparse.points + 2 * first;
-  const uint64_t* marked = sparse.near.data();
+  const uint64_t* marked = sparse.near.bits.data();
   // Eight bytes per lane throughout: with a narrower type in the loop
   // (int32 bits or flags), GCC left it scalar.
   static_assert(kBlockPoints <= 64, "a bit of `keep` per point of a block");
