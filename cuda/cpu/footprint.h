@@ -246,6 +246,21 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
   return true;
 }
 
+// Calls walk(kSheared, kWidth), two std::integral_constant, with how the
+// kernels walk fp's rows: sheared (per-row spans, e_y per pixel) or not, and
+// kWidth lanes of each segment, kLanes / 2 for a narrow footprint (whose
+// other half has zero weight) and kLanes otherwise.
+template <typename T, typename Walk>
+void with_walk(const Footprint<T>& fp, const Walk& walk) {
+  if (fp.sheared) {
+    walk(std::true_type{}, std::integral_constant<int, kLanes>{});
+  } else if (fp.narrow) {
+    walk(std::false_type{}, std::integral_constant<int, kLanes / 2>{});
+  } else {
+    walk(std::false_type{}, std::integral_constant<int, kLanes>{});
+  }
+}
+
 // The weight of the pair at row r (whose ey, m2y and row_factor the caller
 // has loaded) and lane j of the footprint: gmm_math.h's pair test and weight,
 // from the stored per-axis parts. With kSheared, e_y = sx[j] + ey and its

@@ -215,13 +215,10 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
 template <int kC, bool kFinite, typename T>
 void gather_point(const Gaussian<T>& g, const Footprint<T>& fp, const T* c, int64_t channels,
                   const T* folded, T* lanes, T* partial) {
-  if (fp.sheared) {
-    gather_footprint<kC, kFinite, true, kLanes>(g, fp, c, channels, folded, lanes, partial);
-  } else if (fp.narrow) {
-    gather_footprint<kC, kFinite, false, kLanes / 2>(g, fp, c, channels, folded, lanes, partial);
-  } else {
-    gather_footprint<kC, kFinite, false, kLanes>(g, fp, c, channels, folded, lanes, partial);
-  }
+  with_walk(fp, [&](auto kSheared, auto kWidth) {
+    gather_footprint<kC, kFinite, kSheared(), kWidth()>(g, fp, c, channels, folded, lanes,
+                                                         partial);
+  });
 }
 
 // The points [first, last) of a chunk (see grid_backward) whose partials

@@ -79,13 +79,9 @@ void add_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int
 template <int kC, bool kFinite, typename T>
 void add_point(const Gaussian<T>& g, const Footprint<T>& fp, const T* v, int64_t channels,
                T* acc) {
-  if (fp.sheared) {
-    add_footprint<kC, kFinite, true, kLanes>(g, fp, v, channels, acc);
-  } else if (fp.narrow) {
-    add_footprint<kC, kFinite, false, kLanes / 2>(g, fp, v, channels, acc);
-  } else {
-    add_footprint<kC, kFinite, false, kLanes>(g, fp, v, channels, acc);
-  }
+  with_walk(fp, [&](auto kSheared, auto kWidth) {
+    add_footprint<kC, kFinite, kSheared(), kWidth()>(g, fp, v, channels, acc);
+  });
 }
 
 // Sums per pixel in a pass over several examples: Z, then at most 15
@@ -314,19 +310,13 @@ void grid_forward_pixels(const TiledPoints<T>& tiled, const TileRect& tile, int6
                         std::copy_n(v, planes, sums + 1);
                         T* a = acc + fp.offset(tile) * kPixelSums;
                         const bool finite = all_finite(v, planes);
-                        if (fp.sheared && finite) {
-                          add_footprint_pixels<true, true, kLanes>(g, fp, sums, a);
-                        } else if (fp.sheared) {
-                          add_footprint_pixels<false, true, kLanes>(g, fp, sums, a);
-                        } else if (fp.narrow && finite) {
-                          add_footprint_pixels<true, false, kLanes / 2>(g, fp, sums, a);
-                        } else if (fp.narrow) {
-                          add_footprint_pixels<false, false, kLanes / 2>(g, fp, sums, a);
-                        } else if (finite) {
-                          add_footprint_pixels<true, false, kLanes>(g, fp, sums, a);
-                        } else {
-                          add_footprint_pixels<false, false, kLanes>(g, fp, sums, a);
-                        }
+                        with_walk(fp, [&](auto kSheared, auto kWidth) {
+                          if (finite) {
+                            add_footprint_pixels<true, kSheared(), kWidth()>(g, fp, sums, a);
+                          } else {
+                            add_footprint_pixels<false, kSheared(), kWidth()>(g, fp, sums, a);
+                          }
+                        });
                       });
   // One row, then spare entries; zeroed, because write_pixel_row's copies
   // read the spare entries and the pixels past tile.width, which nothing writes.

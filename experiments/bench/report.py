@@ -215,8 +215,9 @@ def markdown(results: dict) -> str:
            if results["pause_s"] else "call after call with no pause (each call pays for the "
            "work the one before left behind), ")
         + f"and agree with it to {AGREEMENT_TOL:g} relative before they are timed (griddata is "
-        "another interpolant and (d) writes zeros: neither is compared). pairs: exact count of (point, pixel) pairs "
-        "inside the cutoff, summed over the batch; pairs/s is jax_gmm's. value_and_grad "
+        "another interpolant and (d) writes zeros: neither is compared). pairs: exact count "
+        "of (point, pixel) pairs inside the cutoff, summed over the batch; pairs/s is "
+        "jax_gmm's. value_and_grad "
         "differentiates sum(out * cotangent) in points, values and sigma. Ratios are the "
         "comparator's time over jax_gmm's.",
         "",
