@@ -84,6 +84,43 @@ def test_gradients_at_few_queries_among_many_points(rng):
         assert np.abs(np.asarray(g)[reached]).max() > 0
 
 
+def test_gradients_at_few_queries_under_vmap_and_far_queries(rng):
+    """The backward at few queries gathers the points near one (handlers.cc,
+    backward_bins): under a vmap over values with shared points and queries
+    each example's gradients are those of its own call, bit for bit; a
+    non-finite point among them gets zero gradients; and queries out of every
+    point's reach give zeros, not NaN."""
+    n = 3000
+    points = rng.uniform(0, 200, (n, 2))
+    points[7] = [np.nan, 50.0]
+    sigma = rng.uniform(0.8, 1.9, n)
+    sigma[8] = np.inf
+    values = rng.normal(size=(3, n, 2))
+    queries = rng.uniform(20, 180, (40, 2))
+    queries[0] = points[8]  # on the point of infinite sigma
+    k_out = rng.normal(size=(40, 2))
+    grad = jax.grad(lambda p, v, s, q: (jax_gmm.interpolate_at(p, v, s, q) * k_out).sum(),
+                    argnums=(0, 1, 2, 3))
+    batched = jax.vmap(grad, in_axes=(None, 0, None, None))(points, values, sigma, queries)
+    for b in range(3):
+        for g_batched, g_alone in zip(batched, grad(points, values[b], sigma, queries)):
+            np.testing.assert_array_equal(g_batched[b], g_alone)
+    kept = np.ones(n, bool)
+    kept[[7, 8]] = False
+    want = jax.grad(lambda p, v, s, q: (jax_gmm.reference.interpolate_at(p, v, s, q)
+                                        * k_out).sum(), argnums=(0, 1, 2, 3))(
+        points[kept], values[1][kept], sigma[kept], queries)
+    got = grad(points, values[1], sigma, queries)
+    for g, w in zip(got[:3], want[:3]):
+        np.testing.assert_array_equal(np.asarray(g)[~kept], 0)
+        np.testing.assert_allclose(np.asarray(g)[kept], w, rtol=1e-9,
+                                   atol=1e-12 * np.abs(w).max())
+    np.testing.assert_allclose(got[3], want[3], rtol=1e-9, atol=1e-12 * np.abs(want[3]).max())
+    far = grad(points, values[1], sigma, queries + 1e4)
+    for g in far:
+        np.testing.assert_array_equal(g, 0)
+
+
 def test_position_gradient_formula(rng):
     """d out(q) / d mu_i = (c_i - out(q)) w_iq / Z(q) * (q - mu_i) / sigma_i^2."""
     points, values, sigma = inputs(rng, n=5, c=1)

@@ -111,34 +111,23 @@ NearQueries near_queries(const QueryBox& box, double widest, const T* x, const T
 
 template <typename T>
 CelledQueries<T>::CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> records,
-                                const T* queries, int64_t m, bool drop_far)
+                                const T* queries, int64_t m)
     : gaussians(std::move(records)) {
   const int64_t n = gaussians.size();
   const PointReach reach =
       reach_of<T>(pool, n, [&](int64_t first, int64_t count, GaussianBlock<T>& b) {
         for (int64_t k = 0; k < count; ++k) b.set(k, gaussians[first + k]);
       });
-  QueryBox box;
-  const CellLayout l = list_queries(pool, reach, queries, m, this->queries, &box);
+  const CellLayout l = list_queries(pool, reach, queries, m, this->queries);
   origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;
   cells_x = l.cells_x, cells_y = l.cells_y;
-  NearQueries near;
-  if (drop_far) {
-    const UninitVector<uint32_t>& listed = this->queries.items;
-    UninitVector<T> x(listed.size()), y(listed.size());
-    for (size_t k = 0; k < listed.size(); ++k) {
-      x[k] = queries[2 * int64_t{listed[k]}];
-      y[k] = queries[2 * int64_t{listed[k]} + 1];
-    }
-    near = near_queries(box, reach.widest, x.data(), y.data(), x.size());
-  }
   cell_boxes.resize(n);
   // The widest box, in cells along either axis.
   const int64_t widest = reduce_over(
       pool, n, int64_t{0},
       [&](int64_t i) {
         const Gaussian<T>& g = gaussians[i];
-        const Box b = cell_boxes[i] = near.near(g.x, g.y) ? point_cells(l, g) : empty_box();
+        const Box b = cell_boxes[i] = point_cells(l, g);
         return b.empty() ? int64_t{0} : std::max(b.x.hi - b.x.lo, b.y.hi - b.y.lo) + 1;
       },
       [](int64_t a, int64_t b) { return std::max(a, b); });

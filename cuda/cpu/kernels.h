@@ -98,12 +98,9 @@ struct CelledQueries {
   CellLists points;             // points whose box overlaps each cell
   CellLists queries;            // queries inside each cell (each query in one cell)
 
-  // records: each point's, from point_records. With drop_far, points whose
-  // centres lie far from every query (NearQueries) are splatted into no cell:
-  // their pairs have zero weight, and at few queries walking them cost the
-  // backward about a fifth of its time (handlers.cc, celled_queries).
+  // records: each point's, from point_records.
   CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> records, const T* queries,
-                int64_t m, bool drop_far = false);
+                int64_t m);
 };
 
 // Queries far fewer than the points (see sparse_queries): sorted into the
@@ -127,7 +124,7 @@ static_assert(2 * kCentreReach + 1 < 64, "a row of marked cells fits a word");
 static_assert((2 * kCentreReach + 4) * (2 * kCentreReach + 4) <= kCentreCellsMin,
               "centre_grid has room for a cell inside the spare ones");
 // Where more than this fraction of the cells is marked, the grid is dropped
-// (the backward's NearQueries reuse the threshold, not measured there):
+// (the backward's use of NearQueries keeps the threshold, not measured there):
 // checking each centre then costs more than the points it skips save. One
 // thread, strict alternation in one process (min of calls), sigma 2 over
 // 1024 x 1024: 65,536 points at 1,024 queries (20% of the cells marked)
@@ -139,19 +136,11 @@ constexpr double kCentreMarkedMax = 0.75;
 // layout.h's centre_grid around some queries, and a bit per cell, set where
 // the cell is within kCentreReach cells of a query's along both axes, then
 // one more, clear, for centres off the grid: a point whose centre's cell is
-// clear reaches none of the queries. No cells where there is no such grid,
-// and then every point may reach one.
+// clear reaches none of the queries (near_points, point_records.h). No
+// cells where there is no such grid, and then every point may reach one.
 struct NearQueries {
   CellLayout grid = no_cells();
   std::vector<uint64_t> bits = std::vector<uint64_t>(2, 0);
-
-  // Whether a point centred at (x, y) may reach one of the queries.
-  bool near(double x, double y) const {
-    if (grid.cells() == 0) return true;
-    const int64_t cell = grid_cell(grid, x, y);
-    const uint64_t bit = static_cast<uint64_t>(cell < 0 ? grid.cells() : cell);
-    return (bits[bit / 64] >> (bit % 64)) & 1;
-  }
 };
 
 template <typename T>

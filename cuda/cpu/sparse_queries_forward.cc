@@ -91,35 +91,6 @@ void batch_cells(const CellLayout& layout, const GaussianBlock<T>& g, int64_t co
   }
 }
 
-// index[0, count) = the points among [first, first + span) whose centres lie
-// in cells marked near (SparseQueries::near), in order; all of them where
-// there is no such grid. The others' boxes hold no query: at 1,024 queries
-// among 65,536 points (sigma 2), eight points in ten, which cost records,
-// cells and a walk of their cell rows.
-template <typename T>
-int64_t near_points(const SparseQueries<T>& sparse, int64_t first, int64_t span, int64_t* index) {
-  const CellLayout l = sparse.near.grid;  // a copy, as in batch_cells
-  if (l.cells() == 0) {
-    for (int64_t k = 0; k < span; ++k) index[k] = first + k;
-    return span;
-  }
-  const T* p = sparse.points + 2 * first;
-  const uint64_t* marked = sparse.near.bits.data();
-  // Eight bytes per lane throughout: with a narrower type in the loop
-  // (int32 bits or flags), GCC left it scalar.
-  static_assert(kBlockPoints <= 64, "a bit of `keep` per point of a block");
-  uint64_t keep = 0;  // bit k: point first + k is near
-#pragma omp simd reduction(| : keep)
-  for (int64_t k = 0; k < span; ++k) {
-    const int64_t cell = grid_cell(l, p[2 * k], p[2 * k + 1]);
-    const uint64_t bit = static_cast<uint64_t>(cell < 0 ? l.cells() : cell);
-    keep |= ((marked[bit / 64] >> (bit % 64)) & 1) << k;
-  }
-  int64_t count = 0;
-  for (; keep != 0; keep &= keep - 1) index[count++] = first + __builtin_ctzll(keep);
-  return count;
-}
-
 // Adds the pending pairs to the chunk's planes [Z | A_0 | ...] (`listed`
 // entries each) and empties `pending`; index[slot] is the point of the
 // batch's slot.
@@ -179,7 +150,7 @@ void sparse_queries_forward(ThreadPool& pool, const SparseQueries<T>& sparse, co
     const int64_t end = std::min(n, (c + 1) * per_chunk);
     for (int64_t first = c * per_chunk; first < end; first += kBlockPoints) {
       const int64_t span = std::min(end - first, kBlockPoints);
-      const int64_t batch = near_points(sparse, first, span, index);
+      const int64_t batch = near_points(sparse.near, sparse.points, first, span, index);
       if (batch == 0) continue;
       if (batch == span) {
         point_block(sparse.points, sparse.scale, first, batch, sparse.truncate, pending->points);
