@@ -89,7 +89,8 @@ def test_gradients_at_few_queries_under_vmap_and_far_queries(rng):
     backward_bins): under a vmap over values with shared points and queries
     each example's gradients are those of its own call, bit for bit; a
     non-finite point among them gets zero gradients; and queries out of every
-    point's reach give zeros, not NaN."""
+    point's reach give zeros, not NaN, whether or not a point's box holds
+    them."""
     n = 3000
     points = rng.uniform(0, 200, (n, 2))
     points[7] = [np.nan, 50.0]
@@ -116,9 +117,14 @@ def test_gradients_at_few_queries_under_vmap_and_far_queries(rng):
         np.testing.assert_allclose(np.asarray(g)[kept], w, rtol=1e-9,
                                    atol=1e-12 * np.abs(w).max())
     np.testing.assert_allclose(got[3], want[3], rtol=1e-9, atol=1e-12 * np.abs(want[3]).max())
-    far = grad(points, values[1], sigma, queries + 1e4)
-    for g in far:
-        np.testing.assert_array_equal(g, 0)
+    # Queries off every point's box: no query is listed, nothing gathered;
+    # queries between two bands of points: listed, and no point near one.
+    apart = points.copy()
+    apart[:, 0] = np.where(points[:, 0] < 100, points[:, 0] / 10, 180 + points[:, 0] / 10)
+    for p, q in ((points, queries + 1e4), (apart, rng.uniform([90, 20], [110, 180], (40, 2)))):
+        for g in grad(p, values[1], sigma, q):
+            assert np.all(np.isfinite(g))
+            np.testing.assert_array_equal(g, 0)
 
 
 def test_position_gradient_formula(rng):

@@ -139,8 +139,8 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> reco
     // turned selects back into branches): the lists for 1,024 queries at N =
     // 65,536 took 0.83-0.89 -> 0.59-0.63 ms. (A 3 x 3 window, for 1M queries,
     // gained nothing.) The forward at so few queries now takes SparseQueries;
-    // the backward still lists them here (since the fifteenth session only
-    // the points near a query: drop_far).
+    // the backward still lists them here, only the points near a query
+    // (handlers.cc, backward_bins).
     const int64_t sink = l.cells();
     const auto cell_or_sink = [sink](int64_t cell, bool in_box) {
       return sink ^ ((sink ^ cell) & -static_cast<int64_t>(in_box));

@@ -107,41 +107,53 @@ class BinCache {
 };
 
 // The backward's binning of one batch element: its queries in cells, and
-// points splatted into them. At few queries (sparse_queries) only the points
-// near one of them (near_point_list, as the sparse forward) are gathered,
-// binned and walked; the others' pairs have zero weight, and their
-// cotangents are zeros. The backward alone, in points and values, at 256
-// queries among 65,536 points (sigma 2 on 512 x 512; minimum of calls, three
-// alternated processes on the EPYC) took 2.9-3.2 ms against 5.4-6.8 ms
-// when every point was recorded and walked, and only the far ones' cells
-// left out; at 1,024 queries, with 58% of the points near one, no less.
+// points splatted into them, all of them (near empty) or those in near,
+// gathered in point order.
 template <typename T>
 struct BackwardBins {
-  std::optional<UninitVector<uint32_t>> near;  // the binned points' indices; none: all points
+  std::optional<UninitVector<uint32_t>> near;  // the binned points' indices, increasing
   CelledQueries<T> celled;
 };
 
-// rows[index[k]] of a (., width) array, into out[k] (K, width).
+// rows[index[k]] of a (., width) array, into row k of the result (K, width).
+// Plain loops: copy_n on rows of 2 or 3 numbers was a memmove call each.
 template <typename T>
 UninitVector<T> gather_rows(const T* rows, int64_t width, const UninitVector<uint32_t>& index) {
   UninitVector<T> out(index.size() * width);
   for (size_t k = 0; k < index.size(); ++k) {
-    std::copy_n(rows + index[k] * width, width, out.data() + k * width);
+    for (int64_t j = 0; j < width; ++j) out[k * width + j] = rows[index[k] * width + j];
   }
   return out;
 }
 
-// rows (K, width) into out's rows index[k] of (n, width), and zeros into
-// the rest.
+// Row k of rows (K, width) into row index[k] of out (n, width), and zeros
+// into the others; index increases. Each row is written once.
 template <typename T>
 void scatter_rows(ffi::ThreadPool& pool, const T* rows, int64_t width,
                   const UninitVector<uint32_t>& index, int64_t n, T* out) {
-  parallel_over(pool, n, [&](int64_t i) { std::fill_n(out + i * width, width, T(0)); });
-  for (size_t k = 0; k < index.size(); ++k) {
-    std::copy_n(rows + k * width, width, out + index[k] * width);
-  }
+  parallel_for(pool, (n + kMembersPerChunk - 1) / kMembersPerChunk, [&](int64_t c) {
+    const int64_t lo = c * kMembersPerChunk, hi = std::min(n, lo + kMembersPerChunk);
+    const int64_t count = index.size();
+    int64_t k = std::lower_bound(index.begin(), index.end(), lo) - index.begin();
+    int64_t next = lo;  // the chunk's first row not yet written
+    for (; k < count && index[k] < hi; ++k) {
+      std::fill(out + next * width, out + index[k] * width, T(0));
+      for (int64_t j = 0; j < width; ++j) out[index[k] * width + j] = rows[k * width + j];
+      next = index[k] + int64_t{1};
+    }
+    std::fill(out + next * width, out + hi * width, T(0));
+  });
 }
 
+// At few queries (sparse_queries) only the points near one of them
+// (near_point_list, the sparse forward's filter) are gathered, binned and
+// walked: the others' pairs have zero weight, and their cotangents are
+// zeros. The backward alone, in points and values, at 256 queries among
+// 65,536 points (sigma 2 on 512 x 512; minimum of calls, three alternated
+// processes on the EPYC) took 2.9-3.2 ms against 5.4-6.8 ms when every
+// point was recorded and walked, and only the far ones' cells left out; at
+// 1,024 queries, with 58% of the points near one, no less. SparseQueries
+// is made for its grid alone: its lists are O(M), small beside the points.
 template <typename T>
 BackwardBins<T> backward_bins(ffi::ThreadPool& pool, const T* points, const T* scale, int64_t n,
                               const T* queries, int64_t m, int64_t channels, double truncate) {

@@ -1,8 +1,8 @@
 // The passes over the points that every kernel starts from (kernels.h):
-// their records, their tiles, their reach, which of them lie near queries. Compiled per instruction set so
-// that the records come from this build's vector loops (point_records.h):
-// compiled once, for baseline x86-64, with the binning, they were made one
-// call at a time. A 256 x 256 render from 16,384 points at sigma 0.5 took
+// their records, their tiles, their reach, which of them lie near queries.
+// Compiled per instruction set so that the records come from this build's
+// vector loops (point_records.h): compiled once, for baseline x86-64, with
+// the binning, they were made one call at a time. A 256 x 256 render from 16,384 points at sigma 0.5 took
 // 1.17-1.38 ms against 1.50-1.83 ms that way, at sigma 1 1.57-1.70 against
 // 1.73-2.83 ms (minimum of calls, 3 alternated processes on the Xeon).
 #include <algorithm>
@@ -94,8 +94,8 @@ UninitVector<uint32_t> near_point_list(ThreadPool& pool, const NearQueries& near
   template void point_records<T>(ThreadPool&, const T*, const T*, int64_t, T, Gaussian<T>*); \
   template void tiled_records<T>(ThreadPool&, const T*, const T*, int64_t, T, int64_t,       \
                                  int64_t, Gaussian<T>*, TileBox*);                           \
-  template PointReach points_reach<T>(ThreadPool&, const T*, const T*, int64_t, T);      \
-  template UninitVector<uint32_t> near_point_list<T>(ThreadPool&, const NearQueries&,     \
+  template PointReach points_reach<T>(ThreadPool&, const T*, const T*, int64_t, T);          \
+  template UninitVector<uint32_t> near_point_list<T>(ThreadPool&, const NearQueries&,        \
                                                      const T*, int64_t);
 JAX_GMM_INSTANTIATE(float)
 JAX_GMM_INSTANTIATE(double)

@@ -22,14 +22,16 @@ namespace JAX_GMM_ISA {  // one copy per instruction-set build (kernels.h)
 
 // Queries per vector loop: a cell's run of at least kRunLanes / 2 queries is
 // padded to a multiple of it with entries at NaN, which no pair test passes
-// (weight 0), so the loops over it have no scalar remainder.
+// (weight 0), so the loops over one such run have no scalar remainder.
 constexpr int64_t kRunLanes = 16;
 
 // Cell c's run is entries begin[c] .. begin[c] + n - 1, n = its query count,
 // then, if n >= kRunLanes / 2, padding up to begin[c + 1]; run entry
 // begin[c] + k is the query celled.queries.items[start[c] + k]. `fields` extra
 // planes, zero in the padding, follow x and y for per-query data the caller
-// fills in the rest.
+// fills in the rest. The runs lie in cell order, each where the last ends,
+// so the runs of consecutive cells are one span (which the scattered
+// backward walks per row of a point's cells, padding and all).
 template <typename T>
 struct QueryRuns {
   std::vector<int64_t> begin;

@@ -102,6 +102,7 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
       const Gaussian<T>& g = celled.gaussians[i];
       const T* c = values + i * C;
       T su = 0, sex = 0, sey = 0, sxx = 0, sxy = 0, syy = 0;  // PointSums, as reductions
+      PointSums<T> short_sums;  // over the short spans
       std::fill(d_c.begin(), d_c.end(), T(0));
       const Box& cells = celled.cell_boxes[i];  // empty for an invalid point
       for (int64_t ky = cells.y.lo; ky <= cells.y.hi; ++ky) {
@@ -115,11 +116,27 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
         const int64_t row = ky * celled.cells_x;
         const int64_t k0 = runs.begin[row + cells.x.lo];
         const int64_t n = runs.begin[row + cells.x.hi + 1] - k0;
-        if (n == 0) continue;
+        if (n <= 0) continue;  // no query in the row (or a box empty along x)
+        const T *xs = runs.x() + k0, *ys = runs.y() + k0;
+        if (n < kRunLanes / 2) {
+          // A short span pair by pair: at a few queries per cell, the
+          // vector loops' set-up and their 6 + C reductions cost more than
+          // the span's pairs.
+          const T *offset = runs.plane(C) + k0, *inv_density = runs.plane(C + 1) + k0;
+          for (int64_t k = 0; k < n; ++k) {
+            const T dx = xs[k] - g.x, dy = ys[k] - g.y;
+            const T ratio = weight_ratio(cutoff_weight(g, pair_m2(g, dx, dy)), inv_density[k]);
+            if (ratio == T(0)) continue;  // u = 0, and e may be inf
+            T dot = 0;
+            for (int64_t ch = 0; ch < C; ++ch) dot += runs.plane(ch)[k0 + k] * c[ch];
+            short_sums.add(pair_cotangent(ratio, dot, offset[k]), whiten(g, dx, dy));
+            for (int64_t ch = 0; ch < C; ++ch) d_c[ch] += ratio * runs.plane(ch)[k0 + k];
+          }
+          continue;
+        }
         if (static_cast<int64_t>(scratch.size()) < 3 * n) scratch.resize(3 * n);
         T *ratio = scratch.data(), *dot = ratio + n, *u = dot + n;
         run_cotangents(g, c, C, runs, k0, n, ratio, dot, u);
-        const T *xs = runs.x() + k0, *ys = runs.y() + k0;
 #pragma omp simd reduction(+ : su, sex, sey, sxx, sxy, syy)
         for (int64_t k = 0; k < n; ++k) {
           const Whitened<T> e = whiten(g, xs[k] - g.x, ys[k] - g.y);
@@ -140,8 +157,9 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
           d_c[ch] += sum;
         }
       }
-      finish_point_grad(g, PointSums<T>{su, sex, sey, sxx, sxy, syy}, &d_points[2 * i],
-                        &d_points[2 * i + 1], &d_scale[3 * i]);
+      PointSums<T> sums{su, sex, sey, sxx, sxy, syy};
+      sums.add(short_sums);
+      finish_point_grad(g, sums, &d_points[2 * i], &d_points[2 * i + 1], &d_scale[3 * i]);
       for (int64_t ch = 0; ch < C; ++ch) d_values[i * C + ch] = d_c[ch];
     }
   });
