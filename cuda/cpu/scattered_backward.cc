@@ -42,6 +42,27 @@ void run_cotangents(const Gaussian<T>& g, const T* c, int64_t channels, const Qu
 #pragma omp simd
   for (int64_t k = 0; k < n; ++k) u[k] = pair_cotangent(ratio[k], dot[k], offset[k]);
 }
+
+// Runs of fewer queries than this (a few per cell) are taken pair by pair:
+// the vector loops' set-up and, in the point pass, their 6 + C reductions
+// cost more than the run's pairs.
+constexpr int64_t kShortRun = kRunLanes / 2;
+
+// run_cotangents for the one pair of g with run entry k, (dx, dy) = query -
+// point: its ratio, 0 where the pair has zero weight (then u is unset, and
+// past the cutoff the exponential is skipped).
+template <typename T>
+T pair_ratio(const Gaussian<T>& g, const T* c, int64_t channels, const QueryRuns<T>& runs,
+             int64_t k, T dx, T dy, T& u) {
+  const T m2 = pair_m2(g, dx, dy);
+  if (!in_cutoff(g, m2)) return T(0);  // most pairs of a short run
+  const T ratio = weight_ratio(cutoff_weight(g, m2), runs.plane(channels + 1)[k]);
+  if (ratio == T(0)) return ratio;
+  T dot = 0;
+  for (int64_t ch = 0; ch < channels; ++ch) dot += runs.plane(ch)[k] * c[ch];
+  u = pair_cotangent(ratio, dot, runs.plane(channels)[k]);
+  return ratio;
+}
 }  // namespace
 
 template <typename T>
@@ -75,6 +96,15 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
       prefetch_point(celled, values, C, l + 4 < last ? pts.items[l + 4] : -1);
       const int64_t i = pts.items[l];
       const Gaussian<T> g = celled.gaussians[i];  // a copy: see run_weights
+      if (n < kShortRun) {
+        for (int64_t k = 0; k < n; ++k) {
+          const T dx = xs[k] - g.x, dy = ys[k] - g.y;
+          T u_k = 0;
+          if (pair_ratio(g, values + i * C, C, runs, k0 + k, dx, dy, u_k) == T(0)) continue;
+          add_query_grad(g, u_k, dx, dy, &gx[k], &gy[k]);
+        }
+        continue;
+      }
       run_cotangents(g, values + i * C, C, runs, k0, n, ratio, dot, u);
 #pragma omp simd
       for (int64_t k = 0; k < n; ++k) {
@@ -118,22 +148,17 @@ void scattered_backward(ThreadPool& pool, const CelledQueries<T>& celled, const 
         const int64_t n = runs.begin[row + cells.x.hi + 1] - k0;
         if (n <= 0) continue;  // no query in the row (or a box empty along x)
         const T *xs = runs.x() + k0, *ys = runs.y() + k0;
-        if (n < kRunLanes / 2) {
-          // A short span pair by pair: at a few queries per cell, the
-          // vector loops' set-up and their 6 + C reductions cost more than
-          // the span's pairs. The backward alone, 65,536 points on 512 x
-          // 512 at sigma 2, took 8.3-9.8 against 12.2-14.6 ms at 4,096
-          // queries, 4.4-5.8 against 6.9-9.8 ms at 1,024 (min of calls, 4
-          // alternated processes on the EPYC).
-          const T *offset = runs.plane(C) + k0, *inv_density = runs.plane(C + 1) + k0;
+        // Short spans pair by pair: the backward alone, at 65,536 points
+        // on 512 x 512, sigma 2, took 8.3-9.8 against 12.2-14.6 ms at 4,096
+        // queries, 4.4-5.8 against 6.9-9.8 ms at 1,024 (min of calls, 4
+        // alternated processes on the EPYC).
+        if (n < kShortRun) {
           for (int64_t k = 0; k < n; ++k) {
-            const T dx = xs[k] - g.x, dy = ys[k] - g.y, m2 = pair_m2(g, dx, dy);
-            if (!in_cutoff(g, m2)) continue;  // most pairs: no exponential
-            const T ratio = weight_ratio(cutoff_weight(g, m2), inv_density[k]);
+            const T dx = xs[k] - g.x, dy = ys[k] - g.y;
+            T u_k = 0;
+            const T ratio = pair_ratio(g, c, C, runs, k0 + k, dx, dy, u_k);
             if (ratio == T(0)) continue;  // u = 0, and e may be inf
-            T dot = 0;
-            for (int64_t ch = 0; ch < C; ++ch) dot += runs.plane(ch)[k0 + k] * c[ch];
-            short_sums.add(pair_cotangent(ratio, dot, offset[k]), whiten(g, dx, dy));
+            short_sums.add(u_k, whiten(g, dx, dy));
             for (int64_t ch = 0; ch < C; ++ch) d_c[ch] += ratio * runs.plane(ch)[k0 + k];
           }
           continue;
