@@ -2,8 +2,9 @@
 targets of issue 11: the pixel-centre queries in any order against
 `interpolate` computing the same numbers, random queries against the dense
 pure-JAX formulation (`jax_gmm.reference.interpolate_at`, all pairs in
-blocks), a small call, and the growth with N at few queries. Writes
-experiments/results/query_speed.md.
+blocks), a small call, and the growth with N at few queries; and, with no
+target, value_and_grad at random and at few queries against the forward.
+Writes experiments/results/query_speed.md.
 
     python experiments/query_speed.py [--rounds 3]
 
@@ -63,6 +64,9 @@ def one_round(rng: np.random.Generator) -> dict[str, float]:
     shuffled = jnp.asarray(rng.permutation(centres))
     random = jnp.asarray(rng.uniform(0, SIZE, (SIZE * SIZE, 2)).astype(np.float32))
     small = jnp.asarray(rng.uniform(0, SIZE, (1024, 2)).astype(np.float32))
+    # value_and_grad in points and values, the fitting case (no target)
+    loss = jax.jit(jax.value_and_grad(
+        lambda p, v, q: jnp.sum(jax_gmm.interpolate_at(p, v, SIGMA, q) ** 2), argnums=(0, 1)))
     t = {"interpolate": seconds(grid, points, values),
          "at centres": seconds(at, points, values, jnp.asarray(centres)),
          "at shuffled centres": seconds(at, points, values, shuffled),
@@ -70,7 +74,9 @@ def one_round(rng: np.random.Generator) -> dict[str, float]:
          "dense reference, random (scaled)": seconds(
              dense, points, values, random[:DENSE_QUERIES], repeats=1)
          * (SIZE * SIZE / DENSE_QUERIES),
-         "at 1,024 queries": seconds(at, points, values, small, repeats=20)}
+         "at 1,024 queries": seconds(at, points, values, small, repeats=20),
+         "value_and_grad at random": seconds(loss, points, values, random),
+         "value_and_grad at 1,024 queries": seconds(loss, points, values, small, repeats=20)}
     few = jnp.asarray(rng.uniform(0, SIZE, (4096, 2)).astype(np.float32))
     for n in (10**6, 5 * 10**6):
         p, v = inputs(rng, n)
@@ -126,6 +132,13 @@ def report(rounds: list[dict[str, float]]) -> str:
           f"points, {met(few, lambda r: r <= 2)} (target: within 2x)"
           for n in (10**6, 5 * 10**6)
           for few in [ratio(f"at 4,096 queries, N = {n:,}", f"interpolate, N = {n:,}")]),
+        "",
+        "## The backward (no target)",
+        "",
+        "- value_and_grad in points and values, as its forward's multiple: "
+        f"{span(ratio('value_and_grad at random', 'at random'), 1, 1)}x at 1,048,576 random "
+        f"queries, {span(ratio('value_and_grad at 1,024 queries', 'at 1,024 queries'), 1, 1)}x "
+        "at 1,024",
     ]
     return "\n".join(lines) + "\n"
 

@@ -127,6 +127,34 @@ def test_gradients_at_few_queries_under_vmap_and_far_queries(rng):
             np.testing.assert_array_equal(g, 0)
 
 
+@pytest.mark.parametrize("c", [1, 2, 4, 5])
+def test_gradients_at_dense_queries_for_each_channel_count(rng, c):
+    """Spans of many queries take one vector loop per span with C known at
+    compile time for 1 to 4 channels, and separate loops for more
+    (scattered_backward.cc, span_sums); tilted covariances and an infinite
+    value among the points. Against the float64 reference."""
+    n = 300
+    points = rng.uniform(0, 40, (n, 2))
+    values = rng.normal(size=(n, c))
+    values[3, 0] = np.inf  # reaches some queries: their gradients are NaN in both
+    a = rng.uniform(0.8, 2.5, (n, 2, 2))
+    cov = a @ np.swapaxes(a, 1, 2) / 2
+    queries = rng.uniform(-2, 42, (3000, 2))  # about two queries per pixel
+    keep = np.all(np.isfinite(np.asarray(jax_gmm.interpolate_at(points, values, cov,
+                                                                queries))), axis=1)
+    k_out = np.where(keep[:, None], rng.normal(size=(3000, c)), 0.0)
+    grads = [jax.grad(lambda p, v, s, q: (module.interpolate_at(p, v, s, q) * k_out).sum(),
+                      argnums=(0, 1, 2, 3))(points, values, cov, queries)
+             for module in (jax_gmm, jax_gmm.reference)]
+    assert 0 < keep.mean() < 1
+    for got, want in zip(*grads):
+        got, want = np.asarray(got), np.asarray(want)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        ok = ~np.isnan(want)
+        np.testing.assert_allclose(got[ok], want[ok], rtol=1e-9,
+                                   atol=1e-12 * np.abs(want[ok]).max())
+
+
 def test_position_gradient_formula(rng):
     """d out(q) / d mu_i = (c_i - out(q)) w_iq / Z(q) * (q - mu_i) / sigma_i^2."""
     points, values, sigma = inputs(rng, n=5, c=1)
