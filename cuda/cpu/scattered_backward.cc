@@ -65,6 +65,22 @@ T pair_ratio(const Gaussian<T>& g, const T* c, int64_t channels, const QueryRuns
   return ratio;
 }
 
+// PointSums::add of a pair with this ratio, cotangent u and whitened offset
+// e, on the six sums as separate variables (the vector loops' reductions).
+// Nothing where ratio = 0: then u = 0, and e may be inf.
+template <typename T>
+inline void add_pair_terms(T ratio, T u, Whitened<T> e, T& su, T& sex, T& sey, T& sxx, T& sxy,
+                           T& syy) {
+  const T v = ratio != T(0) ? u : T(0);
+  const T ex = ratio != T(0) ? e.x : T(0), ey = ratio != T(0) ? e.y : T(0);
+  su += v;
+  sex += v * ex;
+  sey += v * ey;
+  sxx += v * (ex * ex);
+  sxy += v * (ex * ey);
+  syy += v * (ey * ey);
+}
+
 // Point g's sums (PointSums, and ratio * g_ch into d_c) over entries [k0,
 // k0 + n) of the runs, for C channels at run time.
 template <typename T>
@@ -77,15 +93,8 @@ PointSums<T> span_sums(const Gaussian<T>& g, const T* c, int64_t C, const QueryR
   T su = 0, sex = 0, sey = 0, sxx = 0, sxy = 0, syy = 0;
 #pragma omp simd reduction(+ : su, sex, sey, sxx, sxy, syy)
   for (int64_t k = 0; k < n; ++k) {
-    const Whitened<T> e = whiten(g, xs[k] - g.x, ys[k] - g.y);
-    const T v = ratio[k] != T(0) ? u[k] : T(0);  // else u = 0, and e may be inf
-    const T ex = ratio[k] != T(0) ? e.x : T(0), ey = ratio[k] != T(0) ? e.y : T(0);
-    su += v;
-    sex += v * ex;
-    sey += v * ey;
-    sxx += v * (ex * ex);
-    sxy += v * (ex * ey);
-    syy += v * (ey * ey);
+    add_pair_terms(ratio[k], u[k], whiten(g, xs[k] - g.x, ys[k] - g.y), su, sex, sey, sxx, sxy,
+                   syy);
   }
   for (int64_t ch = 0; ch < C; ++ch) {
     const T* g_ch = runs.plane(ch) + k0;
@@ -124,15 +133,7 @@ PointSums<T> span_sums(const Gaussian<T>& point, const T* c, const QueryRuns<T>&
     if (kC > 2) dot += g2[k] * c2;
     if (kC > 3) dot += g3[k] * c3;
     const T u = pair_cotangent(ratio, dot, offset[k]);
-    const Whitened<T> e = whiten(g, dx, dy);
-    const T v = ratio != T(0) ? u : T(0);  // else u = 0, and e may be inf
-    const T ex = ratio != T(0) ? e.x : T(0), ey = ratio != T(0) ? e.y : T(0);
-    su += v;
-    sex += v * ex;
-    sey += v * ey;
-    sxx += v * (ex * ex);
-    sxy += v * (ex * ey);
-    syy += v * (ey * ey);
+    add_pair_terms(ratio, u, whiten(g, dx, dy), su, sex, sey, sxx, sxy, syy);
     d0 += weighted(ratio, g0[k]);
     if (kC > 1) d1 += weighted(ratio, g1[k]);
     if (kC > 2) d2 += weighted(ratio, g2[k]);
