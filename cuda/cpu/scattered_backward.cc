@@ -109,7 +109,8 @@ PointSums<T> span_sums(const Gaussian<T>& g, const T* c, int64_t C, const QueryR
 // span_sums for kC = 1 to 4 channels, known at compile time: the weight,
 // cotangent and every sum of an entry in one vector loop, where
 // run_cotangents and the loops after it make 2 C + 4 passes over the span
-// and its scratch. Channels past kC read plane 0 and add nothing.
+// and its scratch. Channels past kC point at plane 0, and are neither
+// read nor added.
 template <int kC, typename T>
 PointSums<T> span_sums(const Gaussian<T>& point, const T* c, const QueryRuns<T>& runs,
                        int64_t k0, int64_t n, T* d_c) {
@@ -129,20 +130,20 @@ PointSums<T> span_sums(const Gaussian<T>& point, const T* c, const QueryRuns<T>&
     const T dx = xs[k] - g.x, dy = ys[k] - g.y;
     const T ratio = weight_ratio(cutoff_weight(g, pair_m2(g, dx, dy)), inv_density[k]);
     T dot = T(0) + g0[k] * c0;  // from +0, in channel order, as run_cotangents
-    if (kC > 1) dot += g1[k] * c1;
-    if (kC > 2) dot += g2[k] * c2;
-    if (kC > 3) dot += g3[k] * c3;
+    if constexpr (kC > 1) dot += g1[k] * c1;
+    if constexpr (kC > 2) dot += g2[k] * c2;
+    if constexpr (kC > 3) dot += g3[k] * c3;
     const T u = pair_cotangent(ratio, dot, offset[k]);
     add_pair_terms(ratio, u, whiten(g, dx, dy), su, sex, sey, sxx, sxy, syy);
     d0 += weighted(ratio, g0[k]);
-    if (kC > 1) d1 += weighted(ratio, g1[k]);
-    if (kC > 2) d2 += weighted(ratio, g2[k]);
-    if (kC > 3) d3 += weighted(ratio, g3[k]);
+    if constexpr (kC > 1) d1 += weighted(ratio, g1[k]);
+    if constexpr (kC > 2) d2 += weighted(ratio, g2[k]);
+    if constexpr (kC > 3) d3 += weighted(ratio, g3[k]);
   }
   d_c[0] += d0;
-  if (kC > 1) d_c[1] += d1;
-  if (kC > 2) d_c[2] += d2;
-  if (kC > 3) d_c[3] += d3;
+  if constexpr (kC > 1) d_c[1] += d1;
+  if constexpr (kC > 2) d_c[2] += d2;
+  if constexpr (kC > 3) d_c[3] += d3;
   return {su, sex, sey, sxx, sxy, syy};
 }
 }  // namespace
