@@ -107,8 +107,9 @@ class BinCache {
 };
 
 // The backward's binning of one batch element: its queries in cells, and
-// points splatted into them, all of them (near empty) or those in near,
-// gathered in point order.
+// points splatted into them: all of them where near is unset, else only
+// those near lists, gathered in point order (scatter_rows relies on the
+// order).
 template <typename T>
 struct BackwardBins {
   std::optional<UninitVector<uint32_t>> near;  // the binned points' indices, increasing

@@ -2,9 +2,10 @@
 // their records, their tiles, their reach, which of them lie near queries.
 // Compiled per instruction set so that the records come from this build's
 // vector loops (point_records.h): compiled once, for baseline x86-64, with
-// the binning, they were made one call at a time. A 256 x 256 render from 16,384 points at sigma 0.5 took
-// 1.17-1.38 ms against 1.50-1.83 ms that way, at sigma 1 1.57-1.70 against
-// 1.73-2.83 ms (minimum of calls, 3 alternated processes on the Xeon).
+// the binning, they were made one call at a time. A 256 x 256 render from
+// 16,384 points at sigma 0.5 took 1.17-1.38 ms against 1.50-1.83 ms that
+// way, at sigma 1 1.57-1.70 against 1.73-2.83 ms (minimum of calls, 3
+// alternated processes on the Xeon).
 #include <algorithm>
 #include <vector>
 
