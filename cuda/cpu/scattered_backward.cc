@@ -6,7 +6,8 @@
 //  3. per point: d_points, d_values, d_scale, summed over the queries of the
 //     cells its bounding box overlaps, row by row of cells in query order.
 // Pairs of zero weight contribute nothing, even where a value or cotangent is
-// inf or NaN (the selects below keep 0 * inf out of the sums).
+// inf or NaN (the selects below, and the short runs' skips, keep 0 * inf out
+// of the sums).
 #include <algorithm>
 #include <vector>
 
@@ -22,7 +23,8 @@ namespace {
 constexpr int64_t kPointsPerTask = 64;
 
 // Per-pair ratio w / Z and cotangent u of point g (values c) at entries
-// [0, n) of the runs (planes: g_0 .. g_C-1, offset, 1/Z); `dot` is scratch.
+// [k0, k0 + n) of the runs (planes: g_0 .. g_C-1, offset, 1/Z), into
+// ratio[0, n) and u[0, n); `dot` is scratch.
 template <typename T>
 void run_cotangents(const Gaussian<T>& g, const T* c, int64_t channels, const QueryRuns<T>& runs,
                     int64_t k0, int64_t n, T* ratio, T* dot, T* u) {
