@@ -126,8 +126,7 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> reco
   const int64_t widest = reduce_over(
       pool, n, int64_t{0},
       [&](int64_t i) {
-        const Gaussian<T>& g = gaussians[i];
-        const Box b = cell_boxes[i] = point_cells(l, g);
+        const Box b = cell_boxes[i] = point_cells(l, gaussians[i]);
         return b.empty() ? int64_t{0} : std::max(b.x.hi - b.x.lo, b.y.hi - b.y.lo) + 1;
       },
       [](int64_t a, int64_t b) { return std::max(a, b); });

@@ -20,13 +20,19 @@
 namespace jax_gmm {
 namespace JAX_GMM_ISA {  // one copy per instruction-set build (kernels.h)
 
-// Queries per vector loop: a cell's run of at least kRunLanes / 2 queries is
+// Queries per vector loop: a cell's run of at least kShortRun queries is
 // padded to a multiple of it with entries at NaN, which no pair test passes
 // (weight 0), so the loops over one such run have no scalar remainder.
 constexpr int64_t kRunLanes = 16;
 
+// Runs shorter than this, too few to fill half a vector, are not padded,
+// and the scattered backward takes them pair by pair: there the vector
+// loops' set-up (and, per point, their 6 + C reductions) cost more than
+// the run's pairs.
+constexpr int64_t kShortRun = kRunLanes / 2;
+
 // Cell c's run is entries begin[c] .. begin[c] + n - 1, n = its query count,
-// then, if n >= kRunLanes / 2, padding up to begin[c + 1]; run entry
+// then, if n >= kShortRun, padding up to begin[c + 1]; run entry
 // begin[c] + k is the query celled.queries.items[start[c] + k]. `fields` extra
 // planes, zero in the padding, follow x and y for per-query data the caller
 // fills in the rest. The runs lie in cell order, each where the last ends,
@@ -66,7 +72,7 @@ struct QueryRuns {
   }
 
  private:
-  // Only runs of at least kRunLanes / 2 queries are padded: with cells of
+  // Only runs of at least kShortRun queries are padded: with cells of
   // about one query each (small sigma), padding every run to kRunLanes made
   // the runs about ten times the queries, and much of a call went to writing
   // and faulting in padding that no loop read.
@@ -75,7 +81,7 @@ struct QueryRuns {
     for (size_t c = 0; c + 1 < start.size(); ++c) {
       const int64_t n = start[c + 1] - start[c];
       const int64_t padded = (n + kRunLanes - 1) / kRunLanes * kRunLanes;
-      begin[c + 1] = begin[c] + (n < kRunLanes / 2 ? n : padded);
+      begin[c + 1] = begin[c] + (n < kShortRun ? n : padded);
     }
     return begin;
   }

@@ -46,11 +46,6 @@ void run_cotangents(const Gaussian<T>& g, const T* c, int64_t channels, const Qu
   for (int64_t k = 0; k < n; ++k) u[k] = pair_cotangent(ratio[k], dot[k], offset[k]);
 }
 
-// Runs of fewer queries than this (a few per cell) are taken pair by pair:
-// the vector loops' set-up and, in the point pass, their 6 + C reductions
-// cost more than the run's pairs.
-constexpr int64_t kShortRun = kRunLanes / 2;
-
 // run_cotangents for the one pair of g with run entry k, (dx, dy) = query -
 // point: its ratio, 0 where the pair has zero weight (then u is unset, and
 // past the cutoff the exponential is skipped).
