@@ -108,12 +108,15 @@ def gmm_vjp(points, values, sigma, queries, d_out, d_density, truncate=3.0, dtyp
     """Gradients of sum(d_out * out) + sum(d_density * density) in points (N, 2),
     values (N, C), sigma (N,) and queries (M, 2), and beside each a bound on
     the magnitude of the terms it adds up, the scale of its rounding error
-    (out's error moves c - out, whatever the cancellation in it). Pairs with
-    no weight, and queries with Z = 0, add nothing."""
+    (out's error moves c - out, whatever the cancellation in it, and scales
+    with sum w |c| / Z, not |out|: where the values' signs cancel, out can be
+    hundreds of times smaller than its error's scale). Pairs with no weight,
+    and queries with Z = 0, add nothing."""
     dtype = dtype or kernel_dtype(points, values, sigma, queries)
     w, gx, gy, gs, _, gs_size = pairs(points, sigma, queries, truncate, dtype)
     values = _values(values, dtype)
     out, density = gmm(points, values, sigma, queries, truncate, dtype)
+    mean_abs = gmm(points, np.abs(values), sigma, queries, truncate, dtype)[0]
     d_out = np.asarray(d_out, np.float64).reshape(out.shape)
     d_density = np.asarray(d_density, np.float64).reshape(density.shape)
     weighed = w > 0
@@ -125,7 +128,7 @@ def gmm_vjp(points, values, sigma, queries, d_out, d_density, truncate=3.0, dtyp
         g_dot_out = (d_out * out).sum(-1, keepdims=True)
         u = np.where(weighed, ratio * (g_dot_c - g_dot_out) + w * d_density[:, None], 0)
         u_bound = np.where(weighed, ratio * (np.abs(d_out) @ np.abs(values).T
-                                             + np.abs(d_out * out).sum(-1, keepdims=True))
+                                             + (np.abs(d_out) * mean_abs).sum(-1, keepdims=True))
                            + w * np.abs(d_density[:, None]), 0)
         point_terms = np.stack([u * gx, u * gy], -1)
         point_bound = np.stack([u_bound * np.abs(gx), u_bound * np.abs(gy)], -1)

@@ -121,12 +121,19 @@ def _run(points, values, sigma, queries, d_out, d_density, *, impl, truncate, sh
 def unambiguous(points, values, sigma, queries, truncate):
     """False where rounding alone may decide a result: a weight, or a weight
     times a value, at the underflow threshold (the native kernels round w * c
-    to the dtype, the reference scales w first), or sigma at the edge of a
-    clamp (where the sigma gradient drops a term). Cutoffs are never
-    ambiguous: the brute force takes them in the kernel dtype, as the kernels do."""
+    to the dtype, the reference scales w first), a factor P^T e of a
+    weighed pair below 4 * tiny (both form it before u multiplies it, and
+    XLA's threads flush it to 0 where it is subnormal: with sigma 1e19 in
+    float32, d_queries came out 0 where the brute force has 4.8e-38), or
+    sigma at the edge of a clamp (where the sigma gradient drops a term).
+    Cutoffs are never ambiguous: the brute force takes them in the kernel
+    dtype, as the kernels do."""
     dtype = np.dtype(points.dtype)
     tiny = np.finfo(dtype).tiny
-    w_exact = pairs(points, sigma, queries, truncate, dtype)[4]
+    _, gx, gy, _, w_exact, _ = pairs(points, sigma, queries, truncate, dtype)
+    factors = np.abs(np.stack([gx, gy]))
+    if ((factors > 0) & (factors < 4 * tiny)).any():
+        return False
     with np.errstate(all="ignore"):  # w * |c| itself may underflow float64: divide instead
         below = 4 * tiny / np.abs(values.astype(np.float64))
         small_products = (w_exact[:, :, None] > 0) & (w_exact[:, :, None] < below[None])
@@ -187,6 +194,22 @@ def test_queries_match_brute_force(impl, data, problem):
     d_out, d_density = cotangents(data.draw, (len(queries), values.shape[1]), (len(queries),),
                                   points.dtype)
     check(impl, points, values, sigma, queries, truncate, d_out, d_density)
+
+
+@pytest.mark.parametrize("impl", sorted(IMPLS))
+def test_gradients_where_out_cancels(impl):
+    """Found by the long profile. At query 2, out is -0.031 while the values
+    it averages reach 70, so out's rounding error is hundreds of times |out|:
+    the bound on the gradients must scale it by sum w |c| / Z (gmm_vjp), or
+    the native d_points of point 3 fails it by a tenth."""
+    points = np.array([[0, -100], [0, np.nan], [0, 7], [0, 0], [0, -100], [-100, 0], [5.5, 0],
+                       [0, 0], [3.875, 4.5]])
+    values = np.array([[0], [0], [-34], [0.03125], [0], [0], [-44], [3], [70]], np.float64)
+    queries = np.zeros((9, 2))
+    queries[2, 0] = 0.5
+    d_out = np.zeros((9, 1))
+    d_out[2] = 1
+    check(impl, points, values, np.float64(6), queries, 3.0, d_out, np.zeros(9))
 
 
 @given(data=st.data(), problem=problems(grid=True))
