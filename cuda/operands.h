@@ -63,6 +63,11 @@ inline xla::ffi::Error check_count(int64_t count, const char* what) {
   return xla::ffi::Error::Success();
 }
 
+// The most pixels along an image side (jax_gmm/_checks.py's limit too): the
+// CPU kernels take a pixel's index along a side as an int32, with room for
+// a segment's spare lanes past it.
+constexpr int64_t kMaxSide = int64_t{1} << 30;
+
 // Every buffer of one FFI call, checked. N comes from points, and C and the
 // query layout from out: (..., H, W, C) on a grid, (..., M, C) at queries.
 // Operands a call does not have stay empty.
@@ -119,6 +124,10 @@ xla::ffi::ErrorOr<Call<T>> check_forward(Buffer& points, Buffer& values, Buffer&
   call.m = call.h * call.w;
   JAX_GMM_CHECK(check_count(call.n, "the number of points"));
   JAX_GMM_CHECK(check_count(call.m, "the number of queries"));
+  if (!queries && call.m > 0 && (call.h > kMaxSide || call.w > kMaxSide)) {
+    return xla::ffi::Unexpected(xla::ffi::Error::InvalidArgument(
+        "the image's sides must be at most 2^30 pixels, got " + shape_string(od)));
+  }
   const std::vector<int64_t> query_dims =
       queries ? std::vector<int64_t>{call.m} : std::vector<int64_t>{call.h, call.w};
   std::vector<int64_t> out_dims = query_dims;

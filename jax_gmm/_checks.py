@@ -22,6 +22,8 @@ def _shape_of(x: Any) -> tuple[int, ...]:
 
 # The native kernels index points and queries with 32-bit lists.
 _MAX_COUNT = 2**32 - 1
+# ... and a pixel along an image side with an int32 (cuda/operands.h, kMaxSide).
+_MAX_SIDE = 2**30
 
 
 def _check_float(name: str, x: Any) -> None:
@@ -103,6 +105,8 @@ def check_shape(shape: Any) -> tuple[int, int]:
     _check_count("shape's H", height)
     _check_count("shape's W", width)
     _check_count("shape's H * W", height * width)
+    if height * width > 0 and max(height, width) > _MAX_SIDE:
+        raise ValueError(f"shape's sides must be at most 2**30 pixels, got {(height, width)}")
     return height, width
 
 

@@ -15,6 +15,7 @@ ABSURD = {  # the shape, and what the message must say
     "(0, 2**63)": "shape's W must be at most 2**32 - 1, got 9223372036854775808",
     "(2**63 - 1, 2**63 - 1)": "shape's H must be at most 2**32 - 1",
     "(2**32, 1)": "shape's H must be at most 2**32 - 1, got 4294967296",
+    "(1, 2**30 + 1)": "shape's sides must be at most 2**30 pixels, got (1, 1073741825)",
     "(True, 5)": "shape must be a static (H, W) pair of integers, got (True, 5)",
 }
 # The bounds are inclusive: an empty image as tall (or wide) as allowed works.

@@ -69,13 +69,16 @@ struct alignas(64) Footprint {
 };
 
 // One axis entry of a footprint: e = p * pixel_offset(pixel, centre)
-// (whiten_x or whiten_y of gmm_math.h) and its square m2.
+// (whiten_x or whiten_y of gmm_math.h) and its square m2. The pixel is an
+// int32 (operands.h, kMaxSide), so that the loops over it vectorise on AVX2
+// and baseline x86-64, which have no vector conversion from int64: with
+// one, the headline forward's footprints were scalar there.
 template <typename T>
 struct AxisEntry {
   T e, m2;
 };
 template <typename T>
-inline AxisEntry<T> axis_entry(T p, T centre, int64_t pixel) {
+inline AxisEntry<T> axis_entry(T p, T centre, int32_t pixel) {
   const T e = mul_rn(pixel_offset(pixel, centre), p);
   return {e, mul_rn(e, e)};
 }
@@ -90,9 +93,10 @@ inline AxisEntry<T> axis_entry(T p, T centre, int64_t pixel) {
 template <int kCount, typename T>
 void axis_footprint(T p, T centre, int64_t first, int lanes, T* e, T* m2, T* factor) {
   const int count = kCount > 0 ? kCount : lanes;
+  const int32_t first_pixel = static_cast<int32_t>(first);
 #pragma omp simd
   for (int k = 0; k < count; ++k) {
-    const AxisEntry<T> a = axis_entry(p, centre, first + k);
+    const AxisEntry<T> a = axis_entry(p, centre, first_pixel + k);
     e[k] = a.e;
     m2[k] = a.m2;
     if constexpr (std::is_same_v<T, float>) {
@@ -117,8 +121,9 @@ void row_spans(const Gaussian<T>& g, int nx, Footprint<T>& fp) {
   const double t = std::sqrt(double(g.cutoff2)) * (1.0 + 64.0 * Clamp<T>::epsilon * shear);
   const double a = p11 * p11 + p21 * p21;
   const double dx0 = double(pixel_offset(fp.x0, g.x));  // dx of the footprint's first column
+  const int32_t y0 = static_cast<int32_t>(fp.y0);
   for (int r = 0; r < fp.rows; ++r) {
-    const double dy = double(pixel_offset(fp.y0 + r, g.y));
+    const double dy = double(pixel_offset(y0 + r, g.y));
     // The discriminant b^2 - a c, with b = p21 p22 dy and c = (p22 dy)^2 - t^2,
     // written as a t^2 - (p11 p22 dy)^2: the same quantity without the
     // cancellation that loses a thin ellipse's top and bottom rows.
@@ -157,9 +162,10 @@ void fill_footprint(const Gaussian<T>& g, int nx, int ny, Footprint<T>& fp) {
     fp.col_factor[j] = j < nx ? fp.col_factor[j] : T(0);
   }
   if (fp.sheared) {
+    const int32_t x0 = static_cast<int32_t>(fp.x0);
 #pragma omp simd
     for (int j = 0; j < col_lanes; ++j) {
-      fp.sx[j] = j < nx ? shear_x(g, pixel_offset(fp.x0 + j, g.x)) : T(0);
+      fp.sx[j] = j < nx ? shear_x(g, pixel_offset(x0 + j, g.x)) : T(0);
     }
     for (int r = 0; r < row_lanes; ++r) fp.row_factor[r] = g.norm;
   } else {
@@ -189,10 +195,11 @@ void fill_footprint(const Gaussian<T>& g, int nx, int ny, Footprint<T>& fp) {
 template <int kCount>
 inline void fill_one_segment(const Gaussian<float>& g, int nx, Footprint<float>& fp) {
   static_assert(kCount <= kLanes, "one segment");
+  const int32_t x0 = static_cast<int32_t>(fp.x0), y0 = static_cast<int32_t>(fp.y0);
 #pragma omp simd
   for (int k = 0; k < kCount; ++k) {
-    const AxisEntry<float> x = axis_entry(g.p11, g.x, fp.x0 + k);
-    const AxisEntry<float> y = axis_entry(g.p22, g.y, fp.y0 + k);
+    const AxisEntry<float> x = axis_entry(g.p11, g.x, x0 + k);
+    const AxisEntry<float> y = axis_entry(g.p22, g.y, y0 + k);
     const float col = exp_nonpositive(-0.5f * x.m2), row = exp_nonpositive(-0.5f * y.m2);
     fp.ex[k] = k < nx ? x.e : 0.0f;
     fp.m2x[k] = k < nx ? x.m2 : 0.0f;
