@@ -74,7 +74,7 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
         nearest other point, widened below truncate 4 so that the cutoff
         still reaches 1.6 d_4 (0.533 d_4 at truncate 3); differentiable in
         the points.
-      shape: static (H, W) of the output image.
+      shape: static (H, W) of the output image, each side at most 2**30 pixels.
       truncate: static cutoff, a Mahalanobis distance (in units of sigma for
         round points; default 3).
       eps: static smoothing of the normaliser (default 0): out = sum_i c_i
