@@ -193,8 +193,8 @@ GMM_HD Gaussian<T> make_gaussian(T x, T y, T l11, T l21, T l22, T truncate) {
 // every kernel forms a pixel's offset this way, so that all of them (CPU and
 // GPU, forward and backward) feed the same numbers to the pair test. Any
 // integer type gives the same bits for the same index: the CPU footprints'
-// vector loops pass an int32 (an image side is at most kMaxSide pixels, operands.h), as
-// x86 has no vector conversion from int64 below AVX-512.
+// vector loops pass an int32 (an image side is at most kMaxSide pixels,
+// operands.h), as x86 has no vector conversion from int64 below AVX-512.
 template <typename T, typename Index>
 GMM_HD T pixel_offset(Index index, T centre) {
   return (T(index) + T(0.5)) - centre;
