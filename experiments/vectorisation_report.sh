@@ -25,7 +25,7 @@ cmake -S . -B "$work/build" -G Ninja -DJAX_GMM_CUDA=OFF \
 for isa in baseline avx2 avx512; do
   ninja -C "$work/build" -t commands _cpu | grep -- "-DJAX_GMM_ISA=$isa " |
     sed -E 's/ -MD -MT [^ ]+ -MF [^ ]+//; s/ -o [^ ]+\.o / -o \/dev\/null /' >"$work/$isa.cmds"
-  # One compile per line, two at a time; each prints the vectorised loops.
+  # One compile per line, one per core at a time; each prints the vectorised loops.
   tr '\n' '\0' <"$work/$isa.cmds" |
     xargs -0 -P "$(nproc)" -I{} sh -c '{} -fopt-info-vec-optimized 2>&1' |
     grep "loop vectorized" | grep -o 'cuda/[A-Za-z0-9_/]*\.[a-z]*:[0-9]*' |

@@ -42,7 +42,12 @@ std::unique_ptr<T[], decltype(&std::free)> tile_scratch(int64_t count) {
 
 template <typename T>
 struct alignas(64) Footprint {
-  int64_t x0, y0;  // first pixel, image coordinates
+  // First pixel, image coordinates: an int32 (an image side is at most
+  // kMaxSide pixels, operands.h), so that the axis loops' pixel indices
+  // convert to float in vectors on AVX2 and baseline x86-64, which have no
+  // vector conversion from int64: with one, the headline forward's
+  // footprints were scalar there.
+  int32_t x0, y0;
   int rows;                     // ey, m2y and row_factor are set for rows < rows only
   int segments;                 // kLanes-wide segments per row
   bool sheared;                 // p21 != 0: e_y varies along a row too
@@ -69,10 +74,8 @@ struct alignas(64) Footprint {
 };
 
 // One axis entry of a footprint: e = p * pixel_offset(pixel, centre)
-// (whiten_x or whiten_y of gmm_math.h) and its square m2. The pixel is an
-// int32 (operands.h, kMaxSide), so that the loops over it vectorise on AVX2
-// and baseline x86-64, which have no vector conversion from int64: with
-// one, the headline forward's footprints were scalar there.
+// (whiten_x or whiten_y of gmm_math.h) and its square m2; an int32 pixel,
+// as Footprint's x0 and y0.
 template <typename T>
 struct AxisEntry {
   T e, m2;
@@ -91,12 +94,11 @@ inline AxisEntry<T> axis_entry(T p, T centre, int32_t pixel) {
 // float takes each factor in the same vector loop (reloading m2 just stored
 // stalled that loop); double steps its exponentials along the row (separable.h).
 template <int kCount, typename T>
-void axis_footprint(T p, T centre, int64_t first, int lanes, T* e, T* m2, T* factor) {
+void axis_footprint(T p, T centre, int32_t first, int lanes, T* e, T* m2, T* factor) {
   const int count = kCount > 0 ? kCount : lanes;
-  const int32_t first_pixel = static_cast<int32_t>(first);
 #pragma omp simd
   for (int k = 0; k < count; ++k) {
-    const AxisEntry<T> a = axis_entry(p, centre, first_pixel + k);
+    const AxisEntry<T> a = axis_entry(p, centre, first + k);
     e[k] = a.e;
     m2[k] = a.m2;
     if constexpr (std::is_same_v<T, float>) {
@@ -121,9 +123,8 @@ void row_spans(const Gaussian<T>& g, int nx, Footprint<T>& fp) {
   const double t = std::sqrt(double(g.cutoff2)) * (1.0 + 64.0 * Clamp<T>::epsilon * shear);
   const double a = p11 * p11 + p21 * p21;
   const double dx0 = double(pixel_offset(fp.x0, g.x));  // dx of the footprint's first column
-  const int32_t y0 = static_cast<int32_t>(fp.y0);
   for (int r = 0; r < fp.rows; ++r) {
-    const double dy = double(pixel_offset(y0 + r, g.y));
+    const double dy = double(pixel_offset(fp.y0 + r, g.y));
     // The discriminant b^2 - a c, with b = p21 p22 dy and c = (p22 dy)^2 - t^2,
     // written as a t^2 - (p11 p22 dy)^2: the same quantity without the
     // cancellation that loses a thin ellipse's top and bottom rows.
@@ -162,10 +163,9 @@ void fill_footprint(const Gaussian<T>& g, int nx, int ny, Footprint<T>& fp) {
     fp.col_factor[j] = j < nx ? fp.col_factor[j] : T(0);
   }
   if (fp.sheared) {
-    const int32_t x0 = static_cast<int32_t>(fp.x0);
 #pragma omp simd
     for (int j = 0; j < col_lanes; ++j) {
-      fp.sx[j] = j < nx ? shear_x(g, pixel_offset(x0 + j, g.x)) : T(0);
+      fp.sx[j] = j < nx ? shear_x(g, pixel_offset(fp.x0 + j, g.x)) : T(0);
     }
     for (int r = 0; r < row_lanes; ++r) fp.row_factor[r] = g.norm;
   } else {
@@ -195,11 +195,10 @@ void fill_footprint(const Gaussian<T>& g, int nx, int ny, Footprint<T>& fp) {
 template <int kCount>
 inline void fill_one_segment(const Gaussian<float>& g, int nx, Footprint<float>& fp) {
   static_assert(kCount <= kLanes, "one segment");
-  const int32_t x0 = static_cast<int32_t>(fp.x0), y0 = static_cast<int32_t>(fp.y0);
 #pragma omp simd
   for (int k = 0; k < kCount; ++k) {
-    const AxisEntry<float> x = axis_entry(g.p11, g.x, x0 + k);
-    const AxisEntry<float> y = axis_entry(g.p22, g.y, y0 + k);
+    const AxisEntry<float> x = axis_entry(g.p11, g.x, fp.x0 + k);
+    const AxisEntry<float> y = axis_entry(g.p22, g.y, fp.y0 + k);
     const float col = exp_nonpositive(-0.5f * x.m2), row = exp_nonpositive(-0.5f * y.m2);
     fp.ex[k] = k < nx ? x.e : 0.0f;
     fp.m2x[k] = k < nx ? x.m2 : 0.0f;
@@ -219,8 +218,8 @@ bool clip_footprint(const Gaussian<T>& g, const TileRect& tile, int64_t width, i
   if (!g.valid()) return false;
   const Range cols = pixel_range(g.x, g.box_x, width);
   const Range rows = pixel_range(g.y, g.box_y, height);
-  fp.x0 = std::max(cols.lo, tile.x0);
-  fp.y0 = std::max(rows.lo, tile.y0);
+  fp.x0 = static_cast<int32_t>(std::max(cols.lo, tile.x0));  // within the image
+  fp.y0 = static_cast<int32_t>(std::max(rows.lo, tile.y0));
   const int64_t x1 = std::min(cols.hi, tile.x0 + tile.width - 1);
   const int64_t y1 = std::min(rows.hi, tile.y0 + tile.height - 1);
   if (cols.empty() || rows.empty() || fp.x0 > x1 || fp.y0 > y1) return false;
