@@ -111,30 +111,30 @@ void sum_lanes(T* lanes, int64_t fields) {
   if constexpr (kHalf > 1) sum_lanes<kHalf / 2>(lanes, fields);
 }
 
-// Zeroes `fields` runs of kLanes. Where fields is known at compile time (a
-// fixed channel count), the loop unrolls into one vector store per run: GCC
-// turned a fill loop, or std::fill, into `rep stos`, whose start-up cost per
-// point was a tenth of the backward's time in its tiles (1024^2 from 65,536
-// points at sigma 2, AVX-512 on an AMD EPYC).
-template <typename T>
+// Zeroes the first kWidth lanes of `fields` runs of kLanes. Where fields is
+// known at compile time (a fixed channel count), the loop unrolls into one
+// vector store per run: GCC turned a fill loop, or std::fill, into `rep
+// stos`, whose start-up cost per point was a tenth of the backward's time in
+// its tiles (1024^2 from 65,536 points at sigma 2, AVX-512 on an AMD EPYC).
+template <int kWidth, typename T>
 inline void zero_lanes(T* lanes, int64_t fields) {
   typedef T Vector
-      __attribute__((vector_size(kLanes * sizeof(T)), aligned(sizeof(T)), may_alias));
+      __attribute__((vector_size(kWidth * sizeof(T)), aligned(sizeof(T)), may_alias));
 #pragma GCC unroll 16
   for (int64_t f = 0; f < fields; ++f) {
-    reinterpret_cast<Vector*>(lanes)[f] = Vector{};
+    *reinterpret_cast<Vector*>(lanes + f * kLanes) = Vector{};
   }
 }
 
 // One point's sums over its footprint in a tile, into `partial` (kValues + C
 // fields). `folded` is at the footprint's first pixel in plane 0; `lanes` is
-// scratch for per-lane sums, kLanes per field; only the first kWidth pairs of
-// each segment are walked, so lanes [kWidth, kLanes) keep zero_lanes' 0.
+// scratch for per-lane sums, kLanes per field, of which the first kWidth
+// are used: only the first kWidth pairs of each segment are walked.
 template <int kC, bool kFinite, bool kSheared, int kWidth, typename T>
 void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
                       int64_t channels, const T* folded, T* lanes, T* partial) {
   const int64_t C = kC > 0 ? kC : channels, fields = kValues + C;
-  zero_lanes(lanes, fields);
+  zero_lanes<kWidth>(lanes, fields);
   T* su = lanes + kU * kLanes;
   T* sex = lanes + kUEx * kLanes;
   T* sey = lanes + kUEy * kLanes;
@@ -200,18 +200,21 @@ void gather_footprint(const Gaussian<T>& g, const Footprint<T>& fp, const T* c,
       }
     }
   }
-  sum_lanes<kLanes / 2>(lanes, fields);
+  sum_lanes<kWidth / 2>(lanes, fields);
   for (int64_t f = 0; f < fields; ++f) partial[f] = lanes[f * kLanes];
 }
 
 // A narrow footprint walks half its segment, as in the forward (add_point):
-// the other half's pairs have zero weight, so they only added +-0 to lanes
-// that start at +0, which kept exactly zero_lanes' +0; sum_lanes still adds
-// every lane, so the bits are those of walking the whole segment (even
-// under flush-to-zero, unlike the forward's sums). 256 x 256 from 16,384
-// points, value_and_grad, one thread, strict alternation in one process:
-// sigma 0.5 3.38-3.60 -> 3.16-3.41 ms, sigma 1 4.16-4.28 -> 3.82-3.86 ms
-// (minimum of calls).
+// the other half's pairs have zero weight. It also zeroes and sums only
+// that half's lanes (zero_lanes and sum_lanes of kWidth), where adding the
+// other half's +0 lanes could only turn a -0 partial into +0: the second
+// pass of grid_backward adds the partials from +0, so every result has the
+// bits of walking the whole segment. 256 x 256 from 16,384 points,
+// value_and_grad, one thread, strict alternation in one process: sigma 0.5
+// 3.38-3.60 -> 3.16-3.41 ms, sigma 1 4.16-4.28 -> 3.82-3.86 ms (minimum of
+// calls), walking half; summing half then took the clip and gather of a
+// point at sigma 0.5 and 1 from 124 and 146 to 109 and 131 ns on AVX2, and
+// sigma 0.5 from 194 to 177 ns on baseline x86-64 (experiments/kernel_ab.sh).
 template <int kC, bool kFinite, typename T>
 void gather_point(const Gaussian<T>& g, const Footprint<T>& fp, const T* c, int64_t channels,
                   const T* folded, T* lanes, T* partial) {
