@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 ref="${1:-HEAD}" isa="${2:-avx2}" mode="${3:-2}"
 shift $(($# < 3 ? $# : 3))
-sigmas=("${@:-0.5 1 2}")
+[ $# -gt 0 ] || set -- 0.5 1 2  # the sigmas
 work="${KERNEL_AB_WORK:-${TMPDIR:-/tmp}/jax_gmm-kernel-ab}"
 rm -rf "$work/base" && mkdir -p "$work/base"
 git archive "$ref" cuda | tar -x -C "$work/base"
@@ -40,4 +40,4 @@ compile vb cuda &
 wait
 c++ -O2 experiments/kernel_ab/main.cc "$work/va.o" "$work/vb.o" -o "$work/kernel_ab"
 echo "base: $ref; new: the working tree; $isa build ($flags)"
-"$work/kernel_ab" "$mode" ${sigmas[@]}
+"$work/kernel_ab" "$mode" "$@"
