@@ -4,9 +4,9 @@ targets of issue 11: the pixel-centre queries in any order against
 pure-JAX formulation (`jax_gmm.reference.interpolate_at`, all pairs in
 blocks), a small call, and the growth with N at few queries; and, with no
 target, value_and_grad at random and at few queries against the forward.
-Writes experiments/results/query_speed.md.
+Writes experiments/results/query_speed.md, or the file --out names.
 
-    python experiments/query_speed.py [--rounds 3]
+    python experiments/query_speed.py [--rounds 3] [--out PATH]
 
 Each round times every case once (median of several calls after a warm-up)
 on fresh random inputs; the rounds run one after another, so their spread
@@ -102,13 +102,15 @@ def report(rounds: list[dict[str, float]]) -> str:
     shuffled = ratio("at shuffled centres", "interpolate")
     dense = ratio("dense reference, random (scaled)", "at random")
     small = [r["at 1,024 queries"] for r in rounds]
+    kernel = (jax_gmm.build_info()["cpu"] or {}).get("kernel", "none")  # the build in use
 
     lines = [
         "# interpolate_at: arbitrary queries (CPU)",
         "",
         f"`python experiments/query_speed.py --rounds {len(rounds)}`, "
         f"{datetime.date.today()}, {platform.processor() or platform.machine()}, "
-        f"jax {jax.__version__}. {SIZE} x {SIZE} pixels' worth of queries, "
+        f"jax {jax.__version__}, CPU kernels {kernel}. "
+        f"{SIZE} x {SIZE} pixels' worth of queries, "
         f"N = {POINTS:,} random points, sigma {SIGMA:g}, C = 3, float32, every "
         f"thread. Each cell is the range over {len(rounds)} rounds of the median "
         "of several calls.",
@@ -146,6 +148,8 @@ def report(rounds: list[dict[str, float]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS / "query_speed.md",
+                        help="where the report goes (default: %(default)s)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -156,8 +160,8 @@ def main() -> None:
         print(f"round {k + 1}: " + ", ".join(f"{n} {t * 1e3:.2f} ms"
                                               for n, t in rounds[-1].items()), flush=True)
     text = report(rounds)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "query_speed.md").write_text(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
     print(text)
 
 
