@@ -181,7 +181,8 @@ def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *
       with ``return_density``, ``(image, density)``). A sample with no other
       finite sample, or whose 4th nearest coincides with it, has width 0 and
       contributes nothing, so one sample alone renders nothing. A NaN sample
-      makes its neighbourhood NaN, not the image. Positions are taken
+      makes its neighbourhood NaN, not the image; a point at a NaN or
+      infinite position contributes nothing and gets zero gradients. Positions are taken
       relative to the image's centre; in float32, images wider than a few
       thousand pixels lose accuracy towards their edges (use float64).
       Differentiable in samples and points (reverse mode), jit-able and
@@ -216,7 +217,10 @@ def _reconstruct(points, samples, height, width, channels, passes, iters):
     # The moments use positions relative to the image's centre, so that x^2
     # loses less to cancellation against the squared mean.
     centre = jnp.asarray([width / 2, height / 2], points.dtype)
-    local = points - centre
+    # A non-finite position leaves its point and query inert in the kernels,
+    # with zero gradients; its moments and plane take the centre instead, so
+    # that no 0 * NaN turns those zero cotangents into NaN ones.
+    local = jnp.where(jnp.isfinite(points).all(-1, keepdims=True), points - centre, 0)
     pixels = reference.pixel_centres(height, width, points.dtype).reshape(height, width, 2)
     pixels = pixels - centre
     distance = adaptive_sigma(points, k=DEFAULT_K, scale=1.0)

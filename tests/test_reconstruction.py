@@ -101,6 +101,21 @@ def test_independent_of_the_samples_units_and_nan_stays_local(rng):
     assert spoilt[:6, :6].any() and not spoilt[12:, 14:].any()
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_position_is_inert_with_zero_gradients(rng, bad):
+    # As in interpolate: the point adds nothing and gets zero gradients, and
+    # no other point's gradient turns NaN (its moments were once 0 * NaN).
+    points = scattered(rng)
+    points[0, 0] = bad
+    samples = np.sin(points[:, 1:] / 4)
+    loss = lambda p, s: jnp.sum(jax_gmm.reconstruct(p, s, SIZE) ** 2)  # noqa: E731
+    assert np.isfinite(np.asarray(jax_gmm.reconstruct(points, samples, SIZE))).all()
+    d_points, d_samples = (np.asarray(g) for g in jax.grad(loss, argnums=(0, 1))(points, samples))
+    assert (d_points[0] == 0).all() and (d_samples[0] == 0).all()
+    assert np.isfinite(d_points).all() and np.isfinite(d_samples).all()
+    assert np.abs(d_points[1:]).max() > 0 and np.abs(d_samples[1:]).max() > 0
+
+
 @pytest.mark.parametrize("shape", [(1, 14), (12, 1), (1, 1), (0, 5)])
 def test_thin_and_empty_images(rng, shape):
     points = rng.uniform(0, 1, (40, 2)) * [max(shape[1], 1), max(shape[0], 1)]
