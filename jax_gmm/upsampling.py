@@ -26,8 +26,8 @@ ArrayLike = Any
 SIGMA_PER_FACTOR = 0.6
 
 
-def upsample(image: ArrayLike, factor: int, *, sigma: float | None = None, iters: int = 20,
-             truncate: float = 4.0) -> jax.Array:
+def upsample(image: ArrayLike, factor: int, *, sigma: ArrayLike | None = None,
+             iters: int = 20, truncate: float = 4.0) -> jax.Array:
     """Enlarges an (H, W, C) image by an integer factor, consistently with it.
 
     The result R satisfies box_downsample(R, factor) = image up to the
@@ -39,7 +39,9 @@ def upsample(image: ArrayLike, factor: int, *, sigma: float | None = None, iters
     Args:
       image: (H, W, C) float image (any range; C channels).
       factor: static integer factor f >= 1.
-      sigma: Gaussian width in output pixels (default SIGMA_PER_FACTOR * f).
+      sigma: Gaussian width in output pixels (default SIGMA_PER_FACTOR * f):
+        positive, a scalar or one per input pixel in row-major order, in any
+        of `interpolate`'s forms with N = H W ((N,), (N, 2) or (N, 2, 2)).
       iters: static number of back-projection steps (default 20; 0 renders the
         input values themselves).
       truncate: static cutoff in units of sigma (default 4, so that every
@@ -64,6 +66,11 @@ def upsample(image: ArrayLike, factor: int, *, sigma: float | None = None, iters
         raise ValueError(f"image must have a floating-point dtype, got {image.dtype}")
     if sigma is None:
         sigma = SIGMA_PER_FACTOR * factor
+    # interpolate's own checks, here: inside _upsample's jit sigma is traced,
+    # and a width <= 0 would render a blank image rather than raise
+    sigma = _checks.as_array("sigma", sigma)
+    kind = _checks.check_sigma(sigma, image.shape[0] * image.shape[1])
+    _checks.check_static_sigma(sigma, kind, _checks.compute_dtype(image)[1])
     return _upsample(image, sigma, factor, iters, truncate)
 
 

@@ -65,6 +65,10 @@ def test_gradients_match_finite_differences(rng):
     (dict(image=np.ones((4, 4, 1)), factor=2.5), "factor must be a static integer"),
     (dict(image=np.ones((4, 4, 1)), factor=2, iters=-1), "iters must be at least 0"),
     (dict(image=np.ones((4, 4, 1)), factor=2, truncate=0), "truncate must be positive"),
+    # rendered inside a jit, where interpolate could not check it: once a blank image
+    (dict(image=np.ones((4, 4, 1)), factor=2, sigma=0.0), "sigma must be positive"),
+    (dict(image=np.ones((4, 4, 1)), factor=2, sigma=-np.ones(16)), "sigma must be positive"),
+    (dict(image=np.ones((4, 4, 1)), factor=2, sigma=np.ones(5)), "N = 16, got shape"),
 ])
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
