@@ -192,6 +192,8 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
       ((1, 1), (1,))
     """
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
+    if queries is None:
+        raise ValueError("queries must be a (K, 2) array of (x, y) positions, got None")
     sigma = adaptive.resolve_sigma(sigma, points, truncate)
     args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma, queries)
     out, density = _scattered(*args, truncate, eps, kernel_dtype, result_dtype,

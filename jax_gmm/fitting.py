@@ -211,7 +211,7 @@ def _check_image(image: ArrayLike) -> jax.Array:
 
 
 def fit_image(image: ArrayLike, n: int, *, steps: int = 2000, anisotropic: bool = True,
-              key: jax.Array | None = None, truncate: float = 4.0, progress: bool = False,
+              key: jax.Array | int | None = None, truncate: float = 4.0, progress: bool = False,
               callback: Callable[[int, jax.Array, jax.Array, jax.Array], None] | None = None,
               ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Fits n Gaussians to an image, to render with
@@ -240,7 +240,8 @@ def fit_image(image: ArrayLike, n: int, *, steps: int = 2000, anisotropic: bool 
         and 4000 about 0.4 dB above it.
       anisotropic: fit covariances (8 numbers per Gaussian for RGB: 2
         position, 3 covariance, 3 colour) rather than round Gaussians (6).
-      key: jax.random key of the initial positions (default PRNGKey(0)).
+      key: jax.random key, or an integer seed, of the initial positions
+        (default seed 0).
       truncate: cutoff radius in standard deviations while fitting; render
         with the same value. 4 rather than interpolate's default 3: at 3 the
         tails cut off are heavy enough to make the fit 2 to 4 dB worse.
@@ -276,7 +277,9 @@ def fit_image(image: ArrayLike, n: int, *, steps: int = 2000, anisotropic: bool 
     truncate = _checks.check_truncate(truncate)
     height, width = target.shape[:2]
     config = _Config(height, width, float(truncate), steps)
-    params = _initial(target, n, anisotropic, jax.random.PRNGKey(0) if key is None else key)
+    if key is None or (isinstance(key, (int, np.integer)) and not isinstance(key, bool)):
+        key = jax.random.PRNGKey(0 if key is None else key)
+    params = _initial(target, n, anisotropic, key)
     spacing = math.sqrt(height * width / n)
     value_range = float(jnp.max(target) - jnp.min(target)) or 1.0
     units = {"position": spacing, "colour": value_range}

@@ -85,7 +85,8 @@ def fit_values(points: ArrayLike, samples: ArrayLike, sigma: ArrayLike, *,
     differentiation: the gradient is that of the exact solution of A c =
     samples (computed with a second GMRES solve, with A's transpose and the
     same `iters` and `tol`), so it matches the returned c to the accuracy of
-    the solves. Forward mode raises as for `interpolate`. Composes with jit
+    the solves. Forward mode raises as for `interpolate`, and so does a second
+    derivative (the backward's GMRES is a while_loop). Composes with jit
     and vmap. Raises ValueError at trace time for wrong shapes, dtypes or
     settings.
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from jax_gmm import _checks, _remat
+from jax_gmm import _checks, _remat, adaptive
 from jax_gmm._api import interpolate
 
 ArrayLike = Any
@@ -33,8 +33,14 @@ def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
     respect to points, values and sigma are summed over the devices, as for
     any replicated input of `jax.shard_map`.
 
+    Differentiable once in reverse mode; under a mesh of Explicit axes
+    (`jax.make_mesh`'s default) only with that mesh set (`jax.set_mesh`), as
+    JAX's error says. A second derivative fails in JAX's transpose of
+    `shard_map`'s replicated inputs, where `jax_gmm.interpolate` has one.
+
     Args:
-      points, values, sigma, truncate, eps, return_density: as in `jax_gmm.interpolate`.
+      points, values, sigma, truncate, eps, return_density: as in `jax_gmm.interpolate`
+        (``sigma="auto"`` is worked out once, from every point).
       shape: static (H, W); H must be a multiple of the axis size n.
       remat_rows: as in `jax_gmm.interpolate`, within each device's band.
       mesh: the device mesh.
@@ -53,6 +59,8 @@ def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
                                                 mesh=mesh, axis="rows")
     """
     height, width = _checks.check_shape(shape)
+    if not isinstance(mesh, Mesh):
+        raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if axis not in mesh.shape:
         raise ValueError(f"axis must name an axis of mesh {tuple(mesh.shape)}, got {axis!r}")
     bands = mesh.shape[axis]
@@ -67,6 +75,8 @@ def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
                            truncate=truncate, eps=eps, return_density=return_density,
                            remat_rows=remat_rows)
 
+    truncate = _checks.check_truncate(truncate)
+    sigma = adaptive.resolve_sigma(sigma, points, truncate)  # "auto": from every point, once
     args, _, _ = _checks.check_inputs(points, values, sigma)
     rows = PartitionSpec(axis)
     return jax.shard_map(render, mesh=mesh, in_specs=(PartitionSpec(),) * 3,

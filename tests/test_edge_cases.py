@@ -30,6 +30,7 @@ V = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     (lambda: jax_gmm.interpolate(P, V, 1.0, (8,)), r"shape must be a static \(H, W\)"),
     (lambda: jax_gmm.interpolate(P, V, 1.0, (8.5, 8)), r"shape must be a static \(H, W\)"),
     (lambda: jax_gmm.interpolate_at(P, V, 1.0, np.ones((4, 3))), r"queries must have shape \(K, 2\)"),
+    (lambda: jax_gmm.interpolate_at(P, V, 1.0, None), r"queries must be a \(K, 2\) array"),
     (lambda: jax_gmm.interpolate_at(P, V, 1.0, np.ones((4, 2), int)), "queries must have a floating"),
     (lambda: jax_gmm.interpolate(P.astype(int).tolist(), V, 1.0, (8, 8)), "points must have a floating"),
     (lambda: jax_gmm.interpolate(P, V, "1", (8, 8)), 'sigma must be a number, an array or "auto"'),

@@ -109,6 +109,7 @@ def test_key_decides_the_start():
                            for seed in (3, 3, 4))
     np.testing.assert_array_equal(first, again)
     assert not np.allclose(first, other)
+    np.testing.assert_array_equal(fit_image(image, 32, steps=0, key=3)[0], first)  # a seed
 
 
 def test_callback_after_each_chunk_and_progress_bar(truth, anisotropic_fit, capsys):

@@ -15,7 +15,10 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+import jax_gmm.sharding
 
 CHECK = pathlib.Path(__file__).with_name("sharding_check.py")
 
@@ -82,6 +85,13 @@ def test_rows_split_over_devices(measured):
     if devices > 1:
         assert rows_out["specs"] == ["('rows',)"]
     assert results["rows_remat"]["grad_error"] < 1e-12
+    assert results["rows_auto"]["error"] < 1e-12
+
+
+def test_rows_need_a_mesh():
+    with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh, got NoneType"):
+        jax_gmm.sharding.interpolate_rows(np.ones((3, 2)), np.ones((3, 1)), 1.0, (4, 4),
+                                          mesh=None, axis="rows")
 
 
 def test_bands_refused_under_explicit_axes(measured):
