@@ -5,7 +5,8 @@
 that box-downsampling the result gives IMAGE back; another F with the plain
 weighted mean of `jax_gmm.interpolate`.
 ``jax-gmm upsample [IMAGE] --factor F`` box-downsamples IMAGE by the integer
-factor F and renders it back at full size; ``jax-gmm reconstruct [IMAGE]
+factor F and renders it back at full size with the plain weighted mean (the
+paper's experiment); ``jax-gmm reconstruct [IMAGE]
 --keep P`` keeps a random fraction P of the pixels and rebuilds the whole
 image from them with `jax_gmm.reconstruct` (``--plain``: the plain weighted
 mean). Those two print PSNR and L1 against the original and the time taken,
@@ -434,25 +435,27 @@ def _render_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_common(parser: argparse.ArgumentParser, auto_rule: str) -> None:
+def _add_common(parser: argparse.ArgumentParser, auto_rule: str, only: str = "") -> None:
+    """--sigma and --truncate; `only` says when they apply, if not always."""
     parser.add_argument("--sigma", type=_sigma, default=None, metavar="auto|PX",
-                        help=f"Gaussian width in output pixels (default: auto, {auto_rule})")
+                        help=f"{only}Gaussian width in output pixels (default: auto, {auto_rule})")
     parser.add_argument("--truncate", type=_truncate, default=TRUNCATE, metavar="T",
-                        help=f"cutoff radius in sigmas (default: {TRUNCATE:g})")
+                        help=f"{only}cutoff radius in sigmas (default: {TRUNCATE:g})")
 
 
-def _add_evaluation(parser: argparse.ArgumentParser, auto_rule: str) -> None:
+def _add_evaluation(parser: argparse.ArgumentParser, auto_rule: str, only: str = "") -> None:
     """The arguments of the commands that score a rendering against the original."""
     parser.add_argument("image", nargs="?", help="image file (default: the bundled 256x256 photo)")
-    _add_common(parser, auto_rule)
+    _add_common(parser, auto_rule, only)
     parser.add_argument("-o", "--output", help="write the result here (PNG, JPEG, ...)")
     parser.add_argument("--compare", metavar="PATH",
                         help="write an original | input | result strip here")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="jax-gmm", description="GMM image reconstruction with jax_gmm; "
-                     "prints PSNR and L1 against the original and the time taken.")
+    parser = _Parser(prog="jax-gmm", description="GMM image reconstruction with jax_gmm. Every "
+                     "command prints the time taken; upsample, reconstruct and fit also print "
+                     "PSNR and L1 against the original.")
     parser.add_argument("--version", action="version", version=f"jax-gmm {jax_gmm.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     enlarge_parser = commands.add_parser(
@@ -467,7 +470,8 @@ def _parser() -> argparse.ArgumentParser:
                 f"factor, else {SIGMA_PER_FACTOR:g} x factor")
     enlarge_parser.set_defaults(run=_enlarge_command)
     upsample_parser = commands.add_parser(
-        "upsample", help="box-downsample by an integer factor, then render back at full size")
+        "upsample", help="box-downsample by an integer factor, then render back at full size "
+        "with the plain Gaussian-weighted mean, and score it (enlarge uses jax_gmm.upsample)")
     _add_evaluation(upsample_parser, f"{SIGMA_PER_FACTOR:g} x factor")
     upsample_parser.add_argument("--factor", type=_factor, default=4,
                                  help="integer downsampling factor >= 2 (default: 4)")
@@ -475,9 +479,10 @@ def _parser() -> argparse.ArgumentParser:
     reconstruct_parser = commands.add_parser(
         "reconstruct", help="render the image from a random fraction of its pixels")
     _add_evaluation(reconstruct_parser,
-                    f"with --plain; per sample, {adaptive.DEFAULT_SCALE:g} x the distance to its "
+                    f"per sample, {adaptive.DEFAULT_SCALE:g} x the distance to its "
                     f"{adaptive.DEFAULT_K}th nearest other sample (jax_gmm.adaptive_sigma), "
-                    "widened below truncate 4 so that the cutoff reaches as far")
+                    "widened below truncate 4 so that the cutoff reaches as far",
+                    only="with --plain only: ")
     reconstruct_parser.add_argument(
         "--plain", action="store_true",
         help="render the plain Gaussian-weighted mean of the samples (with --sigma and "
