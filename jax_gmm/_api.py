@@ -47,7 +47,7 @@ def _scattered(points, values, sigma, queries, truncate, eps, kernel_dtype, resu
 
 def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: tuple[int, int],
                 *, truncate: float = 3.0, eps: float = 0.0, return_density: bool = False,
-                remat_rows: int | None = None):
+                remat_rows: int | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Renders the (H, W, C) image of a Gaussian-weighted mean of scattered values.
 
     The pixel at row i, column j is the query q = (j + 0.5, i + 0.5), and
@@ -146,12 +146,13 @@ def interpolate(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, shape: t
     if remat_rows is not None:
         remat_rows = _checks.check_int("remat_rows", remat_rows, 1)
     out, density = _grid(*args, height, width, truncate, eps, kernel_dtype, result_dtype,
-                         bool(return_density), remat_rows)
+                         _checks.check_flag("return_density", return_density), remat_rows)
     return (out, density) if return_density else out
 
 
 def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queries: ArrayLike,
-                   *, truncate: float = 3.0, eps: float = 0.0, return_density: bool = False):
+                   *, truncate: float = 3.0, eps: float = 0.0, return_density: bool = False
+                   ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Evaluates the Gaussian-weighted mean of scattered values at arbitrary queries.
 
     Same function as `interpolate`, at query points instead of pixel centres.
@@ -197,5 +198,5 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
     sigma = adaptive.resolve_sigma(sigma, points, truncate)
     args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma, queries)
     out, density = _scattered(*args, truncate, eps, kernel_dtype, result_dtype,
-                              bool(return_density))
+                              _checks.check_flag("return_density", return_density))
     return (out, density) if return_density else out

@@ -80,6 +80,15 @@ def _as_int(x: Any) -> int:
     return operator.index(x)
 
 
+def check_flag(name: str, x: Any) -> bool:
+    """Checks a static boolean argument: it decides the outputs' structure, so
+    it cannot be traced."""
+    if isinstance(x, jax.core.Tracer):
+        raise ValueError(f"{name} must be a static bool (it decides what is returned), "
+                         "got a traced value: pass it as a Python bool or mark it static")
+    return bool(x)
+
+
 def check_int(name: str, x: Any, least: int) -> int:
     """Checks a static integer argument that must be at least `least`."""
     try:

@@ -201,6 +201,9 @@ def _check_image(image: ArrayLike) -> jax.Array:
     if len(shape) not in (2, 3) or 0 in shape:
         raise ValueError(f"image must have shape (H, W, C) or (H, W) with no empty axis, "
                          f"got {shape}")
+    if isinstance(image, jax.core.Tracer):
+        raise ValueError("image must be a concrete array: fit_image runs its own compiled "
+                         "Adam steps, so call it outside jax.jit, vmap and grad")
     array = jnp.asarray(image)
     if not jnp.issubdtype(array.dtype, jnp.floating):
         raise ValueError(f"image must have a floating-point dtype (e.g. 8-bit pixels / 255), "

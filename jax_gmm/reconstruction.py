@@ -161,7 +161,8 @@ def _steered(image: jax.Array, points: jax.Array, width: jax.Array,
 
 
 def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *,
-                passes: int = 2, iters: int = 2, return_density: bool = False):
+                passes: int = 2, iters: int = 2, return_density: bool = False
+                ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Rebuilds an (H, W, C) image from samples at scattered points.
 
     Args:
@@ -198,6 +199,7 @@ def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *
       (32, 32, 1)
     """
     passes = _checks.check_int("passes", passes, 1)
+    return_density = _checks.check_flag("return_density", return_density)
     iters = _checks.check_int("iters", iters, 0)
     height, width = _checks.check_shape(shape)
     points, samples = _checks.as_array("points", points), _checks.as_array("samples", samples)

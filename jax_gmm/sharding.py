@@ -24,7 +24,7 @@ ArrayLike = Any
 def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
                      shape: tuple[int, int], *, mesh: Mesh, axis: str, truncate: float = 3.0,
                      eps: float = 0.0, return_density: bool = False,
-                     remat_rows: int | None = None):
+                     remat_rows: int | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
     """`jax_gmm.interpolate` with the image's rows split over a mesh axis.
 
     Device k of the axis renders rows [k H / n, (k + 1) H / n) from every
@@ -59,6 +59,7 @@ def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
                                                 mesh=mesh, axis="rows")
     """
     height, width = _checks.check_shape(shape)
+    return_density = _checks.check_flag("return_density", return_density)
     if not isinstance(mesh, Mesh):
         raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
     if axis not in mesh.shape:

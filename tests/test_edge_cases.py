@@ -66,6 +66,16 @@ def test_bad_shape_raises_inside_jit():
         jax.jit(lambda p, v: jax_gmm.interpolate(p, v, 1.0, (4, 4)))(P, V[:2])
 
 
+@pytest.mark.parametrize("call", [
+    lambda d: jax_gmm.interpolate(P, V, 1.0, (4, 4), return_density=d),
+    lambda d: jax_gmm.interpolate_at(P, V, 1.0, P, return_density=d),
+    lambda d: jax_gmm.reconstruct(P, V, (4, 4), return_density=d),
+])
+def test_a_traced_return_density_is_named(call):  # it decides what is returned
+    with pytest.raises(ValueError, match="return_density must be a static bool"):
+        jax.jit(call)(True)
+
+
 def finite_everywhere(*arrays):
     return all(np.isfinite(np.asarray(a)).all() for a in arrays)
 

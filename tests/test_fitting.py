@@ -146,3 +146,8 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, message):
     arguments = dict(image=np.zeros((4, 4, 3), np.float32), n=2, steps=0) | kwargs
     with pytest.raises(ValueError, match=message):
         fit_image(arguments.pop("image"), arguments.pop("n"), **arguments)
+
+
+def test_traced_image_is_named():  # fit_image compiles its own steps
+    with pytest.raises(ValueError, match="image must be a concrete array"):
+        jax.jit(lambda image: fit_image(image, 2, steps=0))(np.zeros((4, 4, 3), np.float32))
