@@ -104,6 +104,10 @@ results["rows"] = {
     "grad_error": max_error(jax.jit(jax.grad(rows_loss(rows), argnums=(0, 1, 2)))(points, values[0], sigma),
                             jax.grad(rows_loss(plain), argnums=(0, 1, 2))(points, values[0], sigma)),
     "specs": specs(split),
+    # second order, in a scale of every width
+    "second_error": max_error(
+        jax.jit(jax.grad(jax.grad(lambda t: rows_loss(rows)(points, values[0], sigma * t))))(1.0),
+        jax.grad(jax.grad(lambda t: rows_loss(plain)(points, values[0], sigma * t)))(1.0)),
 }
 # Without the density: out alone, each band's call the density-free one.
 rows_out = lambda p, v, s: jax_gmm.sharding.interpolate_rows(  # noqa: E731

@@ -77,7 +77,7 @@ def test_inside_shard_map(measured):
 def test_rows_split_over_devices(measured):
     devices, results = measured
     rows = results["rows"]
-    assert rows["error"] < 1e-12 and rows["grad_error"] < 1e-12
+    assert rows["error"] < 1e-12 and rows["grad_error"] < 1e-12 and rows["second_error"] < 1e-10
     if devices > 1:
         assert rows["specs"] == ["('rows',)", "('rows',)"]
     rows_out = results["rows_out"]  # return_density False: out alone
