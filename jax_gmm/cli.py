@@ -471,7 +471,8 @@ def _parser() -> argparse.ArgumentParser:
     enlarge_parser.set_defaults(run=_enlarge_command)
     upsample_parser = commands.add_parser(
         "upsample", help="box-downsample by an integer factor, then render back at full size "
-        "with the plain Gaussian-weighted mean, and score it (enlarge uses jax_gmm.upsample)")
+        "with the plain Gaussian-weighted mean, and score it (enlarge by an integer factor uses "
+        "jax_gmm.upsample)")
     _add_evaluation(upsample_parser, f"{SIGMA_PER_FACTOR:g} x factor")
     upsample_parser.add_argument("--factor", type=_factor, default=4,
                                  help="integer downsampling factor >= 2 (default: 4)")

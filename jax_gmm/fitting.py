@@ -201,14 +201,16 @@ def _check_image(image: ArrayLike) -> jax.Array:
     if len(shape) not in (2, 3) or 0 in shape:
         raise ValueError(f"image must have shape (H, W, C) or (H, W) with no empty axis, "
                          f"got {shape}")
-    if isinstance(image, jax.core.Tracer):
-        raise ValueError("image must be a concrete array: fit_image runs its own compiled "
-                         "Adam steps, so call it outside jax.jit, vmap and grad")
     array = jnp.asarray(image)
     if not jnp.issubdtype(array.dtype, jnp.floating):
         raise ValueError(f"image must have a floating-point dtype (e.g. 8-bit pixels / 255), "
                          f"got {array.dtype}")
-    if not bool(jnp.all(jnp.isfinite(array))):
+    try:
+        finite = bool(jnp.all(jnp.isfinite(array)))
+    except jax.errors.ConcretizationTypeError:
+        raise ValueError("image must be a concrete array: fit_image runs its own compiled "
+                         "Adam steps, so call it outside jax.jit and vmap") from None
+    if not finite:
         raise ValueError("image must be finite, but it has NaN or infinite values")
     return (array if array.ndim == 3 else array[..., None]).astype(jnp.float32)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import Mesh, PartitionSpec
+from jax.sharding import AbstractMesh, Mesh, PartitionSpec
 
 from jax_gmm import _checks, _remat, adaptive
 from jax_gmm._api import interpolate
@@ -59,8 +59,9 @@ def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,
     """
     height, width = _checks.check_shape(shape)
     return_density = _checks.check_flag("return_density", return_density)
-    if not isinstance(mesh, Mesh):
-        raise ValueError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if not isinstance(mesh, (Mesh, AbstractMesh)):
+        raise ValueError(f"mesh must be a jax.sharding.Mesh or AbstractMesh, got "
+                         f"{type(mesh).__name__}")
     if axis not in mesh.shape:
         raise ValueError(f"axis must name an axis of mesh {tuple(mesh.shape)}, got {axis!r}")
     bands = mesh.shape[axis]

@@ -93,6 +93,7 @@ results["shard_map"] = {
                             jax.grad(grid_loss, argnums=(0, 1))(points, values)),
 }
 
+direction = rng.normal(size=points.shape)
 rows_mesh = jax.make_mesh((DEVICES,), ("rows",), axis_types=(AxisType.Auto,))
 rows = lambda p, v, s: jax_gmm.sharding.interpolate_rows(  # noqa: E731
     p, v, s, (H, W), mesh=rows_mesh, axis="rows", return_density=True)
@@ -104,10 +105,13 @@ results["rows"] = {
     "grad_error": max_error(jax.jit(jax.grad(rows_loss(rows), argnums=(0, 1, 2)))(points, values[0], sigma),
                             jax.grad(rows_loss(plain), argnums=(0, 1, 2))(points, values[0], sigma)),
     "specs": specs(split),
-    # second order, in a scale of every width
-    "second_error": max_error(
-        jax.jit(jax.grad(jax.grad(lambda t: rows_loss(rows)(points, values[0], sigma * t))))(1.0),
-        jax.grad(jax.grad(lambda t: rows_loss(plain)(points, values[0], sigma * t)))(1.0)),
+    # second order, in a scale of every width and along a direction of the
+    # points (which each band shifts by its top row)
+    "second_error": max(max_error(
+        jax.jit(jax.grad(jax.grad(lambda t: rows_loss(rows)(*moved(t)))))(0.0),
+        jax.grad(jax.grad(lambda t: rows_loss(plain)(*moved(t))))(0.0))
+        for moved in (lambda t: (points, values[0], sigma * (1 + t)),
+                      lambda t: (points + t * direction, values[0], sigma))),
 }
 # Without the density: out alone, each band's call the density-free one.
 rows_out = lambda p, v, s: jax_gmm.sharding.interpolate_rows(  # noqa: E731

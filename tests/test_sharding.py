@@ -89,7 +89,7 @@ def test_rows_split_over_devices(measured):
 
 
 def test_rows_need_a_mesh():
-    with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh, got NoneType"):
+    with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh or AbstractMesh, got NoneType"):
         jax_gmm.sharding.interpolate_rows(np.ones((3, 2)), np.ones((3, 1)), 1.0, (4, 4),
                                           mesh=None, axis="rows")
 

@@ -58,6 +58,12 @@ def test_gradients_match_finite_differences(rng):
     check_grads(f, (low, 1.3), order=1, modes=["rev"], eps=1e-6)
 
 
+def test_sigma_as_a_python_int():  # it once reached interpolate, in the jit, as an integer array
+    image = np.linspace(0, 1, 48).reshape(4, 4, 3)
+    np.testing.assert_array_equal(jax_gmm.upsample(image, 2, sigma=2),
+                                  jax_gmm.upsample(image, 2, sigma=2.0))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(image=np.ones((4, 4)), factor=2), r"image must have shape \(H, W, C\)"),
     (dict(image=np.ones((4, 4, 1), int), factor=2), "image must have a floating-point dtype"),
