@@ -183,9 +183,10 @@ def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *
       finite sample, or whose 4th nearest coincides with it, has width 0 and
       contributes nothing, so one sample alone renders nothing. A NaN sample
       makes its neighbourhood NaN, not the image; a point at a NaN or
-      infinite position contributes nothing and gets zero gradients. Positions are taken
-      relative to the image's centre; in float32, images wider than a few
-      thousand pixels lose accuracy towards their edges (use float64).
+      infinite position contributes nothing and gets zero gradients.
+      Positions are taken relative to the image's centre; in float32, images
+      wider than a few thousand pixels lose accuracy towards their edges (use
+      float64).
       Differentiable in samples and points (reverse mode), jit-able and
       vmap-able. Costs one neighbour search, the plain first rendering, and
       per pass a blur of the structure tensor (O(H W) per tap, about 6 x the
