@@ -30,7 +30,7 @@ _NORM_CLAMPS = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-3
 _BLOCK_PAIRS = 1 << 22
 
 
-def pixel_centres(height: int, width: int, dtype) -> jax.Array:
+def pixel_centres(height: int, width: int, dtype: Any) -> jax.Array:
     """(H * W, 2) query points (x, y) = (j + 0.5, i + 0.5), row-major."""
     if height * width == 0:  # without the aranges, which may be 2**32 long
         return jnp.zeros((0, 2), dtype)
@@ -141,7 +141,8 @@ def _evaluate_block(points, values, scale, queries, truncate):
     return jnp.where(reached[:, None], out, 0), w.sum(-1)
 
 
-def evaluate(points, values, scale, queries, truncate: float):
+def evaluate(points: jax.Array, values: jax.Array, scale: jax.Array, queries: jax.Array,
+             truncate: float) -> tuple[jax.Array, jax.Array]:
     """(out (M, C), density (M,)) at queries (M, 2), for points (N, 2) with
     values (N, C) and Cholesky factors `scale` (N, 3) (jax_gmm._covariance)."""
     n, m, c = points.shape[0], queries.shape[0], values.shape[-1]
@@ -156,7 +157,7 @@ def evaluate(points, values, scale, queries, truncate: float):
     return out.reshape(-1, c)[:m], density.reshape(-1)[:m]
 
 
-def kth_nearest(points, k: int):
+def kth_nearest(points: jax.Array, k: int) -> jax.Array:
     """(N,) int32: for each point, its k-th nearest other finite point by
     squared distance then index, the farthest one if there are fewer than k,
     and the point itself if there is none or it is not finite
@@ -190,7 +191,7 @@ def kth_nearest(points, k: int):
     return lax.map(block, rows).reshape(-1)[:n]
 
 
-def smoothed(out, density, eps: float):
+def smoothed(out: jax.Array, density: jax.Array, eps: float) -> jax.Array:
     """sum_i c_i w_i / (Z + eps) from out = sum_i c_i w_i / Z (the `eps` option):
     out Z / (Z + eps), 0 where Z = 0; JAX differentiates the product."""
     if eps == 0:
