@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import jax
 
 from jax_gmm import _autodiff, _checks, _remat, adaptive, reference
-
-ArrayLike = Any
+from jax_gmm._checks import ArrayLike
 
 
 @partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8, 9, 10))

@@ -39,6 +39,12 @@ def _check_count(name: str, count: int) -> None:
         raise ValueError(f"{name} must be at most 2**32 - 1, got {count}")
 
 
+#: What the public functions take as an array: a JAX or NumPy array, a
+#: scalar, or a rectangular nested list of numbers (see as_array); wider than
+#: jax.typing.ArrayLike, which has no nested lists.
+ArrayLike = Any
+
+
 def check_points(points: Any, name: str = "points") -> int:
     """Checks an (K, 2) array of (x, y) coordinates and returns K."""
     shape = _shape_of(points)

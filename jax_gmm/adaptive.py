@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_gmm import _checks, _ffi
+from jax_gmm._checks import ArrayLike
 
-ArrayLike = Any
 
 #: Defaults fitted by experiments/scattered_reconstruction.py on half of
 #: scikit-image's photographs (random, jittered and edge-concentrated samples,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,9 +21,9 @@ import optax
 
 from jax_gmm import _checks
 from jax_gmm._api import interpolate
+from jax_gmm._checks import ArrayLike
 from jax_gmm.reconstruction import image_gradient
 
-ArrayLike = Any
 
 #: Adam learning rates at the start of the schedule, per step: positions in
 #: units of the mean point spacing sqrt(H W / n) (so that a denser fit moves

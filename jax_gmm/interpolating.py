@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +25,8 @@ from jax import lax
 
 from jax_gmm import _checks, adaptive
 from jax_gmm._api import interpolate_at
+from jax_gmm._checks import ArrayLike
 
-ArrayLike = Any
 
 #: GMRES restarts after this many steps, keeping RESTART + 1 arrays of the
 #: samples' size. On smooth samples at 300-4000 random points with widths

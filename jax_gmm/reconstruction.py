@@ -25,7 +25,6 @@ constants below were chosen on half of scikit-image's photographs
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +32,9 @@ import numpy as np
 
 from jax_gmm import _checks, reference
 from jax_gmm._api import interpolate, interpolate_at
+from jax_gmm._checks import ArrayLike
 from jax_gmm.adaptive import DEFAULT_K, DEFAULT_SCALE, FITTED_TRUNCATE as TRUNCATE, adaptive_sigma
 
-ArrayLike = Any
 
 #: Round width: WIDTH x the distance to the DEFAULT_K-th nearest sample.
 WIDTH = 0.5

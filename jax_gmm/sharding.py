@@ -9,7 +9,6 @@ for one device: each device renders a band of rows.
 
 from __future__ import annotations
 
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +16,7 @@ from jax.sharding import AbstractMesh, Mesh, PartitionSpec
 
 from jax_gmm import _checks, _remat, adaptive
 from jax_gmm._api import interpolate
-
-ArrayLike = Any
+from jax_gmm._checks import ArrayLike
 
 
 def interpolate_rows(points: ArrayLike, values: ArrayLike, sigma: ArrayLike,

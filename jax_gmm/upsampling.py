@@ -11,15 +11,14 @@ local averaging, so each iteration shrinks the inconsistency.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from jax_gmm import _checks
 from jax_gmm._api import interpolate
+from jax_gmm._checks import ArrayLike
 
-ArrayLike = Any
 
 #: sigma = SIGMA_PER_FACTOR * factor output pixels by default, fitted by
 #: experiments/grid_reconstruction.py on half of scikit-image's photographs.
