@@ -9,7 +9,6 @@ for one device: each device renders a band of rows.
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 from jax.sharding import AbstractMesh, Mesh, PartitionSpec
