@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 import jax
+import numpy as np
 
 from jax_gmm import _autodiff, _checks, _remat, adaptive, reference
 from jax_gmm._checks import ArrayLike
@@ -160,14 +161,16 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
       values: (N, C) values c_i.
       sigma: a scalar, (N,) or (N, 2) widths, (N, 2, 2) covariances, or
         "auto", as in `interpolate`.
-      queries: (M, 2) query positions (x, y), in pixels.
+      queries: (..., 2) query positions (x, y), in pixels: (M, 2), or any
+        leading shape, such as (H', W', 2) for a warp's sampling grid.
       truncate: static cutoff, a Mahalanobis distance, as in `interpolate` (default 3).
       eps: static smoothing of the normaliser, as in `interpolate`.
       return_density: also return Z at the queries. Without it (and with eps
         0) the CPU kernel writes no density unless the call is differentiated.
 
     Returns:
-      out, (M, C); with ``return_density``, ``(out, density)`` with density (M,).
+      out, (..., C) for queries (..., 2); with ``return_density``,
+      ``(out, density)`` with density (...).
 
     Differentiable in points, values, sigma and queries, in reverse mode to
     any order; forward mode raises as for `interpolate`. A non-finite query
@@ -192,9 +195,16 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
     """
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
     if queries is None:
-        raise ValueError("queries must be a (K, 2) array of (x, y) positions, got None")
+        raise ValueError("queries must be an (..., 2) array of (x, y) positions, got None")
+    queries = _checks.as_array("queries", queries)
+    shape = np.shape(queries)
+    if not shape or shape[-1] != 2:
+        raise ValueError(f"queries must have shape (..., 2) as (x, y) pixel coordinates, got {shape}")
+    leading = shape[:-1]
     sigma = adaptive.resolve_sigma(sigma, points, truncate)
-    args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma, queries)
+    args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma,
+                                                            queries.reshape(-1, 2))
     out, density = _scattered(*args, truncate, eps, kernel_dtype, result_dtype,
                               _checks.check_flag("return_density", return_density))
-    return (out, density) if return_density else out
+    out = out.reshape(*leading, out.shape[-1])
+    return (out, density.reshape(leading)) if return_density else out

@@ -86,6 +86,33 @@ def test_queries_match_brute_force(rng, dtype, per_point_sigma, c, truncate, imp
     assert_close(density, expected_density, dtype)
 
 
+def test_queries_of_any_leading_shape(rng):
+    """Queries (..., 2) give out (..., C) and density (...): the values of the
+    same queries listed as (M, 2), bit for bit, under jit and vmap too, and
+    their gradients."""
+    points, values, sigma = random_inputs(rng, 200, 3, (30, 40), True)
+    grid = rng.uniform(-2, 42, (5, 7, 2)).astype(np.float32)
+    flat, flat_density = jax_gmm.interpolate_at(points, values, sigma, grid.reshape(-1, 2),
+                                                return_density=True)
+    out, density = jax_gmm.interpolate_at(points, values, sigma, grid, return_density=True)
+    assert out.shape == (5, 7, 3) and density.shape == (5, 7)
+    assert np.asarray(flat_density).max() > 0
+    np.testing.assert_array_equal(out, np.asarray(flat).reshape(5, 7, 3))
+    np.testing.assert_array_equal(density, np.asarray(flat_density).reshape(5, 7))
+    np.testing.assert_array_equal(jax_gmm.interpolate_at(points, values, sigma, grid[2, 3]),
+                                  flat[2 * 7 + 3])  # one query (2,): out (C,)
+    jitted = jax.jit(lambda q: jax_gmm.interpolate_at(points, values, sigma, q))
+    np.testing.assert_array_equal(jitted(grid), out)
+    batched = jax.vmap(lambda q: jax_gmm.interpolate_at(points, values, sigma, q))(
+        np.stack([grid, grid[::-1]]))
+    np.testing.assert_array_equal(batched[1], np.asarray(out)[::-1])
+    assert jax_gmm.interpolate_at(points, values, sigma, np.zeros((0, 4, 2))).shape == (0, 4, 3)
+    weights = rng.normal(size=(5, 7, 3)).astype(np.float32)
+    loss = lambda q: (jax_gmm.interpolate_at(points, values, sigma, q) * weights).sum()  # noqa: E731
+    np.testing.assert_array_equal(jax.grad(loss)(grid).reshape(-1, 2),
+                                  jax.grad(lambda q: loss(q.reshape(5, 7, 2)))(grid.reshape(-1, 2)))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case,widest", [("large cells", 2), ("dense queries", 3),
                                          ("one wide point", 6)])
