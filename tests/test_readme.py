@@ -45,6 +45,13 @@ def test_example_and_export():
     assert np.isfinite(np.asarray(names["hessian"])).all()
     assert names["batch"].shape == (2, 64, 64, 3)
     assert names["out"].shape == (1, 3) and names["density"].shape == (1,)
+    assert names["warped"].shape == (64, 64, 3)
+    # Without the shift the same queries read the image off its own pixel
+    # centres; with it, rows move sideways.
+    unwarped = names["jax_gmm"].interpolate_at(
+        names["points"], names["values"], 1.5, np.stack([names["cols"], names["rows"]], -1))
+    np.testing.assert_allclose(unwarped, names["image"], rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(names["warped"]) - np.asarray(names["image"])).max() > 0.1
     assert names["streaks"].shape == (64, 64, 3)
     # the second image of the batch is rendered from 1 - values: it is 1 - the first where
     # any point reaches (weights sum to one), and 0 with the first where none does
