@@ -199,7 +199,8 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
     queries = _checks.as_array("queries", queries)
     shape = np.shape(queries)
     if not shape or shape[-1] != 2:
-        raise ValueError(f"queries must have shape (..., 2) as (x, y) pixel coordinates, got {shape}")
+        raise ValueError("queries must have shape (..., 2) as (x, y) pixel coordinates, "
+                         f"got {shape}")
     leading = shape[:-1]
     sigma = adaptive.resolve_sigma(sigma, points, truncate)
     args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma,
