@@ -151,7 +151,7 @@ GMM_HD CellLayout cell_layout(Interval qx, Interval qy, const PointReach& reach,
 // query (cpu/sparse_queries_forward.cc): square cells of at least 1 / k of
 // `widest`, the largest box half-side, widened by a relative margin far
 // above double rounding, over a box (qx, qy) that holds the listed queries,
-// with k + 1 cells to spare on each side, at most about `limit` cells. A point
+// with k + 1 cells to spare on each side, at most `limit` cells. A point
 // whose box holds a query then has its centre within k cells of the
 // query's (grid_cell) along each axis, inside the grid: the centres'
 // offsets from the origin, divided by the cell, differ by less than k (1 -
@@ -191,15 +191,18 @@ GMM_HD CellLayout centre_grid(Interval qx, Interval qy, double widest, int k, in
 // The cell of the centre (x, y) on grid l (y * cells_x + x), or -1 if it is
 // in none: as cell_index along each axis, but with selects rather than
 // branches, so that a vector loop over points can take it, and by the
-// cell's inverse, whose rounding centre_grid's margin covers.
-GMM_HD int64_t grid_cell(const CellLayout& l, double x, double y) {
+// cell's inverse, whose rounding centre_grid's margin covers. Index may be
+// int32_t where l.cells() < 2^31: AVX2 converts double to int32 in vectors,
+// to int64 only with AVX-512.
+template <typename Index = int64_t>
+GMM_HD Index grid_cell(const CellLayout& l, double x, double y) {
   const double inverse = 1.0 / l.cell;
   const double u = (x - l.origin_x) * inverse, v = (y - l.origin_y) * inverse;
   const bool inside = (u >= 0.0) & (u < double(l.cells_x)) & (v >= 0.0) & (v < double(l.cells_y));
-  // converted only where inside: NaN or out of int64's range has no conversion
-  const int64_t kx = static_cast<int64_t>(inside ? u : 0.0);
-  const int64_t ky = static_cast<int64_t>(inside ? v : 0.0);
-  return inside ? ky * l.cells_x + kx : -1;
+  // converted only where inside: NaN or out of Index's range has no conversion
+  const Index kx = static_cast<Index>(inside ? u : 0.0);
+  const Index ky = static_cast<Index>(inside ? v : 0.0);
+  return inside ? ky * static_cast<Index>(l.cells_x) + kx : Index(-1);
 }
 
 // The cell of a query (y * cells_x + x), or -1 if it is in none: not

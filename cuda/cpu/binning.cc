@@ -80,8 +80,9 @@ NearQueries near_queries(const QueryBox& box, double widest, const T* x, const T
                          int64_t count) {
   NearQueries near;
   const CellLayout g = centre_grid(box.x, box.y, widest, kCentreReach,
-                                   std::max(kCentreCellsPerQuery * count, kCentreCellsMin));
-  if (g.cells() == 0) return near;
+                                   std::clamp(kCentreCellsPerQuery * count, kCentreCellsMin,
+                                              kCentreCellsMax));
+  if (g.cells() == 0 || g.cells() > kCentreCellsMax) return near;
   // cells + 1 bits, and a word more, so that a row's second write (of zero
   // bits past the grid's last cell) stays in bounds
   near.bits.assign(g.cells() / 64 + 2, 0);

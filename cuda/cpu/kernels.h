@@ -120,6 +120,10 @@ struct CelledQueries {
 constexpr int kCentreReach = 2;
 constexpr int64_t kCentreCellsPerQuery = 128;
 constexpr int64_t kCentreCellsMin = 4096;
+// The cells at most, so that near_points takes cell indices in int32 (vector
+// conversions on AVX2). centre_grid makes at most `limit` cells; near_queries
+// checks it all the same.
+constexpr int64_t kCentreCellsMax = int64_t{1} << 30;
 static_assert(2 * kCentreReach + 1 < 64, "a row of marked cells fits a word");
 static_assert((2 * kCentreReach + 4) * (2 * kCentreReach + 4) <= kCentreCellsMin,
               "centre_grid has room for a cell inside the spare ones");

@@ -3,6 +3,7 @@
 // instruction-set build.
 #pragma once
 
+#include <cassert>
 #include <cstdint>
 
 #include "binning.h"
@@ -65,14 +66,17 @@ int64_t near_points(const NearQueries& near, const T* points, int64_t first, int
   }
   const T* p = points + 2 * first;
   const uint64_t* marked = near.bits.data();
-  // Eight bytes per lane throughout: with a narrower type in the loop
-  // (int32 bits or flags), GCC left it scalar.
+  // Cells in int32, the one double-to-integer conversion AVX2 has in
+  // vectors: through int64 this loop was scalar there, 12% of a 1,024-query
+  // call's samples, and vectorised 8.6%.
   static_assert(kBlockPoints <= 64, "a bit of `keep` per point of a block");
+  assert(l.cells() <= kCentreCellsMax);
+  const uint32_t sink = static_cast<uint32_t>(l.cells());
   uint64_t keep = 0;  // bit k: point first + k is near
 #pragma omp simd reduction(| : keep)
   for (int64_t k = 0; k < span; ++k) {
-    const int64_t cell = grid_cell(l, p[2 * k], p[2 * k + 1]);
-    const uint64_t bit = static_cast<uint64_t>(cell < 0 ? l.cells() : cell);
+    const int32_t cell = grid_cell<int32_t>(l, p[2 * k], p[2 * k + 1]);
+    const uint32_t bit = cell < 0 ? sink : static_cast<uint32_t>(cell);
     keep |= ((marked[bit / 64] >> (bit % 64)) & 1) << k;
   }
   int64_t count = 0;
