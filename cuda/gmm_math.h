@@ -133,16 +133,67 @@ GMM_HD T hypot_one(T s) {
   return a > T(1) / Clamp<T>::epsilon ? a : sqrt(add_rn(T(1), mul_rn(a, a)));
 }
 
-// The record of the point at (x, y) with Cholesky factor L = [[l11, 0],
-// [l21, l22]]. A round point of width sigma has l11 = l22 = sigma, l21 = 0.
+// The part of a record that L and truncate alone decide: everything but the
+// centre and the box's margin, which grows with the centre. Points that
+// share L share it, so a block of them needs its divisions once
+// (cpu/point_records.h).
 template <typename T>
-GMM_HD Gaussian<T> make_gaussian(T x, T y, T l11, T l21, T l22, T truncate) {
+struct GaussianShape {
+  using Flags = typename Gaussian<T>::Flags;
+  T p11, p21, p22, norm, cutoff2;
+  T radius_x, radius_y;  // the box's half-sides before the margin
+  Flags flags;           // kValid unset: L is not finite, or its diagonal is below tiny
+};
+
+// The shape of a point with Cholesky factor L = [[l11, 0], [l21, l22]]. A
+// round point of width sigma has l11 = l22 = sigma, l21 = 0.
+template <typename T>
+GMM_HD GaussianShape<T> gaussian_shape(T l11, T l21, T l22, T truncate) {
+  using G = Gaussian<T>;
+  GaussianShape<T> s;
+  if (!(is_finite(l11) && is_finite(l21) && is_finite(l22) && l11 >= Clamp<T>::tiny &&
+        l22 >= Clamp<T>::tiny)) {
+    s.p11 = s.p21 = s.p22 = s.norm = s.radius_x = s.radius_y = T(0);
+    s.cutoff2 = T(-1);
+    s.flags = G::kNormClamped | G::kScaleClamped;
+    return s;
+  }
+  typename G::Flags flags = G::kValid;
+  // The normaliser from the uncapped inverses: its own clamp covers them.
+  const T norm = mul_rn(T(1) / l11, T(1) / l22) * T(0.15915494309189533577);  // 1 / (2 pi)
+  if (!(norm < Clamp<T>::norm_max) || !(norm > Clamp<T>::norm_min)) flags |= G::kNormClamped;
+  s.norm = norm < Clamp<T>::norm_min   ? Clamp<T>::norm_min
+           : norm > Clamp<T>::norm_max ? Clamp<T>::norm_max
+                                       : norm;
+  s.p11 = capped_inverse(l11, &flags);
+  s.p22 = capped_inverse(l22, &flags);
+  // P's off-diagonal entry, -l21 / (l11 l22), from the capped inverses, so
+  // that the effective covariance (P^T P)^-1 never reaches beyond L's along
+  // y; -0 for a round or per-axis point, which leaves e_y exact.
+  const T p21 = -mul_rn(mul_rn(l21, s.p11), s.p22);
+  if (!(abs_value(p21) <= Clamp<T>::inv_sigma_max)) flags |= G::kScaleClamped;
+  s.p21 = abs_value(p21) <= Clamp<T>::inv_sigma_max ? p21
+          : p21 < T(0)                              ? -Clamp<T>::inv_sigma_max
+                                                    : Clamp<T>::inv_sigma_max;
+  s.flags = flags;
+  s.cutoff2 = mul_rn(truncate, truncate);
+  // The bounding box of the ellipse m2 <= truncate^2 of P: half-sides
+  // truncate / p11 and truncate hypot(p21 / p11, 1) / p22 (inf beyond the
+  // dtype's range: boxes clamp it).
+  const T shear = s.p21 == T(0) ? T(1) : hypot_one(s.p21 / s.p11);  // p21 != 0: p11 != 0
+  s.radius_x = truncate / s.p11;
+  s.radius_y = mul_rn(truncate / s.p22, shear);
+  return s;
+}
+
+// The record of the point at (x, y) of shape s.
+template <typename T>
+GMM_HD Gaussian<T> place_gaussian(const GaussianShape<T>& s, T x, T y) {
   using G = Gaussian<T>;
   G g;
   g.x = x;
   g.y = y;
-  if (!(is_finite(x) && is_finite(y) && is_finite(l11) && is_finite(l21) && is_finite(l22) &&
-        l11 >= Clamp<T>::tiny && l22 >= Clamp<T>::tiny)) {
+  if (!((s.flags & G::kValid) && is_finite(x) && is_finite(y))) {
     g.p11 = g.p21 = g.p22 = T(0);
     g.norm = T(0);
     g.cutoff2 = T(-1);  // no m2 satisfies m2 <= -1
@@ -150,43 +201,28 @@ GMM_HD Gaussian<T> make_gaussian(T x, T y, T l11, T l21, T l22, T truncate) {
     g.flags = G::kNormClamped | G::kScaleClamped;
     return g;
   }
-  typename G::Flags flags = G::kValid;
-  // The normaliser from the uncapped inverses: its own clamp covers them.
-  const T norm = mul_rn(T(1) / l11, T(1) / l22) * T(0.15915494309189533577);  // 1 / (2 pi)
-  if (!(norm < Clamp<T>::norm_max) || !(norm > Clamp<T>::norm_min)) flags |= G::kNormClamped;
-  g.norm = norm < Clamp<T>::norm_min   ? Clamp<T>::norm_min
-           : norm > Clamp<T>::norm_max ? Clamp<T>::norm_max
-                                       : norm;
-  g.p11 = capped_inverse(l11, &flags);
-  g.p22 = capped_inverse(l22, &flags);
-  // P's off-diagonal entry, -l21 / (l11 l22), from the capped inverses, so
-  // that the effective covariance (P^T P)^-1 never reaches beyond L's along
-  // y; -0 for a round or per-axis point, which leaves e_y exact.
-  const T p21 = -mul_rn(mul_rn(l21, g.p11), g.p22);
-  if (!(abs_value(p21) <= Clamp<T>::inv_sigma_max)) flags |= G::kScaleClamped;
-  g.p21 = abs_value(p21) <= Clamp<T>::inv_sigma_max ? p21
-          : p21 < T(0)                              ? -Clamp<T>::inv_sigma_max
-                                                    : Clamp<T>::inv_sigma_max;
-  g.flags = flags;
-  g.cutoff2 = mul_rn(truncate, truncate);
-  // The bounding box of the ellipse m2 <= truncate^2 of P: half-sides
-  // truncate / p11 and truncate hypot(p21 / p11, 1) / p22 (inf beyond the
-  // dtype's range: boxes clamp it). A pixel whose centre rounds just inside
-  // the cutoff must not fall outside the box: widen each side by a relative
-  // margin far above rounding error. (At the box's extreme points the
-  // rounding error of e_y stays a few ulps of the half-side, whatever the
-  // shear: checked by brute force up to shears of 1e12.)
-  const T shear = g.p21 == T(0) ? T(1) : hypot_one(g.p21 / g.p11);  // p21 != 0: p11 != 0
-  const T radius_x = truncate / g.p11;
-  const T radius_y = mul_rn(truncate / g.p22, shear);
+  g.p11 = s.p11, g.p21 = s.p21, g.p22 = s.p22;
+  g.norm = s.norm, g.cutoff2 = s.cutoff2, g.flags = s.flags;
+  // A pixel whose centre rounds just inside the cutoff must not fall outside
+  // the box: widen each side by a relative margin far above rounding error.
+  // (At the box's extreme points the rounding error of e_y stays a few ulps
+  // of the half-side, whatever the shear: checked by brute force up to
+  // shears of 1e12.)
   const T margin = T(64) * Clamp<T>::epsilon;
   const T ax = abs_value(x), ay = abs_value(y);
   const T centre = ax > ay ? ax : ay;
   // Rounded op by op, so that boxes, and the cell layout that averages them,
   // are the same bits on every platform.
-  g.box_x = add_rn(radius_x, mul_rn(margin, add_rn(add_rn(radius_x, centre), T(1))));
-  g.box_y = add_rn(radius_y, mul_rn(margin, add_rn(add_rn(radius_y, centre), T(1))));
+  g.box_x = add_rn(s.radius_x, mul_rn(margin, add_rn(add_rn(s.radius_x, centre), T(1))));
+  g.box_y = add_rn(s.radius_y, mul_rn(margin, add_rn(add_rn(s.radius_y, centre), T(1))));
   return g;
+}
+
+// The record of the point at (x, y) with Cholesky factor L = [[l11, 0],
+// [l21, l22]].
+template <typename T>
+GMM_HD Gaussian<T> make_gaussian(T x, T y, T l11, T l21, T l22, T truncate) {
+  return place_gaussian(gaussian_shape(l11, l21, l22, truncate), x, y);
 }
 
 // The centre of pixel `index` along an axis, and its offset from `centre`:

@@ -370,3 +370,37 @@ def test_per_point_normaliser_matters():
                                  truncate=5.0)
     w0, w1 = np.exp(-0.5) / (2 * np.pi), np.exp(-1 / 18) / (18 * np.pi)
     np.testing.assert_allclose(out[0, 0], w1 / (w0 + w1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [1.7, [[3.0, 0.8], [0.8, 1.5]]], ids=["round", "tilted"])
+def test_shared_width_records(rng, dtype, width):
+    """A block of 64 points with the same width makes its records from one
+    shape (cuda/cpu/point_records.h, make_records). One far point per block
+    with another width sends every block through the per-point records
+    instead. The far points reach no pixel and no query, so the results
+    must keep their bits, gradients included."""
+    n, shape = 640, (40, 50)
+    points = rng.uniform(-4, 54, (n, 2))
+    points[::64] = [1e4, -1e4]
+    values = rng.normal(size=(n, 3))
+    shared = np.broadcast_to(np.asarray(width), (n, *np.shape(width))).copy()
+    mixed = shared.copy()
+    mixed[::64] *= 1.5
+    near = np.ones(n, bool)
+    near[::64] = False
+    points, values, shared, mixed = (np.asarray(a, dtype) for a in (points, values, shared, mixed))
+    render = lambda p, v, s: jax_gmm.interpolate(p, v, s, shape)
+    cotangent = np.asarray(rng.normal(size=(*shape, 3)), dtype)
+    out_shared, vjp_shared = jax.vjp(render, points, values, shared)
+    out_mixed, vjp_mixed = jax.vjp(render, points, values, mixed)
+    np.testing.assert_array_equal(out_shared, out_mixed)
+    assert (np.asarray(out_shared) != 0).mean() > 0.9
+    for a, b in zip(vjp_shared(cotangent), vjp_mixed(cotangent)):
+        np.testing.assert_array_equal(np.asarray(a)[near], np.asarray(b)[near])
+    # Few queries (the sparse path, which records every point for their reach)
+    # and many (the general path).
+    for m in (64, 2000):
+        queries = np.asarray(rng.uniform(0, 50, (m, 2)), dtype)
+        np.testing.assert_array_equal(jax_gmm.interpolate_at(points, values, shared, queries),
+                                      jax_gmm.interpolate_at(points, values, mixed, queries))

@@ -368,7 +368,7 @@ def check_centre_grid(points, sigma, queries, limit, k=2, truncate=3.0):
     with np.errstate(invalid="ignore", over="ignore"):
         widest = float((dtype(truncate) * extent(as_scale(sigma)[ok]).astype(dtype)).max(
             initial=0.0))  # inf where the box overflows the dtype, as the kernels' does
-    # The largest box half-side, with the box's margin (gmm_math.h, make_gaussian).
+    # The largest box half-side, with the box's margin (gmm_math.h, place_gaussian).
     assert widest <= d["widest"] <= widest * 1.001 + 1e-3 * np.abs(points[ok]).max(initial=0)
     box = [listed[:, 0].min(), listed[:, 0].max(), listed[:, 1].min(), listed[:, 1].max()] \
         if len(listed) else [np.inf, -np.inf, np.inf, -np.inf]
