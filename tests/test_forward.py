@@ -227,6 +227,37 @@ def test_sparse_queries_skip_far_points(rng, dtype, per_point_sigma):
         jax_gmm.interpolate_at(points, values, sigma, crowd)[: len(queries)], out)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("width", [1.5, (1.6, 0.7)], ids=["round", "axes"])
+def test_sparse_queries_at_the_edge_of_reach(rng, dtype, width):
+    """With one width for all, the sparse path bounds the points' reach by
+    their centres and the box of the centre farthest out (cuda/cpu/
+    point_records.cc, shared_reach). Queries just inside the cutoff of the
+    outermost points, beyond every other centre, must still be reached; a
+    NaN centre must not count."""
+    n = 4000
+    points = rng.uniform(300, 700, (n, 2))
+    points[5] = np.nan
+    widths = np.broadcast_to(width, (2,))
+    edges = []
+    for axis in (0, 1):
+        for pick, sign in ((np.nanargmin, -1), (np.nanargmax, 1)):
+            q = points[pick(points[:, axis])].copy()
+            q[axis] += sign * 3 * widths[axis] * (1 - 1e-4)
+            edges.append(q)
+    queries = np.concatenate([edges, rng.uniform(300, 700, (60, 2))])
+    values = rng.normal(size=(n, 2))
+    sigma = width if np.ndim(width) == 0 else np.broadcast_to(width, (n, 2))
+    points, values, sigma, queries = (np.asarray(a, dtype)
+                                      for a in (points, values, sigma, queries))
+    out, density = jax_gmm.interpolate_at(points, values, sigma, queries, return_density=True)
+    expected, expected_density = jax_gmm.reference.interpolate_at(
+        points, values, sigma, queries, return_density=True)
+    assert_close(out, expected, dtype)
+    assert_close(density, expected_density, dtype)
+    assert (np.asarray(expected_density[:4]) > 0).all()
+
+
 def _centre_queries(rng, order, h, w):
     """Indices of the pixels (row-major) that the queries of `order` are the centres of."""
     pixels = np.arange(h * w)

@@ -116,8 +116,10 @@ CelledQueries<T>::CelledQueries(ThreadPool& pool, UninitVector<Gaussian<T>> reco
     : gaussians(std::move(records)) {
   const int64_t n = gaussians.size();
   const PointReach reach =
-      reach_of<T>(pool, n, [&](int64_t first, int64_t count, GaussianBlock<T>& b) {
+      reach_of(pool, n, [&](int64_t first, int64_t count) {
+        GaussianBlock<T> b;
         for (int64_t k = 0; k < count; ++k) b.set(k, gaussians[first + k]);
+        return block_reach(b, count);
       });
   const CellLayout l = list_queries(pool, reach, queries, m, this->queries);
   origin_x = l.origin_x, origin_y = l.origin_y, cell = l.cell;

@@ -179,64 +179,69 @@ struct GaussianBlock {
   Gaussian<T> get(int64_t k) const {
     return {x[k], y[k], p11[k], p21[k], p22[k], norm[k], cutoff2[k], box_x[k], box_y[k], flags[k]};
   }
-  // Gaussian::valid, read off cutoff2 (make_gaussian sets -1 exactly when it
+  // Gaussian::valid, read off cutoff2 (place_gaussian sets -1 exactly when it
   // leaves kValid unset, and truncate^2 >= 0 otherwise: truncate is checked
   // positive, never NaN): GCC folds the flag test into a one-bit cast that
   // kept every loop calling this scalar.
   bool valid(int64_t k) const { return cutoff2[k] >= T(0); }
 };
 
-// Each point's reach, combined over all of them in fold_chunks' grouping
-// (fixed blocks of points, each a fixed grouping), so the same bits for any
-// thread count. records(first, count, block) fills `block` with the records
-// of points [first, first + count).
-template <typename T, typename Records>
-PointReach reach_of(ThreadPool& pool, int64_t n, const Records& records) {
+// The reach of the first `count` records of a block (box_reach of each,
+// combined in a fixed grouping). Always inlined: each instruction-set build
+// needs its own vector loops, and a call to this shared template would reach
+// whichever build's copy the linker kept (kernels.h).
+template <typename T>
+[[gnu::always_inline]] inline PointReach block_reach(const GaussianBlock<T>& b, int64_t count) {
   // The radii of a block are summed in this many interleaved chains, then
   // pairwise: one chain of 64 dependent adds was a third of the pass.
   constexpr int64_t kChains = 8;
   static_assert(kChains == 8 && kBlockPoints % kChains == 0, "whole chains, summed pairwise");
+  // Each point's reach into plain arrays, then the hull over them (min and
+  // max are exact in any order; no bound is NaN): in one loop with the float
+  // records' loads GCC left both scalar, which made this pass most of a call
+  // of a few queries among many points.
+  double x_lo_of[kBlockPoints], x_hi_of[kBlockPoints];
+  double y_lo_of[kBlockPoints], y_hi_of[kBlockPoints];
+  double radius_of[kBlockPoints] = {}, widest_of[kBlockPoints];
+  int64_t finite_of[kBlockPoints];
+#pragma omp simd
+  for (int64_t k = 0; k < count; ++k) {
+    const PointReach r = box_reach(b.valid(k), b.x[k], b.y[k], b.box_x[k], b.box_y[k]);
+    x_lo_of[k] = r.x.lo, x_hi_of[k] = r.x.hi, y_lo_of[k] = r.y.lo, y_hi_of[k] = r.y.hi;
+    radius_of[k] = r.radius_sum, widest_of[k] = r.widest, finite_of[k] = r.finite_radii;
+  }
+  double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
+  double widest = 0.0;
+  int64_t finite = 0;
+#pragma omp simd reduction(min : x_lo, y_lo) reduction(max : x_hi, y_hi, widest) \
+    reduction(+ : finite)
+  for (int64_t k = 0; k < count; ++k) {
+    const Interval x = hull({x_lo, x_hi}, {x_lo_of[k], x_hi_of[k]});
+    const Interval y = hull({y_lo, y_hi}, {y_lo_of[k], y_hi_of[k]});
+    x_lo = x.lo, x_hi = x.hi, y_lo = y.lo, y_hi = y.hi;
+    widest = widest > widest_of[k] ? widest : widest_of[k];
+    finite += finite_of[k];
+  }
+  double chains[kChains] = {};
+  for (int64_t k0 = 0; k0 < kBlockPoints; k0 += kChains) {  // 0 past count
+    for (int64_t j = 0; j < kChains; ++j) chains[j] += radius_of[k0 + j];
+  }
+  const double radius_sum = ((chains[0] + chains[1]) + (chains[2] + chains[3])) +
+                            ((chains[4] + chains[5]) + (chains[6] + chains[7]));
+  return {{x_lo, x_hi}, {y_lo, y_hi}, radius_sum, finite, widest};
+}
+
+// The points' reach, combined over blocks of at most kBlockPoints in
+// fold_chunks' grouping (fixed blocks, each with a fixed grouping), so the
+// same bits for any thread count. block(first, count) is the reach of points
+// [first, first + count).
+template <typename Block>
+PointReach reach_of(ThreadPool& pool, int64_t n, const Block& block) {
   return fold_chunks(
       pool, n, no_reach(),
       [&](int64_t begin, int64_t end, PointReach sum) {
-        GaussianBlock<T> b;
         for (int64_t first = begin; first < end; first += kBlockPoints) {
-          const int64_t count = std::min(kBlockPoints, end - first);
-          records(first, count, b);
-          // Each point's reach into plain arrays, then the hull over them
-          // (min and max are exact in any order; no bound is NaN): in one
-          // loop with the float records' loads GCC left both scalar, which
-          // made this pass most of a call of a few queries among many points.
-          double x_lo_of[kBlockPoints], x_hi_of[kBlockPoints];
-          double y_lo_of[kBlockPoints], y_hi_of[kBlockPoints];
-          double radius_of[kBlockPoints] = {}, widest_of[kBlockPoints];
-          int64_t finite_of[kBlockPoints];
-#pragma omp simd
-          for (int64_t k = 0; k < count; ++k) {
-            const PointReach r = box_reach(b.valid(k), b.x[k], b.y[k], b.box_x[k], b.box_y[k]);
-            x_lo_of[k] = r.x.lo, x_hi_of[k] = r.x.hi, y_lo_of[k] = r.y.lo, y_hi_of[k] = r.y.hi;
-            radius_of[k] = r.radius_sum, widest_of[k] = r.widest, finite_of[k] = r.finite_radii;
-          }
-          double x_lo = INFINITY, x_hi = -INFINITY, y_lo = INFINITY, y_hi = -INFINITY;
-          double widest = 0.0;
-          int64_t finite = 0;
-#pragma omp simd reduction(min : x_lo, y_lo) reduction(max : x_hi, y_hi, widest) \
-    reduction(+ : finite)
-          for (int64_t k = 0; k < count; ++k) {
-            const Interval x = hull({x_lo, x_hi}, {x_lo_of[k], x_hi_of[k]});
-            const Interval y = hull({y_lo, y_hi}, {y_lo_of[k], y_hi_of[k]});
-            x_lo = x.lo, x_hi = x.hi, y_lo = y.lo, y_hi = y.hi;
-            widest = widest > widest_of[k] ? widest : widest_of[k];
-            finite += finite_of[k];
-          }
-          double chains[kChains] = {};
-          for (int64_t k0 = 0; k0 < kBlockPoints; k0 += kChains) {  // 0 past count
-            for (int64_t j = 0; j < kChains; ++j) chains[j] += radius_of[k0 + j];
-          }
-          const double radius_sum = ((chains[0] + chains[1]) + (chains[2] + chains[3])) +
-                                    ((chains[4] + chains[5]) + (chains[6] + chains[7]));
-          const PointReach block{{x_lo, x_hi}, {y_lo, y_hi}, radius_sum, finite, widest};
-          sum = combine(sum, block);
+          sum = combine(sum, block(first, std::min(kBlockPoints, end - first)));
         }
         return sum;
       },
