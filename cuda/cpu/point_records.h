@@ -65,17 +65,21 @@ inline bool same_scale(const T* scale, int64_t first, int64_t count) {
 template <typename T, typename Store>
 [[gnu::flatten]] inline void make_records(const T* points, const T* scale, int64_t first,
                                           int64_t count, T truncate, const Store& store) {
+  const T* p = points + 2 * first;
   for (int64_t begin = 0; begin < count; begin += kBlockPoints) {
     const int64_t end = std::min(count, begin + kBlockPoints);
-    const T* p = points + 2 * first;
     if (same_scale(scale, first + begin, end - begin)) {
       const T* l = scale + 3 * (first + begin);
       const GaussianShape<T> shape = gaussian_shape(l[0], l[1], l[2], truncate);
 #pragma omp simd
-      for (int64_t k = begin; k < end; ++k) store(k, place_gaussian(shape, p[2 * k], p[2 * k + 1]));
+      for (int64_t k = begin; k < end; ++k) {
+        store(k, place_gaussian(shape, p[2 * k], p[2 * k + 1]));
+      }
     } else {
 #pragma omp simd
-      for (int64_t k = begin; k < end; ++k) store(k, point_gaussian(points, scale, first + k, truncate));
+      for (int64_t k = begin; k < end; ++k) {
+        store(k, point_gaussian(points, scale, first + k, truncate));
+      }
     }
   }
 }
