@@ -4,7 +4,6 @@
 #pragma once
 
 #include <algorithm>
-#include <cassert>
 #include <cstdint>
 #include <cstring>
 
@@ -121,8 +120,7 @@ int64_t near_points(const NearQueries& near, const T* points, int64_t first, int
   // vectors: through int64 this loop was scalar there, 12% of a 1,024-query
   // call's samples, and vectorised 8.6%.
   static_assert(kBlockPoints <= 64, "a bit of `keep` per point of a block");
-  assert(l.cells() <= kCentreCellsMax);
-  const uint32_t sink = static_cast<uint32_t>(l.cells());
+  const uint32_t sink = static_cast<uint32_t>(l.cells());  // <= kCentreCellsMax: near_queries
   uint64_t keep = 0;  // bit k: point first + k is near
 #pragma omp simd reduction(| : keep)
   for (int64_t k = 0; k < span; ++k) {
