@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import partial
 
 import jax
-import numpy as np
 
 from jax_gmm import _autodiff, _checks, _remat, adaptive, reference
 from jax_gmm._checks import ArrayLike
@@ -194,17 +193,9 @@ def interpolate_at(points: ArrayLike, values: ArrayLike, sigma: ArrayLike, queri
       ((1, 1), (1,))
     """
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
-    if queries is None:
-        raise ValueError("queries must be an (..., 2) array of (x, y) positions, got None")
-    queries = _checks.as_array("queries", queries)
-    shape = np.shape(queries)
-    if not shape or shape[-1] != 2:
-        raise ValueError("queries must have shape (..., 2) as (x, y) pixel coordinates, "
-                         f"got {shape}")
-    leading = shape[:-1]
+    queries, leading = _checks.flat_queries(queries)
     sigma = adaptive.resolve_sigma(sigma, points, truncate)
-    args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma,
-                                                            queries.reshape(-1, 2))
+    args, result_dtype, kernel_dtype = _checks.check_inputs(points, values, sigma, queries)
     out, density = _scattered(*args, truncate, eps, kernel_dtype, result_dtype,
                               _checks.check_flag("return_density", return_density))
     out = out.reshape(*leading, out.shape[-1])

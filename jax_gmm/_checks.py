@@ -54,6 +54,19 @@ def check_points(points: Any, name: str = "points") -> int:
     return shape[0]
 
 
+def flat_queries(queries: Any) -> tuple[Any, tuple[int, ...]]:
+    """Checks that queries (an array-like, or None) have shape (..., 2) and
+    returns them as an (M, 2) array with the leading shape (...)."""
+    if queries is None:
+        raise ValueError("queries must be an (..., 2) array of (x, y) positions, got None")
+    queries = as_array("queries", queries)
+    shape = np.shape(queries)
+    if not shape or shape[-1] != 2:
+        raise ValueError("queries must have shape (..., 2) as (x, y) pixel coordinates, "
+                         f"got {shape}")
+    return queries.reshape(-1, 2), shape[:-1]
+
+
 def check_values(values: Any, n: int, name: str = "values") -> int:
     """Checks values (N, C) against the N points and returns C."""
     shape = _shape_of(values)

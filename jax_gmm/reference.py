@@ -218,7 +218,8 @@ def _scattered(points, values, sigma, queries, truncate, eps, kernel_dtype, resu
 
 def interpolate(points: Any, values: Any, sigma: Any, shape: tuple[int, int], *,
                 truncate: float = 3.0, eps: float = 0.0, return_density: bool = False):
-    """Reference version of `jax_gmm.interpolate` (same arguments and result)."""
+    """Reference version of `jax_gmm.interpolate` (same arguments and result;
+    sigma="auto" and remat_rows are not taken)."""
     args, result, kernel = _checks.check_inputs(points, values, sigma)
     height, width = _checks.check_shape(shape)
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
@@ -228,8 +229,12 @@ def interpolate(points: Any, values: Any, sigma: Any, shape: tuple[int, int], *,
 
 def interpolate_at(points: Any, values: Any, sigma: Any, queries: Any, *,
                    truncate: float = 3.0, eps: float = 0.0, return_density: bool = False):
-    """Reference version of `jax_gmm.interpolate_at` (same arguments and result)."""
+    """Reference version of `jax_gmm.interpolate_at` (same arguments and
+    result, queries of any leading shape (..., 2) included; sigma="auto" is
+    not taken)."""
+    queries, leading = _checks.flat_queries(queries)
     args, result, kernel = _checks.check_inputs(points, values, sigma, queries)
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
     out, density = _scattered(*args, truncate, eps, kernel, result)
+    out, density = out.reshape(*leading, out.shape[-1]), density.reshape(leading)
     return (out, density) if return_density else out

@@ -89,7 +89,7 @@ def test_queries_match_brute_force(rng, dtype, per_point_sigma, c, truncate, imp
 def test_queries_of_any_leading_shape(rng):
     """Queries (..., 2) give out (..., C) and density (...): the values of the
     same queries listed as (M, 2), bit for bit, under jit and vmap too, and
-    their gradients."""
+    their gradients; the reference takes the same shapes."""
     points, values, sigma = random_inputs(rng, 200, 3, (30, 40), True)
     grid = rng.uniform(-2, 42, (5, 7, 2)).astype(np.float32)
     flat, flat_density = jax_gmm.interpolate_at(points, values, sigma, grid.reshape(-1, 2),
@@ -107,6 +107,11 @@ def test_queries_of_any_leading_shape(rng):
         np.stack([grid, grid[::-1]]))
     np.testing.assert_array_equal(batched[1], np.asarray(out)[::-1])
     assert jax_gmm.interpolate_at(points, values, sigma, np.zeros((0, 4, 2))).shape == (0, 4, 3)
+    ref, ref_density = jax_gmm.reference.interpolate_at(points, values, sigma, grid,
+                                                        return_density=True)
+    assert ref.shape == (5, 7, 3) and ref_density.shape == (5, 7)
+    assert_close(out, ref, np.float32)
+    assert_close(density, ref_density, np.float32)
     weights = rng.normal(size=(5, 7, 3)).astype(np.float32)
     loss = lambda q: (jax_gmm.interpolate_at(points, values, sigma, q) * weights).sum()  # noqa: E731
     flat_grad = jax.grad(lambda q: loss(q.reshape(5, 7, 2)))(grid.reshape(-1, 2))
