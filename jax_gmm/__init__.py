@@ -13,11 +13,12 @@ jax.export refuses custom calls it does not know; `FFI_TARGETS` names the
 package's, to allow them (running the exported artefact needs jax_gmm
 imported, which registers the kernels):
 
-    >>> checks = [jax.export.DisabledSafetyCheck.custom_call(t) for t in jax_gmm.FFI_TARGETS]
+    >>> from jax import export
+    >>> checks = [export.DisabledSafetyCheck.custom_call(t) for t in jax_gmm.FFI_TARGETS]
     >>> f = jax.jit(lambda p, v: jax_gmm.interpolate(p, v, 1.5, (8, 8)))
     >>> p, v = jnp.zeros((3, 2)) + 4, jnp.ones((3, 1))
-    >>> blob = jax.export.export(f, disabled_checks=checks)(p, v).serialize()
-    >>> jax.export.deserialize(blob).call(p, v).shape
+    >>> blob = export.export(f, disabled_checks=checks)(p, v).serialize()
+    >>> export.deserialize(blob).call(p, v).shape
     (8, 8, 1)
 """
 

@@ -128,7 +128,16 @@ def _batch_mesh_axes(sizes: BatchSizes, shaped) -> list:
 
 def _varying(x) -> set:
     """The mesh axes over which x varies inside shard_map (none outside)."""
-    return set(getattr(getattr(jax.typeof(x), "manual_axis_type", None), "varying", ()))
+    aval = jax.typeof(x)
+    manual = getattr(aval, "manual_axis_type", None)  # jax >= 0.10; before, aval.vma
+    return set(manual.varying if manual is not None else getattr(aval, "vma", ()))
+
+
+def _cast_varying(x, axes: tuple):
+    """x typed as varying over mesh axes `axes` too (lax.pvary before jax 0.8.3)."""
+    if hasattr(jax.lax, "pcast"):
+        return jax.lax.pcast(x, axes, to="varying")
+    return jax.lax.pvary(x, axes)
 
 
 def varying_like(outs, args) -> tuple:
@@ -140,7 +149,7 @@ def varying_like(outs, args) -> tuple:
     typed = []
     for o in outs:
         missing = tuple(sorted(axes - _varying(o)))
-        typed.append(jax.lax.pcast(o, missing, to="varying") if missing else o)
+        typed.append(_cast_varying(o, missing) if missing else o)
     return tuple(typed)
 
 

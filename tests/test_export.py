@@ -1,12 +1,13 @@
 """jax.export of the native calls: refused by default, round trip with the targets allowed."""
 
 import jax
+from jax import export
 import numpy as np
 import pytest
 
 import jax_gmm
 
-ALLOW = [jax.export.DisabledSafetyCheck.custom_call(name) for name in jax_gmm.FFI_TARGETS]
+ALLOW = [export.DisabledSafetyCheck.custom_call(name) for name in jax_gmm.FFI_TARGETS]
 
 
 def test_targets_cover_the_built_modules():
@@ -22,7 +23,7 @@ def test_export_refuses_custom_calls_unless_allowed(rng):
     points, values = rng.uniform(0, 8, (5, 2)), rng.normal(size=(5, 2))
     f = jax.jit(lambda p, v: jax_gmm.interpolate(p, v, 1.5, (6, 7)))
     with pytest.raises(ValueError, match="custom call"):
-        jax.export.export(f)(points, values)
+        export.export(f)(points, values)
 
 
 @pytest.mark.parametrize("order", [0, 1])
@@ -33,8 +34,8 @@ def test_round_trip_grid_and_gradient(rng, order):
         return jax_gmm.interpolate(p, v, 1.5, (6, 7))
     if order:
         f = jax.grad(lambda p, v, f=f: (f(p, v) ** 2).sum(), argnums=(0, 1))
-    exported = jax.export.export(jax.jit(f), disabled_checks=ALLOW)(points, values)
-    restored = jax.export.deserialize(exported.serialize())
+    exported = export.export(jax.jit(f), disabled_checks=ALLOW)(points, values)
+    restored = export.deserialize(exported.serialize())
     for got, want in zip(jax.tree.leaves(restored.call(points, values)),
                          jax.tree.leaves(f(points, values))):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
@@ -47,8 +48,8 @@ def test_round_trip_queries(rng, return_density):
 
     def f(p, v, q):
         return jax_gmm.interpolate_at(p, v, 1.2, q, return_density=return_density)
-    exported = jax.export.export(jax.jit(f), disabled_checks=ALLOW)(points, values, queries)
-    restored = jax.export.deserialize(exported.serialize())
+    exported = export.export(jax.jit(f), disabled_checks=ALLOW)(points, values, queries)
+    restored = export.deserialize(exported.serialize())
     for got, want in zip(jax.tree.leaves(restored.call(points, values, queries)),
                          jax.tree.leaves(f(points, values, queries))):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -18,7 +18,7 @@ import numpy as np
 
 README = pathlib.Path(__file__).parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
-EXAMPLE, EXPORT, SHARDING = ("import jax, jax.numpy as jnp, jax_gmm", "checks = [",
+EXAMPLE, EXPORT, SHARDING = ("import jax, jax.numpy as jnp, jax_gmm", "from jax import export",
                              "import os\n")
 FIT_IMAGE = "import jax_gmm, numpy as np\nfrom PIL import Image"
 
