@@ -6,7 +6,7 @@ from functools import partial
 
 import jax
 
-from jax_gmm import _autodiff, _checks, _remat, adaptive, reference
+from jax_gmm import _autodiff, _checks, _partition, _remat, adaptive, reference
 from jax_gmm._checks import ArrayLike
 
 
@@ -24,7 +24,9 @@ def _grid(points, values, sigma, height, width, truncate, eps, kernel_dtype, res
         return (reference.smoothed(out, density, eps).astype(result_dtype),
                 density.astype(result_dtype))
 
-    args = tuple(_checks.to_kernel(kernel_dtype, points, values, sigma))
+    # Whole before the custom_vjp, so that the gradients come back typed as
+    # the user's arguments under Explicit mesh axes (reshard's transpose).
+    args = _partition.whole_examples(_checks.to_kernel(kernel_dtype, points, values, sigma))
     remat_rows = _remat.choose_rows(remat_rows, height, width, args[1].shape[-1],
                                     kernel_dtype.itemsize, args[0].shape[0])
     if remat_rows >= height:
@@ -36,7 +38,8 @@ def _grid(points, values, sigma, height, width, truncate, eps, kernel_dtype, res
 def _scattered(points, values, sigma, queries, truncate, eps, kernel_dtype, result_dtype,
                return_density):
     """(out, density), or (out, None) when neither the caller nor eps needs the density."""
-    args = _checks.to_kernel(kernel_dtype, points, values, sigma, queries)
+    args = _partition.whole_examples(_checks.to_kernel(kernel_dtype, points, values, sigma,
+                                                       queries))
     if not return_density and eps == 0:
         return _autodiff.scattered_out(*args, truncate).astype(result_dtype), None
     out, density = _autodiff.scattered(*args, truncate)

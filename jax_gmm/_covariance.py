@@ -88,6 +88,14 @@ def check_static(sigma: Any, kind: str, dtype: np.dtype) -> None:
                          f"singular; sigma[{i}] = {static[i].tolist()}")
 
 
+def _diagonal_factor(sigma_x, sigma_y):
+    """(sigma_x, 0, sigma_y) along a new last axis. The zero is sigma_x * 0,
+    not `zeros_like`: under vmap that constant would be unbatched, and under a
+    mesh of Explicit axes stacking it with a batch-sharded sigma is an error.
+    (It is NaN where sigma_x is not finite, a point no kernel uses anyway.)"""
+    return jnp.stack([sigma_x, sigma_x * 0, sigma_y], axis=-1)
+
+
 def to_scale(sigma: jax.Array, n: int) -> jax.Array:
     """The (N, 3) Cholesky factors (l11, l21, l22) of sigma in any of its forms
     (already cast to the kernel dtype); NaN rows for unusable covariances."""
@@ -97,9 +105,9 @@ def to_scale(sigma: jax.Array, n: int) -> jax.Array:
         # Stacking three (N,) broadcasts took 4.4x as long (65,536 points,
         # float32, CPU, the operation alone under jit: 61 against 14 us,
         # minimum of calls). For (N,) widths the stack is already (N, 3).
-        return jnp.broadcast_to(jnp.stack([sigma, jnp.zeros_like(sigma), sigma], axis=-1), (n, 3))
+        return jnp.broadcast_to(_diagonal_factor(sigma, sigma), (n, 3))
     if kind == "axes":
-        return jnp.stack([sigma[:, 0], jnp.zeros_like(sigma[:, 0]), sigma[:, 1]], axis=-1)
+        return _diagonal_factor(sigma[:, 0], sigma[:, 1])
     s11, s21, s22 = _entries(sigma)
     ok = _positive_definite(s11, s21, s22, float(jnp.finfo(sigma.dtype).eps))
     # Factor a harmless identity where the matrix is unusable, so that neither

@@ -115,6 +115,20 @@ def _typed_like_batch(outs, args, sizes: BatchSizes):
     return tuple(jax.sharding.reshard(o, spec) for o in outs)
 
 
+def whole_examples(args) -> tuple:
+    """Under a mesh with Explicit axes, each operand with an example axis
+    (points, pixels, queries, channels) sharded, resharded to hold that axis
+    whole, as the partitioner does under Auto axes. Types carry shardings
+    there, and the native call's results are typed whole along example axes:
+    the reference's, for sharded operands, would not be, and both branches of
+    the platform-dependent call must agree. Batch axes that vmap added are
+    not in these types and keep their sharding."""
+    if not jax.sharding.get_abstract_mesh().explicit_axes:
+        return tuple(args)
+    return tuple(jax.sharding.reshard(a, PartitionSpec()) if any(_spec(jax.typeof(a), a.ndim))
+                 else a for a in args)
+
+
 def _batch_mesh_axes(sizes: BatchSizes, shaped) -> list:
     """Per batch axis, the mesh axes it is sharded over, taken from an operand
     that spans it (`shaped`: per operand, anything with a .sharding)."""

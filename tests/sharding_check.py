@@ -140,6 +140,44 @@ results["rows_remat"] = {
         jax.jit(jax.grad(rows_loss(rows_remat), argnums=(0, 1, 2)))(points, values[0], sigma),
         jax.grad(rows_loss(plain), argnums=(0, 1, 2))(points, values[0], sigma)),
 }
+# Under Explicit axes: a batch of widths (scalar, per point, per axis) and of
+# points with sigma="auto", and example axes (queries, channels, points)
+# sharded, which the calls gather (results and gradients are compared with
+# the unsharded call; each must also type-check, the failure these guard).
+explicit = jax.make_mesh((DEVICES,), ("batch",), axis_types=(AxisType.Explicit,))
+sized = lambda k: rng.uniform(0.8, 2.5, (BATCH,) + k)  # noqa: E731
+many_queries = rng.uniform(0, 12, (6 * DEVICES, 2))
+wide_values = rng.uniform(-1, 1, (N, 2 * DEVICES))
+grid_in_sigma = lambda s: jax.vmap(lambda ss: jax_gmm.interpolate(points, values[0], ss, (H, W)))(s)  # noqa: E731
+explicit_cases = {
+    "sigma_batch": (grid_in_sigma, (sized(()),), ("batch",)),
+    "sigma_points_batch": (grid_in_sigma, (sized((N,)),), ("batch",)),
+    "sigma_axes_batch": (grid_in_sigma, (sized((N, 2)),), ("batch",)),
+    "sigma_batch_grad": (jax.grad(lambda s: jnp.sum(grid_in_sigma(s) ** 2)), (sized(()),),
+                         ("batch",)),
+    "scattered_sigma_batch": (jax.vmap(lambda s: jax_gmm.interpolate_at(points, values[0], s,
+                                                                          queries[0])),
+                              (sized(()),), ("batch",)),
+    "auto_points_batch": (jax.vmap(lambda p: jax_gmm.interpolate(p, values[0], "auto", (H, W))),
+                          (rng.uniform(-2, 14, (BATCH, N, 2)),), ("batch",)),
+    "queries_split_grad": (jax.grad(lambda p, q: jnp.sum(
+        jax_gmm.interpolate_at(p, values[0], sigma, q) ** 2), (0, 1)),
+        (points, many_queries), (None, "batch")),
+    "channels_split_grad": (jax.grad(lambda p, v: jnp.sum(
+        jax_gmm.interpolate(p, v, sigma, (H, W)) ** 2), (0, 1)),
+        (points, wide_values), (None, (None, "batch"))),
+    "points_split_grad": (jax.grad(lambda p, v: jnp.sum(
+        jax_gmm.interpolate(p, v, 1.5, (H, W)) ** 2), (0, 1)),
+        (rng.uniform(-2, 14, (8 * DEVICES, 2)), rng.uniform(-1, 1, (8 * DEVICES, C))),
+        ("batch", "batch")),
+}
+with jax.set_mesh(explicit):
+    for name, (fn, args, split) in explicit_cases.items():
+        placed = [a if spec is None else jax.device_put(a, NamedSharding(
+            explicit, PartitionSpec(*spec) if isinstance(spec, tuple) else PartitionSpec(spec)))
+            for a, spec in zip(args, split)]
+        results[f"explicit/{name}"] = {"error": max_error(jax.jit(fn)(*placed), fn(*args))}
+
 with jax.set_mesh(jax.make_mesh((DEVICES,), ("batch",), axis_types=(AxisType.Explicit,))):
     try:
         grid_loss(points, values, remat_rows=5)
