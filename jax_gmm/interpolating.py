@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jax_gmm import _checks, adaptive
+from jax_gmm import _checks, _covariance, adaptive, reference
 from jax_gmm._api import interpolate_at
 from jax_gmm._checks import ArrayLike
 
@@ -78,7 +78,10 @@ def fit_values(points: ArrayLike, samples: ArrayLike, sigma: ArrayLike, *,
     Returns:
       c, (N, C), in the inputs' dtype promoted together (float32 or float64;
       narrower floats are solved in float32). Samples that are all 0 give 0;
-      a NaN or infinite sample makes every value NaN.
+      a NaN or infinite sample makes every value NaN. A point that
+      contributes nothing (a non-finite position or sigma, a traced width
+      <= 0, an unusable covariance, a width of 0 from "auto") is left out:
+      its value is 0, its sample is ignored, and its gradients are 0.
 
     Differentiable in points, samples and sigma, in reverse mode, by implicit
     differentiation: the gradient is that of the exact solution of A c =
@@ -104,12 +107,24 @@ def fit_values(points: ArrayLike, samples: ArrayLike, sigma: ArrayLike, *,
     sigma = adaptive.resolve_sigma(sigma, points, truncate)
     args, result_dtype, kernel_dtype = _checks.check_inputs(points, samples, sigma)
     points, samples, sigma = (jnp.asarray(x, kernel_dtype) for x in args)
+    samples = jnp.where(_contributing(points, sigma)[:, None], samples, 0)
     return jnp.asarray(_solve(points, samples, sigma, truncate, iters, tol), result_dtype)
 
 
+def _contributing(points, sigma):
+    """(N,) bool: the points that the kernels use (reference.contributes)."""
+    return reference.contributes(points, _covariance.to_scale(sigma, points.shape[0]))
+
+
 def _mixture(points, values, sigma, truncate):
-    """A applied to values: the mixture evaluated at its own points."""
-    return interpolate_at(points, values, sigma, points, truncate=truncate)
+    """A applied to values: the mixture evaluated at its own points, where a
+    point that contributes nothing (a NaN position, an unusable sigma) has
+    the identity's row and column instead of A's. Its column in A is 0 and
+    its row would ask the others to sum to its sample at its position: with
+    the identity, and its sample set to 0, it is left out of the solve and
+    gets the value 0."""
+    mixed = interpolate_at(points, values, sigma, points, truncate=truncate)
+    return jnp.where(_contributing(points, sigma)[:, None], mixed, values)
 
 
 # The custom_vjp is not jitted itself, only its two halves: outside jit the

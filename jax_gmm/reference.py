@@ -39,6 +39,15 @@ def pixel_centres(height: int, width: int, dtype: Any) -> jax.Array:
     return jnp.stack([x.ravel() + 0.5, y.ravel() + 0.5], axis=-1)
 
 
+def contributes(points: jax.Array, scale: jax.Array) -> jax.Array:
+    """(N,) bool: which points the kernels use. The others (a non-finite
+    position or factor, or a diagonal entry of L below the dtype's smallest
+    normal number, as for a width <= 0) contribute nothing anywhere."""
+    tiny = np.finfo(points.dtype).tiny
+    return (jnp.isfinite(points).all(-1) & jnp.isfinite(scale).all(-1)
+            & (scale[:, 0] >= tiny) & (scale[:, 2] >= tiny))
+
+
 def _point_constants(points, scale):
     """Per point (N,): valid, P = L^-1 as (p11, p21, p22) with each entry
     capped at inv_max, whether one was capped, the normaliser, whether it was
@@ -46,9 +55,7 @@ def _point_constants(points, scale):
     Invalid points get harmless values."""
     dtype = np.dtype(points.dtype)
     l11, l21, l22 = scale[:, 0], scale[:, 1], scale[:, 2]
-    tiny = np.finfo(dtype).tiny
-    valid = (jnp.isfinite(points).all(-1) & jnp.isfinite(scale).all(-1)
-             & (l11 >= tiny) & (l22 >= tiny))
+    valid = contributes(points, scale)
     l11, l21, l22 = jnp.where(valid, l11, 1), jnp.where(valid, l21, 0), jnp.where(valid, l22, 1)
     inv11, inv22 = 1 / l11, 1 / l22
     norm_min, norm_max = _NORM_CLAMPS[dtype]

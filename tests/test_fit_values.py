@@ -166,3 +166,31 @@ def test_singular_operator_gives_finite_values():
     points = np.array([[1.0, 1.0], [4.0, 2.0], [2.0, 5.0], [6.0, 6.0], [3.0, 3.0]])
     sigma = jnp.array([1.5, 1.5, 1.5, 1.5, 0.0])  # traced: the last point is left out
     assert np.isfinite(jax.jit(fit_values)(points, np.ones((5, 1)), sigma)).all()
+
+
+@pytest.mark.parametrize("defect", ["nan_position", "nan_sigma", "negative_sigma"])
+def test_points_that_contribute_nothing_are_left_out(rng, defect):
+    """A point the kernels skip gets the value 0 and zero gradients, and the
+    others solve the system without it (before, its row asked the others to
+    reproduce its sample, and the values reached 1e10)."""
+    points, sigma = scene(rng)
+    samples = smooth(points)
+    bad = 37
+    if defect == "nan_position":
+        points[bad] = [np.nan, points[bad, 1]]
+    else:
+        sigma[bad] = np.nan if defect == "nan_sigma" else -1.0
+    keep = np.arange(len(points)) != bad
+    expected = fit(points[keep], samples[keep], sigma[keep])
+    weights = rng.normal(size=samples.shape)
+    loss = lambda p, s, sg: jnp.sum(weights * fit(p, s, sg))  # noqa: E731
+    # jit: sigma is traced, so a negative width is not refused at trace time.
+    values, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))(points, samples, sigma)
+    fitted = jax.jit(fit)(points, samples, sigma)
+    np.testing.assert_array_equal(fitted[bad], 0)
+    np.testing.assert_allclose(fitted[keep], expected, atol=1e-10 * np.abs(expected).max())
+    expected_grads = jax.grad(lambda p, s, sg: jnp.sum(weights[keep] * fit(p, s, sg)),
+                              argnums=(0, 1, 2))(points[keep], samples[keep], sigma[keep])
+    for got, want in zip(grads, expected_grads):
+        np.testing.assert_array_equal(got[bad], 0)
+        np.testing.assert_allclose(got[keep], want, atol=1e-8 * np.abs(want).max())
