@@ -105,6 +105,8 @@ def check_flag(name: str, x: Any) -> bool:
     if isinstance(x, jax.core.Tracer):
         raise ValueError(f"{name} must be a static bool (it decides what is returned), "
                          "got a traced value: pass it as a Python bool or mark it static")
+    if not isinstance(x, (bool, np.bool_)):  # bool("no") would be True
+        raise ValueError(f"{name} must be True or False, got {x!r}")
     return bool(x)
 
 
@@ -188,6 +190,8 @@ def as_array(name: str, x: Any) -> Any:
         return x
     if hasattr(x, "dtype") or isinstance(x, float):
         return x
+    if x is None or isinstance(x, str):  # sigma="auto" where only numbers are taken, say
+        raise ValueError(f"{name} must be a number or an array here, got {x!r}")
     try:
         return np.asarray(x)
     except (ValueError, TypeError, OverflowError) as error:  # ragged lists, say

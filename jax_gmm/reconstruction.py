@@ -125,7 +125,7 @@ def _steered(image: jax.Array, points: jax.Array, width: jax.Array,
     # (finite entries only: a NaN sample spoils its neighbourhood, not every
     # covariance), so that the steering does not depend on the samples' units.
     finite = jnp.isfinite(image)
-    peak = jnp.max(jnp.where(finite, jnp.abs(image), 0))
+    peak = jnp.max(jnp.where(finite, jnp.abs(image), 0), initial=0)  # initial: C may be 0
     gy, gx = image_gradient(image / jnp.where(peak > 0, peak, 1))
     tensor = _blur(jnp.stack([(gx * gx).sum(-1), (gx * gy).sum(-1), (gy * gy).sum(-1)], -1),
                    TENSOR_SCALE * spacing)

@@ -83,8 +83,10 @@ def _pair_terms(points, scale, queries, truncate: float):
     ex = dx * p11
     ey = _rounded(dx, p21) + _rounded(dy, p22)
     m2 = _rounded(ex, ex) + _rounded(ey, ey)
-    t = dtype.type(truncate)
-    inside = query_ok[:, None] & valid[None, :] & (m2 <= t * t)  # NaN m2 (inf * 0) fails
+    with np.errstate(over="ignore"):  # a huge truncate's square is inf, as in the kernels
+        t = dtype.type(truncate)
+        cutoff2 = t * t
+    inside = query_ok[:, None] & valid[None, :] & (m2 <= cutoff2)  # NaN m2 (inf * 0) fails
     m2 = jnp.where(inside, m2, 0)
     w = norm * jnp.exp(-0.5 * m2)
     # Explicitly what flushing to zero does: a weight below the smallest
@@ -203,6 +205,8 @@ def smoothed(out: jax.Array, density: jax.Array, eps: float) -> jax.Array:
     out Z / (Z + eps), 0 where Z = 0; JAX differentiates the product."""
     if eps == 0:
         return out
+    with np.errstate(over="ignore"):  # eps beyond the dtype's range is inf: out becomes 0
+        eps = np.asarray(eps, density.dtype)
     return out * (density / (density + eps))[..., None]
 
 

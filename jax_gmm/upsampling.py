@@ -80,7 +80,7 @@ def _upsample(image, sigma, factor: int, iters: int, truncate: float):
     height, width, channels = image.shape
     rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
     centres = (jnp.stack([cols.ravel(), rows.ravel()], -1).astype(image.dtype) + 0.5) * factor
-    target = image.reshape(-1, channels)
+    target = image.reshape(height * width, channels)  # not -1: C may be 0
 
     def render(values):
         return interpolate(centres, values, sigma, (height * factor, width * factor),
@@ -88,7 +88,7 @@ def _upsample(image, sigma, factor: int, iters: int, truncate: float):
 
     def downsample(result):
         blocks = result.reshape(height, factor, width, factor, channels)
-        return blocks.mean(axis=(1, 3)).reshape(-1, channels)
+        return blocks.mean(axis=(1, 3)).reshape(height * width, channels)
 
     def step(_, values):
         return values + (target - downsample(render(values)))

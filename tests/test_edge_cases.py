@@ -1,6 +1,8 @@
 """Bad input gets a ValueError naming the argument; degenerate input gets the
 documented result, never a crash or NaN; results are bitwise reproducible."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -49,6 +51,13 @@ V = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     (lambda: jax_gmm.interpolate(P, V, 1.0, (8, 8), truncate=10**400), "truncate must be a static"),
     (lambda: jax_gmm.interpolate(P, V, 1.0, (2**32, 1)), r"shape's H must be at most 2\*\*32 - 1"),
     (lambda: jax_gmm.reference.interpolate(P, V, 1.0, (0, 2**32)), r"shape's W must be at most"),
+    (lambda: jax_gmm.interpolate(P, V, 1.0, (8, 8), return_density="no"),
+     "return_density must be True or False, got 'no'"),
+    (lambda: jax_gmm.reference.interpolate(P, V, "auto", (8, 8)),
+     "sigma must be a number or an array here, got 'auto'"),
+    (lambda: jax_gmm.upsample(np.ones((4, 4, 1)), 2, sigma="auto"),
+     "sigma must be a number or an array here, got 'auto'"),
+    (lambda: jax_gmm.interpolate(P, V, None, (8, 8)), "sigma must be a number or an array here"),
 ])
 
 def test_bad_input_raises_value_error(call, match):
@@ -168,6 +177,32 @@ def test_subnormal_sigma_is_finite():
     out, density, grads = value_and_grads(grid, p, np.ones((1, 2), np.float32),
                                           np.float32(1e-40))
     assert finite_everywhere(out, density, *grads)
+
+
+@pytest.mark.parametrize("call", [
+    lambda: jax_gmm.reconstruct(P, np.zeros((3, 0)), (8, 9)),
+    lambda: jax_gmm.upsample(np.zeros((4, 3, 0)), 2),
+    lambda: jax_gmm.fit_values(P, np.zeros((3, 0)), 1.0),
+])
+def test_no_channels_in_the_higher_level_functions(call):
+    """C = 0 gives an empty last axis, as interpolate does (before, reconstruct
+    failed on an empty max and upsample divided by 0)."""
+    assert call().shape[-1] == 0
+
+
+@pytest.mark.parametrize("option", ["truncate", "eps"])
+@pytest.mark.parametrize("module", [jax_gmm, jax_gmm.reference])
+def test_huge_static_options_warn_of_no_overflow(module, option):
+    """truncate or eps beyond float32's range act as inf (every pair within
+    the cutoff; out = 0), without NumPy's overflow warning from the cast."""
+    args = (P.astype(np.float32), V.astype(np.float32), 1.0, (8, 9))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        out = module.interpolate(*args, **{option: 1e300})
+    if option == "eps":
+        np.testing.assert_array_equal(out, 0)
+    else:
+        np.testing.assert_allclose(out, module.interpolate(*args, truncate=1e30), rtol=1e-6)
 
 
 def test_huge_truncate_float32_does_not_overflow():
