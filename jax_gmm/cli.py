@@ -23,11 +23,13 @@ size, their positions and covariances scaled with the image.
 
 The .npz file (format version 1) holds: ``format`` = "jax_gmm.gaussians",
 ``version`` = 1, ``points`` (N, 2) float32 positions (x, y) in pixels of the
-fitted image, ``values`` (N, C) float32 colours in [0, 1] (C = 1 grey, 2 grey
-+ alpha, 3 RGB, 4 RGBA), ``sigma`` float32 (N, 2, 2) covariances in pixels^2
-or (N,) widths in pixels, ``shape`` (2,) int64 (H, W) of the fitted image and
-``truncate`` the cutoff in standard deviations to render with. It renders
-(eps = 0) as ``jax_gmm.interpolate(points, values, sigma, shape, truncate=truncate)``.
+fitted image, ``values`` (N, C) float32 colours (C = 1 grey, 2 grey + alpha,
+3 RGB, 4 RGBA) on the scale where the image spans [0, 1] (a fit overshoots it
+a little; written images are clipped to [0, 1]), ``sigma`` float32 (N, 2, 2)
+covariances in pixels^2 or (N,) widths in pixels, ``shape`` (2,) int64 (H, W)
+of the fitted image and ``truncate`` the cutoff in standard deviations to
+render with. It renders (eps = 0) as
+``jax_gmm.interpolate(points, values, sigma, shape, truncate=truncate)``.
 
 Example::
 
@@ -43,6 +45,7 @@ import math
 import os
 import sys
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 
 import jax
@@ -68,6 +71,7 @@ from jax_gmm.imaging import (
     sample_pixels,
     save_image,
     to_rgb,
+    unwritable_format,
     upsample,
 )
 
@@ -149,18 +153,19 @@ def _strip(panels: Sequence[tuple[str, np.ndarray]]) -> np.ndarray:
     return np.asarray(canvas, dtype=np.float32) / 255
 
 
-def _check_output(path: str | None, gaussians: bool = False) -> None:
+def _check_output(path: str | None, channels: int | None = None) -> None:
     """Fails early, before any work, on an output path that cannot be
-    written: an image file, or with `gaussians` a .npz file."""
+    written: an image file of `channels` channels, or without them a .npz
+    file of Gaussians."""
     if path is None:
         return
     if os.path.isdir(path):
         raise CliError(f"cannot write {path!r}: is a directory", status=2)
-    extension = os.path.splitext(path)[1].lower()
-    if gaussians and extension != ".npz":
+    if channels is None and os.path.splitext(path)[1].lower() != ".npz":
         raise CliError(f"cannot write {path!r}: the Gaussians file must end in .npz", status=2)
-    if not gaussians and extension not in Image.registered_extensions():
-        raise CliError(f"cannot write {path!r}: unknown image file extension", status=2)
+    reason = None if channels is None else unwritable_format(path, channels)
+    if reason:
+        raise CliError(f"cannot write {path!r}: {reason}", status=2)
     folder = os.path.dirname(path) or "."
     if not os.path.isdir(folder):
         raise CliError(f"cannot write {path!r}: no folder {folder!r}", status=2)
@@ -170,14 +175,15 @@ def _check_output(path: str | None, gaussians: bool = False) -> None:
 
 def _input(args: argparse.Namespace) -> tuple[np.ndarray, str]:
     """The image named on the command line, or the bundled one, and a
-    description; checks the output paths first."""
-    _check_output(args.output)
-    _check_output(getattr(args, "compare", None))
+    description; checks the output paths, for a result with the image's
+    channels and an RGB comparison strip, before the work starts."""
     if args.image is not None:
         image, kind = read_image(args.image)
         name = f"{os.fspath(args.image)} ({kind})"
     else:
         image, name = bundled_image(), f"{BUNDLED_IMAGE} (bundled)"
+    _check_output(args.output, channels=image.shape[-1])
+    _check_output(getattr(args, "compare", None), channels=3)
     return image, name
 
 
@@ -290,11 +296,13 @@ def _enlarge_command(args: argparse.Namespace) -> int:
     if consistent:
         result = np.asarray(upsampling.upsample(image, int(args.factor), sigma=sigma,
                                                 truncate=args.truncate))
+        # The same Gaussians' density, which upsample does not return, to
+        # find the pixels none reaches (no channels: the density alone).
+        density = enlarge(image[..., :0], height, width, sigma, args.truncate)[1]
     else:
         result, density = enlarge(image, height, width, sigma, args.truncate)
     print(f"time {time.perf_counter() - start:.2f} s, including compilation")
-    if not consistent:
-        _note_uncovered(args, density)
+    _note_uncovered(args, density)
     save_image(args.output, result)
     print(f"wrote {args.output}")
     return 0
@@ -333,6 +341,8 @@ def load_gaussians(path: str) -> dict[str, np.ndarray]:
     for a file that is not one."""
     def fail(reason: str):
         return CliError(f"cannot read Gaussians {os.fspath(path)!r}: {reason}")
+    if os.path.isfile(path) and not zipfile.is_zipfile(path):  # np.load would talk of pickles
+        raise fail("not a .npz file")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
@@ -377,14 +387,14 @@ def scaled_gaussians(points: np.ndarray, sigma: np.ndarray, x_scale: float,
 
 
 def _fit_command(args: argparse.Namespace) -> int:
-    _check_output(args.output, gaussians=True)
-    _check_output(args.render)
+    _check_output(args.output)
     if args.image is not None:
         image, kind = read_image(args.image)
         name = f"{os.fspath(args.image)} ({kind})"
     else:
         image, name = bundled_image(), f"{BUNDLED_IMAGE} (bundled)"
     height, width, channels = image.shape
+    _check_output(args.render, channels=channels)
     if args.n > height * width:
         raise CliError(f"-n {args.n} is more than the {height * width} pixels of the image",
                        status=2)
@@ -410,8 +420,8 @@ def _fit_command(args: argparse.Namespace) -> int:
 
 
 def _render_command(args: argparse.Namespace) -> int:
-    _check_output(args.output)
     saved = load_gaussians(args.gaussians)
+    _check_output(args.output, channels=saved["values"].shape[1])
     rows, cols = saved["shape"]
     if args.size is not None:
         height, width = args.size

@@ -9,6 +9,7 @@ Images are float32 arrays (H, W, C) in [0, 1]; positions are in pixels,
 from __future__ import annotations
 
 import importlib.resources
+import io
 import math
 import os
 
@@ -35,16 +36,18 @@ class ImageFileError(Exception):
     """An image file that cannot be read or written; the message is one line."""
 
 
-#: Pillow modes read as they are, with their channel count and peak value.
-#: 16-bit grey PNGs open as an "I;16" or "I" mode; Pillow itself reads 16-bit
-#: colour PNGs as 8-bit RGB.
+#: Pillow modes read as they are, with the value that maps to 1. 16-bit grey
+#: PNGs open as an "I;16" or "I" mode; Pillow itself reads 16-bit colour PNGs
+#: as 8-bit RGB. Float grey ("F", from a float TIFF, say) is taken as it is.
 _DIRECT_MODES = {"L": 255, "LA": 255, "RGB": 255, "RGBA": 255, "I;16": 65535,
-                 "I;16B": 65535, "I;16L": 65535, "I": 65535}
+                 "I;16B": 65535, "I;16L": 65535, "I": 65535, "F": 1}
+_DEPTHS = {255: "8-bit", 65535: "16-bit", 1: "32-bit float"}
 
 #: The mode every other one is converted to first.
 _CONVERTED_MODES = {"1": "L", "La": "LA", "PA": "RGBA", "RGBa": "RGBA"}
 
-_CHANNEL_NAMES = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGB + alpha"}
+#: What an image of C channels holds, by C.
+CHANNEL_NAMES = {1: "grey", 2: "grey + alpha", 3: "RGB", 4: "RGB + alpha"}
 
 
 def read_image(path: PathLike) -> tuple[np.ndarray, str]:
@@ -53,8 +56,10 @@ def read_image(path: PathLike) -> tuple[np.ndarray, str]:
     Returns:
       (image, description): image is (H, W, C) float32 in [0, 1] with C = 1
       (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGB, alpha); 16-bit grey is
-      scaled by 1 / 65535, palette images become RGB (RGBA when the palette
-      has transparency). description says what was read, e.g. "16-bit grey".
+      scaled by 1 / 65535, 32-bit float grey is taken as it is (clipped to
+      [0, 1], like every image), palette images become RGB (RGBA when the
+      palette has transparency). description says what was read, e.g.
+      "16-bit grey".
 
     Raises ImageFileError with a one-line reason when the file cannot be read
     as an image.
@@ -73,9 +78,8 @@ def read_image(path: PathLike) -> tuple[np.ndarray, str]:
     peak = _DIRECT_MODES[converted]
     pixels = np.clip(pixels.astype(np.float32) / peak, 0, 1)
     pixels = pixels.reshape(*pixels.shape[:2], -1)
-    bits = "16-bit" if peak == 65535 else "8-bit"
     source = ", from a palette" if mode == "P" else ""
-    return pixels, f"{bits} {_CHANNEL_NAMES[pixels.shape[-1]]}{source}"
+    return pixels, f"{_DEPTHS[peak]} {CHANNEL_NAMES[pixels.shape[-1]]}{source}"
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -97,15 +101,36 @@ def bundled_image() -> np.ndarray:
         return load_image(path)
 
 
+def _eight_bit(image: np.ndarray) -> Image.Image:
+    """An (H, W, C) image in [0, 1] as a Pillow image of 8 bits per channel:
+    C = 1 grey, 2 grey and alpha, 3 RGB, 4 RGBA."""
+    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
+    return Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+
+
+def unwritable_format(path: PathLike, channels: int) -> str | None:
+    """Why `save_image` could not write an image of `channels` channels in the
+    format of path's extension (an unknown extension, a format Pillow only
+    reads, RGBA as JPEG), or None if it can; the file itself is not touched."""
+    extension = os.path.splitext(path)[1].lower()
+    name = Image.registered_extensions().get(extension)
+    if name is None:
+        return "unknown image file extension"
+    if name not in Image.SAVE:
+        return f"Pillow cannot write {name} files"
+    try:  # a small image in memory, as the result would be written
+        _eight_bit(np.zeros((16, 16, channels), np.float32)).save(io.BytesIO(), format=name)
+    except (OSError, ValueError, KeyError):
+        return f"{name} cannot hold {CHANNEL_NAMES[channels]} images"
+    return None
+
+
 def save_image(path: PathLike, image: np.ndarray) -> None:
     """Writes an (H, W, C) image in [0, 1] as 8 bits per channel: C = 1 grey,
     2 grey and alpha, 3 RGB, 4 RGBA; the format follows the file extension.
     Raises ImageFileError when it cannot be written."""
-    pixels = np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
-    if pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
     try:
-        Image.fromarray(pixels).save(path)
+        _eight_bit(image).save(path)
     except (OSError, ValueError, KeyError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise ImageFileError(f"cannot write {os.fspath(path)!r}: {reason}") from None
@@ -189,7 +214,7 @@ def enlarge(image: np.ndarray, height: int, width: int, sigma: float,
     rows, cols, channels = image.shape
     scale = np.array([width / cols, height / rows], np.float32)
     points = grid_points(rows, cols, 1) * scale
-    return render(points, image.reshape(-1, channels), sigma, height, width, truncate)
+    return render(points, image.reshape(rows * cols, channels), sigma, height, width, truncate)
 
 
 def sample_pixels(height: int, width: int, keep: float, rng: np.random.Generator) -> np.ndarray:

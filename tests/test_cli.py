@@ -157,6 +157,47 @@ def test_alpha_is_kept_as_a_channel(tmp_path, capsys):
     assert result[:, :15, 3].max() < 20 and result[:, 25:, 3].min() > 235
 
 
+def test_float_grey_tiff_is_read_as_it_is(tmp_path, capsys):
+    ramp = np.tile(np.linspace(0, 1, 40, dtype=np.float32), (20, 1))
+    source, out = tmp_path / "ramp.tif", tmp_path / "out.png"
+    Image.fromarray(ramp, mode="F").save(source)
+    assert cli.main(["enlarge", str(source), "--factor", "2", "-o", str(out)]) == 0
+    assert "32-bit float grey" in capsys.readouterr().out
+    result = _read_back(out).astype(float)  # before: all black, and RGB
+    assert result.shape == (40, 80)
+    np.testing.assert_allclose(result.reshape(20, 2, 40, 2).mean((1, 3)), ramp * 255, atol=2)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["reconstruct", "-o", "out.psd"], "Pillow cannot write PSD files"),
+    (["reconstruct", "rgba.png", "-o", "out.jpg"], "JPEG cannot hold RGB + alpha images"),
+    (["enlarge", "grey_alpha.png", "--factor", "2", "-o", "out.jpg"],
+     "JPEG cannot hold grey + alpha images"),
+    (["upsample", "--compare", "strip.psd"], "Pillow cannot write PSD files"),
+    (["fit", "rgba.png", "-n", "5", "-o", "g.npz", "--render", "out.jpg"],
+     "JPEG cannot hold RGB + alpha images"),
+])
+def test_unwritable_image_formats_are_rejected_before_any_work(argv, message, tmp_path, capsys,
+                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.zeros((8, 8, 4), np.uint8)).save(tmp_path / "rgba.png")
+    Image.fromarray(np.zeros((8, 8, 2), np.uint8), mode="LA").save(tmp_path / "grey_alpha.png")
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grey_alpha.png", "rgba.png"]
+
+
+def test_enlarge_by_an_integer_notes_uncovered_pixels(tmp_path, capsys):
+    source, out = tmp_path / "in.png", tmp_path / "out.png"
+    Image.fromarray(np.full((6, 8, 3), 120, np.uint8)).save(source)
+    argv = ["enlarge", str(source), "--factor", "4", "-o", str(out), "--truncate", "0.1"]
+    assert cli.main(argv) == 0
+    assert "pixels are beyond 0.1 sigma of every sample and are black" in capsys.readouterr().out
+    assert cli.main(argv[:-2]) == 0  # the default truncate reaches every pixel
+    assert "note:" not in capsys.readouterr().out
+
+
 def test_enlarge_by_a_fraction(tmp_path, capsys):
     source, out = tmp_path / "in.png", tmp_path / "out.png"
     Image.fromarray(np.full((10, 16, 3), 120, np.uint8)).save(source)
@@ -326,6 +367,7 @@ def test_isotropic_fit_renders_stretched(tmp_path, capsys):
     (["render", "missing.npz", "-o", "out.png"], 1, "cannot read Gaussians"),
     (["render", "other.npz", "-o", "out.png"], 1, "not a jax_gmm.gaussians file"),
     (["render", "future.npz", "-o", "out.png"], 1, "format version 2, this jax-gmm reads 1"),
+    (["render", "picture.png", "-o", "out.png"], 1, "'picture.png': not a .npz file"),
     (["render", "other.npz", "-o", "out.png", "--scale", "2", "--size", "4x4"], 2,
      "not allowed with argument"),
     (["render", "other.npz", "-o", "out.png", "--size", "0x4"], 2, "--size: must be HEIGHTxWIDTH"),
@@ -336,6 +378,7 @@ def test_fit_and_render_bad_arguments(argv, status, message, tmp_path, capsys, m
     monkeypatch.chdir(tmp_path)
     np.savez(tmp_path / "other.npz", points=np.zeros((1, 2)))
     np.savez(tmp_path / "future.npz", format="jax_gmm.gaussians", version=2)
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "picture.png")
     assert cli.main([a.format(tmp=tmp_path) for a in argv]) == status
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err
