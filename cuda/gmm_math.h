@@ -423,9 +423,13 @@ GMM_HD void finish_point_grad(const Gaussian<T>& g, const PointSums<T>& s, T* d_
   const T moves = g.scale_clamped() ? T(0) : T(1);
   const T ex = moves * s.u_ex, ey = moves * s.u_ey;
   const T xx = moves * s.u_xx, xy = moves * s.u_xy, yy = moves * s.u_yy;
-  *d_x = g.p11 * ex + g.p21 * ey;
+  // A round or per-axis point has no p21 terms: selected away, not formed
+  // as -0 times a sum that an inf value can make inf (NaN, where the
+  // reference has +-inf).
+  const bool tilted = !g.axis_aligned();
+  *d_x = g.p11 * ex + (tilted ? g.p21 * ey : T(0));
   *d_y = g.p22 * ey;
-  d_scale[0] = g.p11 * xx + g.p21 * xy;
+  d_scale[0] = g.p11 * xx + (tilted ? g.p21 * xy : T(0));
   d_scale[1] = g.p22 * xy;
   d_scale[2] = g.p22 * yy;
   if (g.norm_clamped()) {

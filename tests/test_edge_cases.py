@@ -353,6 +353,26 @@ def test_infinite_value_reaches_only_pixels_it_weighs(dtype):
     np.testing.assert_allclose(out[~reached], want[~reached], rtol=1e-5)
 
 
+@pytest.mark.parametrize("scattered", [False, True])
+def test_infinite_value_gives_the_references_infinite_position_gradient(scattered):
+    """Point 1 shares the one pixel that an inf value (point 0) reaches. Its
+    position gradient is +-inf, as in the reference, not NaN: for a round
+    point the kernels used to form -0 (its P's off-diagonal) times an inf sum."""
+    points = np.array([[5.5, 4.5], [7.0, 5.2]])
+    values = np.array([[np.inf], [0.0]])
+    sigma = np.array([0.2, 2.0])
+    centres = np.array([[5.5, 4.5], [6.5, 4.5], [3.5, 2.5]])
+
+    def position_grad(module):
+        render = ((lambda p: module.interpolate_at(p, values, sigma, centres)) if scattered
+                  else (lambda p: module.interpolate(p, values, sigma, (10, 12))))
+        return np.asarray(jax.grad(lambda p: jnp.sum(render(p)))(points))
+
+    got, want = position_grad(jax_gmm), position_grad(jax_gmm.reference)
+    assert np.isinf(want[1]).all()
+    np.testing.assert_array_equal(got[1], want[1])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_infinite_cotangent_reaches_only_points_that_weigh_its_pixel(dtype):
     """Pixel (row 3, column 2) is reached by point 0 alone, but lies in point
