@@ -417,15 +417,17 @@ GMM_HD void finish_point_grad(const Gaussian<T>& g, const PointSums<T>& s, T* d_
     *d_x = *d_y = d_scale[0] = d_scale[1] = d_scale[2] = T(0);
     return;
   }
-  // Dropped terms are multiplied by 0, not selected away: a NaN sum (a NaN
-  // value or cotangent the point weighs) stays NaN, as in the reference.
-  // (The sums first: a capped P times a large finite sum could overflow.)
+  // Terms dropped where P is capped are multiplied by 0, not selected away:
+  // a NaN sum (a NaN value or cotangent the point weighs) stays NaN, as in
+  // the reference. (The sums first: a capped P times a large finite sum
+  // could overflow.) The p21 terms of a round or per-axis point, though,
+  // are selected away rather than formed as -0 times a sum that an inf
+  // value can make inf (NaN, where the reference has +-inf); a NaN u still
+  // reaches d_x through u_ex. A tilted point's sums can still meet inf * 0
+  // where the reference's per-pair products do not.
   const T moves = g.scale_clamped() ? T(0) : T(1);
   const T ex = moves * s.u_ex, ey = moves * s.u_ey;
   const T xx = moves * s.u_xx, xy = moves * s.u_xy, yy = moves * s.u_yy;
-  // A round or per-axis point has no p21 terms: selected away, not formed
-  // as -0 times a sum that an inf value can make inf (NaN, where the
-  // reference has +-inf).
   const bool tilted = !g.axis_aligned();
   *d_x = g.p11 * ex + (tilted ? g.p21 * ey : T(0));
   *d_y = g.p22 * ey;

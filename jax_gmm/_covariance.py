@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 #: A covariance counts as singular where 1 - rho^2 <= SINGULAR_EPS * eps.
 SINGULAR_EPS = 64
@@ -89,11 +90,13 @@ def check_static(sigma: Any, kind: str, dtype: np.dtype) -> None:
 
 
 def _diagonal_factor(sigma_x, sigma_y):
-    """(sigma_x, 0, sigma_y) along a new last axis. The zero is sigma_x * 0,
-    not `zeros_like`: under vmap that constant would be unbatched, and under a
-    mesh of Explicit axes stacking it with a batch-sharded sigma is an error.
-    (It is NaN where sigma_x is not finite, a point no kernel uses anyway.)"""
-    return jnp.stack([sigma_x, sigma_x * 0, sigma_y], axis=-1)
+    """(sigma_x, 0, sigma_y) along a new last axis. The zero is formed from
+    sigma_x, not by `zeros_like`: under vmap that constant would be
+    unbatched, and under a mesh of Explicit axes stacking it with a
+    batch-sharded sigma is an error. (It is NaN where sigma_x is not finite,
+    a point no kernel uses anyway; without a gradient, so that an inf
+    cotangent of l21 does not make sigma's NaN.)"""
+    return jnp.stack([sigma_x, lax.stop_gradient(sigma_x) * 0, sigma_y], axis=-1)
 
 
 def to_scale(sigma: jax.Array, n: int) -> jax.Array:

@@ -38,7 +38,6 @@ def _dispatch(native, fallback, *args, **overrides):
     """native on each native platform unless `overrides` names another function
     for it, fallback elsewhere."""
     _native.warn_if_gpu_without_module()
-    args = _partition.whole_examples(args)
     branches = {platform: overrides.get(platform, native) for platform in NATIVE_PLATFORMS}
     return lax.platform_dependent(
         *args, default=lambda *a: _partition.varying_like(fallback(*a), a), **branches)

@@ -122,7 +122,9 @@ def whole_examples(args) -> tuple:
     there, and the native call's results are typed whole along example axes:
     the reference's, for sharded operands, would not be, and both branches of
     the platform-dependent call must agree. Batch axes that vmap added are
-    not in these types and keep their sharding."""
+    not in these types and keep their sharding. Called on the arguments of
+    the custom_vjp functions, so that their gradients come back typed as the
+    arguments (reshard's transpose), and on the points sigma="auto" reads."""
     if not jax.sharding.get_abstract_mesh().explicit_axes:
         return tuple(args)
     return tuple(jax.sharding.reshard(a, PartitionSpec()) if any(_spec(jax.typeof(a), a.ndim))

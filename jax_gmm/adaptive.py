@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_gmm import _checks, _ffi
+from jax_gmm import _checks, _ffi, _partition
 from jax_gmm._checks import ArrayLike
 
 
@@ -79,7 +79,9 @@ def adaptive_sigma(points: ArrayLike, *, k: int = DEFAULT_K,
 
 @partial(jax.jit, static_argnums=(1, 2, 3, 4))
 def _adaptive_sigma(points, k: int, scale: float, kernel_dtype, result_dtype):
-    points = jnp.asarray(points, kernel_dtype)
+    # Whole under Explicit mesh axes: the search needs every point, and the
+    # gather below is refused on points sharded along N.
+    points = _partition.whole_examples((jnp.asarray(points, kernel_dtype),))[0]
     neighbour = _ffi.kth_nearest(jax.lax.stop_gradient(points), k)
     d = points[neighbour] - points
     # Itself (no neighbour, or not finite) or a coincident point: width 0 and

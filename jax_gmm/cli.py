@@ -57,6 +57,7 @@ from jax_gmm import adaptive, fitting, upsampling
 from jax_gmm.imaging import (
     ImageFileError,
     BUNDLED_IMAGE,
+    CHANNEL_NAMES,
     SIGMA_PER_FACTOR,
     TRUNCATE,
     box_downsample,
@@ -356,11 +357,11 @@ def load_gaussians(path: str) -> dict[str, np.ndarray]:
     if missing:
         raise fail(f"missing {', '.join(sorted(missing))}")
     points, values, sigma, shape = (arrays[key] for key in ("points", "values", "sigma", "shape"))
-    n = len(points)
-    if (n == 0 or points.shape != (n, 2) or values.ndim != 2 or len(values) != n
+    n = len(points) if points.ndim else 0
+    if (n == 0 or points.shape != (n, 2) or values.shape not in ((n, c) for c in CHANNEL_NAMES)
             or sigma.shape not in ((n,), (n, 2, 2)) or shape.shape != (2,)):
-        raise fail(f"inconsistent shapes: points {points.shape}, values {values.shape}, "
-                   f"sigma {sigma.shape}, shape {shape.shape}")
+        raise fail(f"inconsistent shapes: points {points.shape}, values {values.shape} "
+                   f"(1 to 4 channels), sigma {sigma.shape}, shape {shape.shape}")
     try:
         arrays["shape"] = tuple(int(side) for side in shape)
         arrays["truncate"] = float(arrays["truncate"])

@@ -120,7 +120,7 @@ def unwritable_format(path: PathLike, channels: int) -> str | None:
         return f"Pillow cannot write {name} files"
     try:  # a small image in memory, as the result would be written
         _eight_bit(np.zeros((16, 16, channels), np.float32)).save(io.BytesIO(), format=name)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return f"{name} cannot hold {CHANNEL_NAMES[channels]} images"
     return None
 
@@ -131,7 +131,7 @@ def save_image(path: PathLike, image: np.ndarray) -> None:
     Raises ImageFileError when it cannot be written."""
     try:
         _eight_bit(image).save(path)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, TypeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
         raise ImageFileError(f"cannot write {os.fspath(path)!r}: {reason}") from None
 

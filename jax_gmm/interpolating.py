@@ -116,15 +116,15 @@ def _contributing(points, sigma):
     return reference.contributes(points, _covariance.to_scale(sigma, points.shape[0]))
 
 
-def _mixture(points, values, sigma, truncate):
+def _mixture(points, values, sigma, truncate, contributing):
     """A applied to values: the mixture evaluated at its own points, where a
-    point that contributes nothing (a NaN position, an unusable sigma) has
-    the identity's row and column instead of A's. Its column in A is 0 and
-    its row would ask the others to sum to its sample at its position: with
-    the identity, and its sample set to 0, it is left out of the solve and
-    gets the value 0."""
+    point that contributes nothing (not `contributing`: a NaN position, an
+    unusable sigma) has the identity's row and column instead of A's. Its
+    column in A is 0 and its row would ask the others to sum to its sample
+    at its position: with the identity, and its sample set to 0, it is left
+    out of the solve and gets the value 0."""
     mixed = interpolate_at(points, values, sigma, points, truncate=truncate)
-    return jnp.where(_contributing(points, sigma)[:, None], mixed, values)
+    return jnp.where(contributing[:, None], mixed, values)
 
 
 # The custom_vjp is not jitted itself, only its two halves: outside jit the
@@ -132,16 +132,20 @@ def _mixture(points, values, sigma, truncate):
 # forward pass, which calls it on plain arrays.
 @partial(jax.jit, static_argnums=(3, 4, 5))
 def _forward(points, samples, sigma, truncate, iters, tol):
-    return _gmres(lambda c: _mixture(points, c, sigma, truncate), samples, iters, tol)
+    contributing = _contributing(points, sigma)
+    return _gmres(lambda c: _mixture(points, c, sigma, truncate, contributing), samples, iters,
+                  tol)
 
 
 @partial(jax.jit, static_argnums=(4, 5, 6))
 def _backward(points, sigma, values, d_values, truncate, iters, tol):
     # With A c = s: dc = A^-1 (ds - dA c), so ds = A^-T g and the points and
     # sigma get the VJP of A c at -A^-T g, points as centres and as queries.
-    _, transposed = jax.vjp(lambda c: _mixture(points, c, sigma, truncate), values)
+    contributing = _contributing(points, sigma)
+    _, transposed = jax.vjp(lambda c: _mixture(points, c, sigma, truncate, contributing), values)
     d_samples = _gmres(lambda g: transposed(g)[0], d_values, iters, tol)
-    _, operator_vjp = jax.vjp(lambda p, s: _mixture(p, values, s, truncate), points, sigma)
+    _, operator_vjp = jax.vjp(lambda p, s: _mixture(p, values, s, truncate, contributing),
+                              points, sigma)
     d_points, d_sigma = operator_vjp(-d_samples)
     return d_points, d_samples, d_sigma
 

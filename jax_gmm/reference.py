@@ -207,7 +207,10 @@ def smoothed(out: jax.Array, density: jax.Array, eps: float) -> jax.Array:
         return out
     with np.errstate(over="ignore"):  # eps beyond the dtype's range is inf: out becomes 0
         eps = np.asarray(eps, density.dtype)
-    return out * (density / (density + eps))[..., None]
+    # Where Z = 0 the factor is 0, not 0 / 0 for an eps that rounds to 0 in
+    # the dtype (the select on both sides keeps the gradient finite there).
+    reached = density > 0
+    return out * jnp.where(reached, density / jnp.where(reached, density + eps, 1), 0)[..., None]
 
 
 # Compiled as one program, like jax_gmm's own entry points: op-by-op
@@ -235,7 +238,7 @@ def interpolate(points: Any, values: Any, sigma: Any, shape: tuple[int, int], *,
     height, width = _checks.check_shape(shape)
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
     out, density = _grid(*args, height, width, truncate, eps, kernel, result)
-    return (out, density) if return_density else out
+    return (out, density) if _checks.check_flag("return_density", return_density) else out
 
 
 def interpolate_at(points: Any, values: Any, sigma: Any, queries: Any, *,
@@ -248,4 +251,4 @@ def interpolate_at(points: Any, values: Any, sigma: Any, queries: Any, *,
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
     out, density = _scattered(*args, truncate, eps, kernel, result)
     out, density = out.reshape(*leading, out.shape[-1]), density.reshape(leading)
-    return (out, density) if return_density else out
+    return (out, density) if _checks.check_flag("return_density", return_density) else out

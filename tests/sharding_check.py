@@ -160,6 +160,10 @@ explicit_cases = {
                               (sized(()),), ("batch",)),
     "auto_points_batch": (jax.vmap(lambda p: jax_gmm.interpolate(p, values[0], "auto", (H, W))),
                           (rng.uniform(-2, 14, (BATCH, N, 2)),), ("batch",)),
+    "auto_points_split_grad": (jax.grad(lambda p, v: jnp.sum(
+        jax_gmm.interpolate(p, v, "auto", (H, W)) ** 2), (0, 1)),
+        (rng.uniform(-2, 14, (8 * DEVICES, 2)), rng.uniform(-1, 1, (8 * DEVICES, C))),
+        ("batch", "batch")),
     "queries_split_grad": (jax.grad(lambda p, q: jnp.sum(
         jax_gmm.interpolate_at(p, values[0], sigma, q) ** 2), (0, 1)),
         (points, many_queries), (None, "batch")),

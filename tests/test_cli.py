@@ -368,6 +368,7 @@ def test_isotropic_fit_renders_stretched(tmp_path, capsys):
     (["render", "other.npz", "-o", "out.png"], 1, "not a jax_gmm.gaussians file"),
     (["render", "future.npz", "-o", "out.png"], 1, "format version 2, this jax-gmm reads 1"),
     (["render", "picture.png", "-o", "out.png"], 1, "'picture.png': not a .npz file"),
+    (["render", "five.npz", "-o", "out.png"], 1, "values (1, 5) (1 to 4 channels)"),
     (["render", "other.npz", "-o", "out.png", "--scale", "2", "--size", "4x4"], 2,
      "not allowed with argument"),
     (["render", "other.npz", "-o", "out.png", "--size", "0x4"], 2, "--size: must be HEIGHTxWIDTH"),
@@ -379,6 +380,8 @@ def test_fit_and_render_bad_arguments(argv, status, message, tmp_path, capsys, m
     np.savez(tmp_path / "other.npz", points=np.zeros((1, 2)))
     np.savez(tmp_path / "future.npz", format="jax_gmm.gaussians", version=2)
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "picture.png")
+    np.savez(tmp_path / "five.npz", format="jax_gmm.gaussians", version=1, points=np.ones((1, 2)),
+             values=np.ones((1, 5)), sigma=np.ones(1), shape=np.array([4, 4]), truncate=3.0)
     assert cli.main([a.format(tmp=tmp_path) for a in argv]) == status
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1 and message in captured.err

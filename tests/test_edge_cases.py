@@ -53,6 +53,8 @@ V = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
     (lambda: jax_gmm.reference.interpolate(P, V, 1.0, (0, 2**32)), r"shape's W must be at most"),
     (lambda: jax_gmm.interpolate(P, V, 1.0, (8, 8), return_density="no"),
      "return_density must be True or False, got 'no'"),
+    (lambda: jax_gmm.reference.interpolate_at(P, V, 1.0, P, return_density="no"),
+     "return_density must be True or False, got 'no'"),
     (lambda: jax_gmm.reference.interpolate(P, V, "auto", (8, 8)),
      "sigma must be a number or an array here, got 'auto'"),
     (lambda: jax_gmm.upsample(np.ones((4, 4, 1)), 2, sigma="auto"),
@@ -203,6 +205,21 @@ def test_huge_static_options_warn_of_no_overflow(module, option):
         np.testing.assert_array_equal(out, 0)
     else:
         np.testing.assert_allclose(out, module.interpolate(*args, truncate=1e30), rtol=1e-6)
+
+
+@pytest.mark.parametrize("module", [jax_gmm, jax_gmm.reference])
+def test_eps_that_rounds_to_zero_leaves_unreached_pixels_zero(module):
+    """eps = 1e-50 is 0 in float32: where Z = 0 the smoothing's factor
+    Z / (Z + eps) was 0 / 0, NaN, for pixels no point reaches."""
+    args = (P.astype(np.float32), V.astype(np.float32), 0.5, (8, 9))
+    out = module.interpolate(*args, eps=1e-50)
+    _, reach = gmm_grid(P, V, 0.5, (8, 9))
+    assert (reach == 0).any()
+    np.testing.assert_array_equal(np.asarray(out)[reach == 0], 0)
+    np.testing.assert_allclose(out, module.interpolate(*args), rtol=1e-6)
+    grads = jax.grad(lambda p, v: jnp.sum(module.interpolate(p, v, 0.5, (8, 9), eps=1e-50)),
+                     argnums=(0, 1))(*args[:2])
+    assert finite_everywhere(*grads)
 
 
 def test_huge_truncate_float32_does_not_overflow():
