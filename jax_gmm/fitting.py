@@ -59,6 +59,10 @@ MAX_WIDTH = 5.0
 COVERAGE = math.exp(-2)
 COVERAGE_WEIGHT = 0.03
 
+#: The largest image value fit_image takes: the loss and its gradients square
+#: differences of values in float32, which overflow near 1.8e19.
+MAX_VALUE = 1e15
+
 #: Steps per jit-compiled lax.scan chunk; the progress bar and the callback
 #: run between chunks.
 CHUNK = 100
@@ -212,6 +216,10 @@ def _check_image(image: ArrayLike) -> jax.Array:
                          "Adam steps, so call it outside jax.jit and vmap") from None
     if not finite:
         raise ValueError("image must be finite, but it has NaN or infinite values")
+    peak = float(jnp.max(jnp.abs(array)))
+    if peak > MAX_VALUE:
+        raise ValueError(f"image values must be at most {MAX_VALUE:g} in magnitude (the fit "
+                         f"squares them in float32), got {peak:g}: scale the image")
     return (array if array.ndim == 3 else array[..., None]).astype(jnp.float32)
 
 
@@ -265,7 +273,7 @@ def fit_image(image: ArrayLike, n: int, *, steps: int = 2000, anisotropic: bool 
 
     Raises:
       ValueError naming the argument: image not (H, W, C) or (H, W), empty,
-      not floating-point, not finite or traced (fit_image is a loop of
+      not floating-point, not finite, beyond `MAX_VALUE` in magnitude or traced (fit_image is a loop of
       compiled steps run from Python: call it outside jax.jit and vmap; it
       is not differentiable); n < 1; steps < 0; truncate not a positive
       finite number.
@@ -284,8 +292,13 @@ def fit_image(image: ArrayLike, n: int, *, steps: int = 2000, anisotropic: bool 
     truncate = _checks.check_truncate(truncate)
     height, width = target.shape[:2]
     config = _Config(height, width, float(truncate), steps)
+    anisotropic = _checks.check_flag("anisotropic", anisotropic)
+    progress = _checks.check_flag("progress", progress)
     if key is None or (isinstance(key, (int, np.integer)) and not isinstance(key, bool)):
         key = jax.random.PRNGKey(0 if key is None else key)
+    elif not (isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+                                              or (key.dtype == jnp.uint32 and key.shape == (2,)))):
+        raise ValueError(f"key must be a jax.random key or an integer seed, got {key!r}")
     params = _initial(target, n, anisotropic, key)
     spacing = math.sqrt(height * width / n)
     value_range = float(jnp.max(target) - jnp.min(target)) or 1.0

@@ -156,6 +156,11 @@ def _steered(image: jax.Array, points: jax.Array, width: jax.Array,
                         jnp.stack([across_xy, across_yy], -1)], -2)
     along = jnp.eye(2, dtype=image.dtype) - across
     root = jnp.sqrt(ratio)[:, None, None]
+    # Widths capped so that the covariances (width^2 times at most
+    # sqrt(MAX_ELONGATION)) stay finite: a sample far from all others would
+    # otherwise give inf * 0. The kernels weigh such widths as their own
+    # cap anyway (1 / sigma is capped).
+    width = jnp.minimum(width, np.sqrt(np.finfo(image.dtype).max) / 4)
     return (width ** 2)[:, None, None] * (root * along + across / root)
 
 
@@ -181,8 +186,13 @@ def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *
       with ``return_density``, ``(image, density)``). A sample with no other
       finite sample, or whose 4th nearest coincides with it, has width 0 and
       contributes nothing, so one sample alone renders nothing. A NaN sample
-      makes its neighbourhood NaN, not the image; a point at a NaN or
-      infinite position contributes nothing and gets zero gradients.
+      makes its neighbourhood NaN (about 7 sample spacings across, for
+      random samples), not the image, but the samples whose edge estimate
+      it spoils contribute nothing, which can leave unreached pixels (0)
+      where samples are sparse, and the estimate's normalisation changes
+      the rest of the image slightly: drop non-finite samples first. A
+      point at a NaN or infinite position contributes nothing and gets
+      zero gradients.
       Positions are taken relative to the image's centre; in float32, images
       wider than a few thousand pixels lose accuracy towards their edges (use
       float64).
@@ -223,6 +233,11 @@ def _reconstruct(points, samples, height, width, channels, passes, iters):
     # with zero gradients; its moments and plane take the centre instead, so
     # that no 0 * NaN turns those zero cotangents into NaN ones.
     local = jnp.where(jnp.isfinite(points).all(-1, keepdims=True), points - centre, 0)
+    # Clipped where the fit's products of four coordinates (the moment
+    # matrix's determinant) would overflow, about 3e8 pixels out in float32
+    # and 3e76 in float64: a point that far has no usable plane anyway.
+    far = float(np.finfo(points.dtype).max) ** 0.25 / 4
+    local = jnp.clip(local, -far, far)
     pixels = reference.pixel_centres(height, width, points.dtype).reshape(height, width, 2)
     pixels = pixels - centre
     distance = adaptive_sigma(points, k=DEFAULT_K, scale=1.0)

@@ -141,6 +141,13 @@ def test_docstring_example_runs(anisotropic_fit):  # after the fit of the same s
     (dict(steps=10.0), "steps must be a static integer"),
     (dict(truncate=0.0), "truncate must be positive and finite"),
     (dict(truncate=float("inf")), "truncate must be positive and finite"),
+    # Before, NaN covariances (float32 squares overflowed) or a JAX TypeError.
+    (dict(image=np.full((4, 4, 3), 1e20, np.float32)), "image values must be at most 1e.15"),
+    (dict(image=np.full((4, 4), 1e50)), "image values must be at most"),
+    (dict(key="a"), "key must be a jax.random key or an integer seed, got 'a'"),
+    (dict(key=1.5), "key must be a jax.random key or an integer seed"),
+    (dict(anisotropic="no"), "anisotropic must be True or False"),
+    (dict(progress="no"), "progress must be True or False"),
 ])
 def test_bad_arguments_raise_value_error_naming_them(kwargs, message):
     arguments = dict(image=np.zeros((4, 4, 3), np.float32), n=2, steps=0) | kwargs

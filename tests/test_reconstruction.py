@@ -116,6 +116,25 @@ def test_a_non_finite_position_is_inert_with_zero_gradients(rng, bad):
     assert np.abs(d_points[1:]).max() > 0 and np.abs(d_samples[1:]).max() > 0
 
 
+@pytest.mark.parametrize("far", ["one_point", "all_spread"])
+def test_points_far_outside_the_image_have_finite_gradients(rng, far):
+    """float32: a point at x = 1e20 (or points spread over 1e15 pixels) once
+    overflowed the fit's squared positions and its width squared, and every
+    gradient became NaN while the output looked normal."""
+    points = scattered(rng).astype(np.float32)
+    samples = np.sin(points[:, 1:] / 4).astype(np.float32)
+    if far == "one_point":
+        points[0] = [1e20, 4.0]
+    else:
+        points = (rng.random(points.shape) * 1e15).astype(np.float32)
+    loss = lambda p, s: jnp.sum(jax_gmm.reconstruct(p, s, SIZE) ** 2)  # noqa: E731
+    assert np.isfinite(np.asarray(jax_gmm.reconstruct(points, samples, SIZE))).all()
+    grads = jax.grad(loss, argnums=(0, 1))(points, samples)
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+    if far == "one_point":
+        assert np.abs(np.asarray(grads[1][1:])).max() > 0
+
+
 @pytest.mark.parametrize("shape", [(1, 14), (12, 1), (1, 1), (0, 5)])
 def test_thin_and_empty_images(rng, shape):
     points = rng.uniform(0, 1, (40, 2)) * [max(shape[1], 1), max(shape[0], 1)]
