@@ -273,10 +273,11 @@ def fit_image(image: ArrayLike, n: int, *, steps: int = 2000, anisotropic: bool 
 
     Raises:
       ValueError naming the argument: image not (H, W, C) or (H, W), empty,
-      not floating-point, not finite, beyond `MAX_VALUE` in magnitude or traced (fit_image is a loop of
-      compiled steps run from Python: call it outside jax.jit and vmap; it
-      is not differentiable); n < 1; steps < 0; truncate not a positive
-      finite number.
+      not floating-point, not finite, beyond `MAX_VALUE` in magnitude or
+      traced (fit_image is a loop of compiled steps run from Python: call it
+      outside jax.jit and vmap; it is not differentiable); n < 1; steps < 0;
+      truncate not a positive finite number; key not a jax.random key or an
+      integer; anisotropic or progress not a bool.
 
     Example:
       >>> image = jnp.ones((40, 48, 3)) * jnp.linspace(0, 1, 48)[:, None]

@@ -148,7 +148,8 @@ explicit = jax.make_mesh((DEVICES,), ("batch",), axis_types=(AxisType.Explicit,)
 sized = lambda k: rng.uniform(0.8, 2.5, (BATCH,) + k)  # noqa: E731
 many_queries = rng.uniform(0, 12, (6 * DEVICES, 2))
 wide_values = rng.uniform(-1, 1, (N, 2 * DEVICES))
-grid_in_sigma = lambda s: jax.vmap(lambda ss: jax_gmm.interpolate(points, values[0], ss, (H, W)))(s)  # noqa: E731
+grid_in_sigma = lambda s: jax.vmap(  # noqa: E731
+    lambda ss: jax_gmm.interpolate(points, values[0], ss, (H, W)))(s)
 explicit_cases = {
     "sigma_batch": (grid_in_sigma, (sized(()),), ("batch",)),
     "sigma_points_batch": (grid_in_sigma, (sized((N,)),), ("batch",)),

@@ -99,9 +99,10 @@ def test_bands_refused_under_explicit_axes(measured):
     assert "remat_rows" in results["explicit_bands_error"]
 
 
-@pytest.mark.parametrize("case", ["sigma_batch", "sigma_points_batch", "sigma_axes_batch",
-                                  "sigma_batch_grad", "scattered_sigma_batch", "auto_points_batch",
-                                  "auto_points_split_grad", "queries_split_grad", "channels_split_grad", "points_split_grad"])
+@pytest.mark.parametrize("case", [
+    "sigma_batch", "sigma_points_batch", "sigma_axes_batch", "sigma_batch_grad",
+    "scattered_sigma_batch", "auto_points_batch", "auto_points_split_grad", "queries_split_grad",
+    "channels_split_grad", "points_split_grad"])
 def test_explicit_axes_take_batched_widths_and_split_example_axes(measured, case):
     """Batches of sigma (and of points, with sigma="auto") sharded over an
     Explicit mesh axis, and per-example axes sharded there (gathered for the
