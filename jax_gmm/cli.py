@@ -295,11 +295,8 @@ def _enlarge_command(args: argparse.Namespace) -> int:
           f"{'consistent (back-projection)' if consistent else 'weighted mean'}")
     start = time.perf_counter()
     if consistent:
-        result = np.asarray(upsampling.upsample(image, int(args.factor), sigma=sigma,
-                                                truncate=args.truncate))
-        # The same Gaussians' density, which upsample does not return, to
-        # find the pixels none reaches (no channels: the density alone).
-        density = enlarge(image[..., :0], height, width, sigma, args.truncate)[1]
+        result, density = map(np.asarray, upsampling.upsample(
+            image, int(args.factor), sigma=sigma, truncate=args.truncate, return_density=True))
     else:
         result, density = enlarge(image, height, width, sigma, args.truncate)
     print(f"time {time.perf_counter() - start:.2f} s, including compilation")

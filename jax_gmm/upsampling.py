@@ -26,7 +26,8 @@ SIGMA_PER_FACTOR = 0.6
 
 
 def upsample(image: ArrayLike, factor: int, *, sigma: ArrayLike | None = None,
-             iters: int = 20, truncate: float = 4.0) -> jax.Array:
+             iters: int = 20, truncate: float = 4.0, return_density: bool = False
+             ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Enlarges an (H, W, C) image by an integer factor, consistently with it.
 
     The result R satisfies box_downsample(R, factor) = image up to the
@@ -45,9 +46,12 @@ def upsample(image: ArrayLike, factor: int, *, sigma: ArrayLike | None = None,
         input values themselves).
       truncate: static cutoff in units of sigma (default 4, so that every
         output pixel is reached).
+      return_density: also return Z, (H f, W f), of the Gaussians: 0 at
+        the output pixels that none reaches (which are 0 in the image).
 
     Returns:
-      (H f, W f, C) in the image's floating dtype. Differentiable in image and
+      (H f, W f, C) in the image's floating dtype (and with
+      ``return_density``, ``(image, density)``). Differentiable in image and
       sigma (reverse mode), and vmap-able over a batch of images.
 
     Example:
@@ -58,6 +62,7 @@ def upsample(image: ArrayLike, factor: int, *, sigma: ArrayLike | None = None,
     factor = _checks.check_int("factor", factor, 1)
     iters = _checks.check_int("iters", iters, 0)
     truncate = _checks.check_truncate(truncate)
+    return_density = _checks.check_flag("return_density", return_density)
     image = jnp.asarray(image)
     if image.ndim != 3:
         raise ValueError(f"image must have shape (H, W, C), got {image.shape}")
@@ -72,19 +77,19 @@ def upsample(image: ArrayLike, factor: int, *, sigma: ArrayLike | None = None,
         sigma = float(sigma)
     kind = _checks.check_sigma(sigma, image.shape[0] * image.shape[1])
     _checks.check_static_sigma(sigma, kind, _checks.compute_dtype(image, sigma)[1])
-    return _upsample(image, sigma, factor, iters, truncate)
+    return _upsample(image, sigma, factor, iters, truncate, return_density)
 
 
-@partial(jax.jit, static_argnums=(2, 3, 4))
-def _upsample(image, sigma, factor: int, iters: int, truncate: float):
+@partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _upsample(image, sigma, factor: int, iters: int, truncate: float, return_density: bool):
     height, width, channels = image.shape
     rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
     centres = (jnp.stack([cols.ravel(), rows.ravel()], -1).astype(image.dtype) + 0.5) * factor
     target = image.reshape(height * width, channels)  # not -1: C may be 0
 
-    def render(values):
+    def render(values, return_density=False):
         return interpolate(centres, values, sigma, (height * factor, width * factor),
-                           truncate=truncate)
+                           truncate=truncate, return_density=return_density)
 
     def downsample(result):
         blocks = result.reshape(height, factor, width, factor, channels)
@@ -94,4 +99,4 @@ def _upsample(image, sigma, factor: int, iters: int, truncate: float):
         return values + (target - downsample(render(values)))
 
     values = jax.lax.fori_loop(0, iters, step, target)
-    return render(values)
+    return render(values, return_density)

@@ -58,6 +58,22 @@ def test_gradients_match_finite_differences(rng):
     check_grads(f, (low, 1.3), order=1, modes=["rev"], eps=1e-6)
 
 
+def test_density_is_that_of_the_gaussians(rng):
+    low = rng.uniform(size=(5, 6, 2))
+    centres = np.stack(np.meshgrid(np.arange(6), np.arange(5)), -1).reshape(-1, 2) * 3 + 1.5
+    image, density = jax_gmm.upsample(low, 3, sigma=0.4, iters=2, truncate=2.0,
+                                      return_density=True)
+    expected = jax_gmm.reference.interpolate(centres, np.ones((30, 1)), 0.4, (15, 18),
+                                             truncate=2.0, return_density=True)[1]
+    assert 0 < np.sum(expected == 0) < expected.size  # some pixels unreached, at 0
+    np.testing.assert_allclose(density, expected, rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(image, jax_gmm.upsample(low, 3, sigma=0.4, iters=2,
+                                                          truncate=2.0))
+    mapped = jax.vmap(lambda im: jax_gmm.upsample(im, 3, sigma=0.4, iters=2, truncate=2.0,
+                                                  return_density=True))(low[None])
+    np.testing.assert_allclose(mapped[1][0], density, rtol=1e-12)
+
+
 def test_sigma_as_a_python_int():  # it once reached interpolate, in the jit, as an integer array
     image = np.linspace(0, 1, 48).reshape(4, 4, 3)
     np.testing.assert_array_equal(jax_gmm.upsample(image, 2, sigma=2),
@@ -71,6 +87,8 @@ def test_sigma_as_a_python_int():  # it once reached interpolate, in the jit, as
     (dict(image=np.ones((4, 4, 1)), factor=2.5), "factor must be a static integer"),
     (dict(image=np.ones((4, 4, 1)), factor=2, iters=-1), "iters must be at least 0"),
     (dict(image=np.ones((4, 4, 1)), factor=2, truncate=0), "truncate must be positive"),
+    (dict(image=np.ones((4, 4, 1)), factor=2, return_density="no"),
+     "return_density must be True or False"),
     # rendered inside a jit, where interpolate could not check it: once a blank image
     (dict(image=np.ones((4, 4, 1)), factor=2, sigma=0.0), "sigma must be positive"),
     (dict(image=np.ones((4, 4, 1)), factor=2, sigma=-np.ones(16)), "sigma must be positive"),
