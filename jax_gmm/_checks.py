@@ -9,6 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export
 
 from jax_gmm import _covariance
 
@@ -35,7 +36,9 @@ def _check_float(name: str, x: Any) -> None:
 
 
 def _check_count(name: str, count: int) -> None:
-    if count > _MAX_COUNT:
+    # A symbolic count (jax.export's shape polymorphism) is checked by the
+    # kernels when the artefact runs.
+    if not export.is_symbolic_dim(count) and count > _MAX_COUNT:
         raise ValueError(f"{name} must be at most 2**32 - 1, got {count}")
 
 

@@ -29,6 +29,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export
 
 from jax_gmm import _checks, reference
 from jax_gmm._api import interpolate, interpolate_at
@@ -213,7 +214,11 @@ def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *
     iters = _checks.check_int("iters", iters, 0)
     height, width = _checks.check_shape(shape)
     points, samples = _checks.as_array("points", points), _checks.as_array("samples", samples)
-    channels = _checks.check_values(samples, _checks.check_points(points), "samples")
+    n = _checks.check_points(points)
+    if export.is_symbolic_dim(n):
+        raise ValueError("points must have a known number of rows in reconstruct (the width of "
+                         f"its structure tensor's smoothing depends on it), got {n}")
+    channels = _checks.check_values(samples, n, "samples")
     result, kernel = _checks.compute_dtype(points, samples)
     image, density = _reconstruct(jnp.asarray(points, kernel), jnp.asarray(samples, kernel),
                                   height, width, channels, passes, iters)

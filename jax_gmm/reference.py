@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
+from jax import export, lax
 
 from jax_gmm import _checks
 from jax_gmm._covariance import rounded_product as _rounded
@@ -28,6 +28,13 @@ _NORM_CLAMPS = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-3
 
 # Pairs (times channels) evaluated at once by one block.
 _BLOCK_PAIRS = 1 << 22
+# A symbolic count (jax.export's shape polymorphism) is taken to be this
+# large when sizing blocks, which must be known at trace time.
+_SYMBOLIC_COUNT = 1 << 16
+
+
+def _bound(count) -> int:
+    return _SYMBOLIC_COUNT if export.is_symbolic_dim(count) else count
 
 
 def pixel_centres(height: int, width: int, dtype: Any) -> jax.Array:
@@ -155,8 +162,8 @@ def evaluate(points: jax.Array, values: jax.Array, scale: jax.Array, queries: ja
     """(out (M, C), density (M,)) at queries (M, 2), for points (N, 2) with
     values (N, C) and Cholesky factors `scale` (N, 3) (jax_gmm._covariance)."""
     n, m, c = points.shape[0], queries.shape[0], values.shape[-1]
-    block = max(1, _BLOCK_PAIRS // max(n * c, 1))
-    if m <= block:
+    block = max(1, _BLOCK_PAIRS // max(_bound(n) * _bound(c), 1))
+    if not export.is_symbolic_dim(m) and m <= block:
         return _evaluate_block(points, values, scale, queries, truncate)
     blocks = -(-m // block)
     padded = jnp.concatenate([queries, jnp.full((blocks * block - m, 2), jnp.nan, queries.dtype)])
@@ -176,6 +183,7 @@ def kth_nearest(points: jax.Array, k: int) -> jax.Array:
     n = points.shape[0]
     if n == 0:
         return jnp.zeros((0,), jnp.int32)
+    symbolic = export.is_symbolic_dim(n)  # jax.export: any n >= 1
     points = points.astype(jax.dtypes.canonicalize_dtype(jnp.float64))  # float64 where enabled
     valid = jnp.isfinite(points).all(-1)
     others = jnp.where(valid[:, None], points, 0)
@@ -189,12 +197,15 @@ def kth_nearest(points: jax.Array, k: int) -> jax.Array:
         # overflowed counts as the largest finite number). top_k puts the
         # lower index first among equal values: ties by index.
         key = jnp.where(excluded, jnp.inf, jnp.minimum(d2, jnp.finfo(d2.dtype).max))
-        _, order = lax.top_k(-key, min(k, n))
+        if symbolic:  # k more columns, excluded, so that top_k has k to take
+            key = jnp.pad(key, ((0, 0), (0, k)), constant_values=jnp.inf)
+        _, order = lax.top_k(-key, k if symbolic else min(k, n))
         found = jnp.minimum((~excluded).sum(-1), k)
         pick = jnp.take_along_axis(order, jnp.maximum(found - 1, 0)[:, None], -1)[:, 0]
         return jnp.where(valid[rows] & (found > 0), pick, rows)
 
-    size = min(n, max(1, _BLOCK_PAIRS // n))
+    size = max(1, _BLOCK_PAIRS // _bound(n))
+    size = size if symbolic else min(n, size)
     blocks = -(-n // size)
     rows = jnp.minimum(jnp.arange(blocks * size, dtype=jnp.int32), n - 1).reshape(blocks, size)
     return lax.map(block, rows).reshape(-1)[:n]

@@ -53,3 +53,63 @@ def test_round_trip_queries(rng, return_density):
     for got, want in zip(jax.tree.leaves(restored.call(points, values, queries)),
                          jax.tree.leaves(f(points, values, queries))):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def _symbolic(spec, *shapes):
+    """ShapeDtypeStructs of float64 with the symbolic dimensions of `spec`
+    ("n, m") standing for the strings in `shapes`."""
+    dims = dict(zip(spec.replace(" ", "").split(","), export.symbolic_shape(spec)))
+    return [jax.ShapeDtypeStruct(tuple(dims.get(d, d) for d in shape), np.float64)
+            for shape in shapes]
+
+
+def _same_as_jit(f, exported, *args):
+    restored = export.deserialize(exported.serialize())
+    for got, want in zip(jax.tree.leaves(restored.call(*args)), jax.tree.leaves(jax.jit(f)(*args))):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("sigma", ["per point", "auto"])
+def test_symbolic_number_of_points(rng, sigma):
+    """One artefact for every N: interpolate and its gradient, with widths per
+    point or "auto" (the neighbour search), called at several N."""
+    def f(p, v, s):
+        s = s if sigma == "per point" else "auto"
+        image = jax_gmm.interpolate(p, v, s, (9, 8))
+        return image, jax.grad(lambda p, v, s: (jax_gmm.interpolate(p, v, s, (9, 8)) ** 2).sum(),
+                               argnums=(0, 1) if sigma == "auto" else (0, 1, 2))(p, v, s)
+    exported = export.export(jax.jit(f), disabled_checks=ALLOW)(
+        *_symbolic("n", ("n", 2), ("n", 3), ("n",)))
+    for n in (1, 3, 40):
+        _same_as_jit(f, exported, rng.uniform(0, 9, (n, 2)), rng.normal(size=(n, 3)),
+                     rng.uniform(0.8, 2, n))
+
+
+def test_symbolic_points_and_queries(rng):
+    """interpolate_at with N and M symbolic, through the native kernels, the
+    reference (whose blocks are then sized for 2**16 points) and fit_values."""
+    def f(p, v, q):
+        return (jax_gmm.interpolate_at(p, v, 1.3, q, return_density=True),
+                jax_gmm.reference.interpolate_at(p, v, 1.3, q),
+                jax_gmm.fit_values(p, v, 1.3, tol=1e-8))
+    exported = export.export(jax.jit(f), disabled_checks=ALLOW)(
+        *_symbolic("n, m", ("n", 2), ("n", 2), ("m", 2)))
+    for n, m in ((2, 70_000), (30, 5), (300, 1)):
+        _same_as_jit(f, exported, rng.uniform(0, 9, (n, 2)), rng.normal(size=(n, 2)),
+                     rng.uniform(0, 9, (m, 2)))
+
+
+def test_symbolic_neighbour_search_in_the_reference(rng):
+    # fewer points than k: top_k still takes k columns
+    exported = export.export(jax.jit(lambda p: jax_gmm.reference.kth_nearest(p, 4)))(
+        *_symbolic("n", ("n", 2)))
+    for n in (1, 3, 70):
+        points = jax.numpy.asarray(rng.uniform(0, 9, (n, 2)))
+        np.testing.assert_array_equal(exported.call(points),
+                                      jax_gmm.reference.kth_nearest(points, 4))
+
+
+def test_reconstruct_needs_a_known_number_of_points():
+    f = jax.jit(lambda p, v: jax_gmm.reconstruct(p, v, (8, 8)))
+    with pytest.raises(ValueError, match="points must have a known number of rows"):
+        export.export(f, disabled_checks=ALLOW)(*_symbolic("n", ("n", 2), ("n", 1)))

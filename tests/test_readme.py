@@ -62,6 +62,10 @@ def test_example_and_export():
     exec(block(EXPORT), names)  # it uses the example's points and values
     direct = names["f"](names["points"], names["values"])
     np.testing.assert_array_equal(np.asarray(names["image"]), np.asarray(direct))
+    np.testing.assert_array_equal(np.asarray(names["image_again"]), np.asarray(direct))
+    fewer = names["points"][:7], names["values"][:7]  # the same artefact at another N
+    np.testing.assert_array_equal(np.asarray(names["any_n"].call(*fewer)),
+                                  np.asarray(names["f"](*fewer)))
 
 
 def test_sharding_example():
