@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jax_gmm import _checks, _covariance, adaptive, reference
+from jax_gmm import _checks, _covariance, _partition, adaptive, reference
 from jax_gmm._api import interpolate_at
 from jax_gmm._checks import ArrayLike
 
@@ -106,7 +106,10 @@ def fit_values(points: ArrayLike, samples: ArrayLike, sigma: ArrayLike, *,
     _checks.check_values(samples, _checks.check_points(points), "samples")
     sigma = adaptive.resolve_sigma(sigma, points, truncate)
     args, result_dtype, kernel_dtype = _checks.check_inputs(points, samples, sigma)
-    points, samples, sigma = (jnp.asarray(x, kernel_dtype) for x in args)
+    # Whole along N under Explicit mesh axes: the solve builds its basis
+    # unsharded, and the gradients come back typed as the arguments.
+    points, samples, sigma = _partition.whole_examples(
+        tuple(jnp.asarray(x, kernel_dtype) for x in args))
     samples = jnp.where(_contributing(points, sigma)[:, None], samples, 0)
     return jnp.asarray(_solve(points, samples, sigma, truncate, iters, tol), result_dtype)
 

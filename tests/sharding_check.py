@@ -141,8 +141,8 @@ results["rows_remat"] = {
         jax.grad(rows_loss(plain), argnums=(0, 1, 2))(points, values[0], sigma)),
 }
 # Under Explicit axes: a batch of widths (scalar, per point, per axis) and of
-# points with sigma="auto", and example axes (queries, channels, points)
-# sharded, which the calls gather (results and gradients are compared with
+# points with sigma="auto", and example axes (queries, channels, points, and
+# fit_values' points and samples) sharded, which the calls gather (results and gradients are compared with
 # the unsharded call; each must also type-check, the failure these guard).
 explicit = jax.make_mesh((DEVICES,), ("batch",), axis_types=(AxisType.Explicit,))
 sized = lambda k: rng.uniform(0.8, 2.5, (BATCH,) + k)  # noqa: E731
@@ -173,6 +173,13 @@ explicit_cases = {
         (points, wide_values), (None, (None, "batch"))),
     "points_split_grad": (jax.grad(lambda p, v: jnp.sum(
         jax_gmm.interpolate(p, v, 1.5, (H, W)) ** 2), (0, 1)),
+        (rng.uniform(-2, 14, (8 * DEVICES, 2)), rng.uniform(-1, 1, (8 * DEVICES, C))),
+        ("batch", "batch")),
+    "fit_values_split": (lambda p, v: jax_gmm.fit_values(p, v, 1.5),
+                         (rng.uniform(-2, 14, (8 * DEVICES, 2)),
+                          rng.uniform(-1, 1, (8 * DEVICES, C))), ("batch", None)),
+    "fit_values_split_grad": (jax.grad(lambda p, v: jnp.sum(
+        jax_gmm.fit_values(p, v, 1.5) ** 2), (0, 1)),
         (rng.uniform(-2, 14, (8 * DEVICES, 2)), rng.uniform(-1, 1, (8 * DEVICES, C))),
         ("batch", "batch")),
 }

@@ -102,7 +102,7 @@ def test_bands_refused_under_explicit_axes(measured):
 @pytest.mark.parametrize("case", [
     "sigma_batch", "sigma_points_batch", "sigma_axes_batch", "sigma_batch_grad",
     "scattered_sigma_batch", "auto_points_batch", "auto_points_split_grad", "queries_split_grad",
-    "channels_split_grad", "points_split_grad"])
+    "channels_split_grad", "points_split_grad", "fit_values_split", "fit_values_split_grad"])
 def test_explicit_axes_take_batched_widths_and_split_example_axes(measured, case):
     """Batches of sigma (and of points, with sigma="auto") sharded over an
     Explicit mesh axis, and per-example axes sharded there (gathered for the
