@@ -14,6 +14,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax import export
 
 from jax_gmm import _checks
 from jax_gmm._api import interpolate
@@ -68,6 +69,8 @@ def upsample(image: ArrayLike, factor: int, *, sigma: ArrayLike | None = None,
         raise ValueError(f"image must have shape (H, W, C), got {image.shape}")
     if not jnp.issubdtype(image.dtype, jnp.floating):
         raise ValueError(f"image must have a floating-point dtype, got {image.dtype}")
+    if any(map(export.is_symbolic_dim, image.shape)):
+        raise ValueError(f"image must have a known shape (H, W, C), got {image.shape}")
     if sigma is None:
         sigma = SIGMA_PER_FACTOR * factor
     # interpolate's own checks, here: inside _upsample's jit sigma is traced,
@@ -84,12 +87,16 @@ def upsample(image: ArrayLike, factor: int, *, sigma: ArrayLike | None = None,
 def _upsample(image, sigma, factor: int, iters: int, truncate: float, return_density: bool):
     height, width, channels = image.shape
     rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
-    centres = (jnp.stack([cols.ravel(), rows.ravel()], -1).astype(image.dtype) + 0.5) * factor
+    # The centres in float32 at least: in bfloat16, j + 0.5 rounds from j = 128 on.
+    centres = jnp.stack([cols.ravel(), rows.ravel()], -1).astype(
+        jnp.promote_types(image.dtype, jnp.float32))
+    centres = (centres + 0.5) * factor
     target = image.reshape(height * width, channels)  # not -1: C may be 0
 
-    def render(values, return_density=False):
-        return interpolate(centres, values, sigma, (height * factor, width * factor),
-                           truncate=truncate, return_density=return_density)
+    def render(values, return_density=False):  # in the image's dtype, as the loop carries it
+        rendered = interpolate(centres, values, sigma, (height * factor, width * factor),
+                               truncate=truncate, return_density=return_density)
+        return jax.tree.map(lambda x: x.astype(image.dtype), rendered)
 
     def downsample(result):
         blocks = result.reshape(height, factor, width, factor, channels)

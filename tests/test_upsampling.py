@@ -74,6 +74,17 @@ def test_density_is_that_of_the_gaussians(rng):
     np.testing.assert_allclose(mapped[1][0], density, rtol=1e-12)
 
 
+def test_bfloat16_centres_are_exact():
+    # Built in bfloat16, the centres j + 0.5 were rounded from column 128 on.
+    image = np.full((1, 200, 1), 0.5)
+    result, density = jax_gmm.upsample(image.astype(jax.numpy.bfloat16), 2, iters=2,
+                                       return_density=True)
+    assert result.dtype == density.dtype == jax.numpy.bfloat16
+    exact = jax_gmm.upsample(image.astype(np.float32), 2, iters=2, return_density=True)
+    np.testing.assert_allclose(np.asarray(density, np.float32), exact[1], rtol=8e-3)
+    np.testing.assert_allclose(np.asarray(result, np.float32), exact[0], rtol=8e-3)
+
+
 def test_sigma_as_a_python_int():  # it once reached interpolate, in the jit, as an integer array
     image = np.linspace(0, 1, 48).reshape(4, 4, 3)
     np.testing.assert_array_equal(jax_gmm.upsample(image, 2, sigma=2),
