@@ -35,6 +35,17 @@ def _check_float(name: str, x: Any) -> None:
         raise ValueError(f"{name} must have a floating-point dtype, got {dtype}")
 
 
+# A symbolic count (jax.export's shape polymorphism) is taken to be this
+# large where a size must be chosen at trace time (the reference's blocks, the
+# bands of a differentiated image).
+SYMBOLIC_COUNT = 1 << 16
+
+
+def count_bound(count: int) -> int:
+    """count, or SYMBOLIC_COUNT for a symbolic one."""
+    return SYMBOLIC_COUNT if export.is_symbolic_dim(count) else count
+
+
 def _check_count(name: str, count: int) -> None:
     # A symbolic count (jax.export's shape polymorphism) is checked by the
     # kernels when the artefact runs.

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+from jax import export
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -137,7 +138,7 @@ def _batch_mesh_axes(sizes: BatchSizes, shaped) -> list:
     full = _broadcast_batch(sizes)
     axes = []
     for k, size in enumerate(full):
-        spanning = [_spec(a, len(s))[k] for s, a in zip(sizes, shaped) if s[k] == size and size > 1]
+        spanning = [_spec(a, len(s))[k] for s, a in zip(sizes, shaped) if not _broadcast(s[k])]
         axes.append(next((ax for ax in spanning if ax is not None), None))
     return axes
 
@@ -189,8 +190,19 @@ def _batch_sizes(args, example_ranks) -> BatchSizes:
     return tuple(tuple(a.shape[:a.ndim - r]) for a, r in zip(args, example_ranks))
 
 
+def _broadcast(size) -> bool:
+    """Whether a batch axis of this size is broadcast: the constant 1. A
+    symbolic size (jax.export) is taken to span the axis; it cannot be
+    ordered against 1 at trace time."""
+    return not export.is_symbolic_dim(size) and size == 1
+
+
 def _broadcast_batch(sizes: BatchSizes) -> tuple[int, ...]:
-    return tuple(max(s[k] for s in sizes) for k in range(len(sizes[0]))) if sizes else ()
+    """The batch axes' sizes: each operand's is 1 or the full size."""
+    if not sizes:
+        return ()
+    return tuple(next((s[k] for s in sizes if not _broadcast(s[k])), 1)
+                 for k in range(len(sizes[0])))
 
 
 def _spec(shape_with_sharding, batch_rank: int) -> tuple:

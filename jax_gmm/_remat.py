@@ -19,9 +19,9 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax import lax
+from jax import export, lax
 
-from jax_gmm import _partition
+from jax_gmm import _checks, _partition
 
 #: Whole-image residuals (out and density) up to this many bytes are kept.
 RESIDUAL_BYTES = 1 << 30
@@ -45,7 +45,7 @@ def auto_rows(height: int, width: int, channels: int, itemsize: int, points: int
     row = max(1, width * (channels + 1) * itemsize)
     if height * row <= RESIDUAL_BYTES:
         return height
-    bands = max(2, BAND_BINNINGS // max(1, points))
+    bands = max(2, BAND_BINNINGS // max(1, _checks.count_bound(points)))
     return max(1, BAND_BYTES // row, -(-height // bands))
 
 
@@ -60,6 +60,10 @@ def choose_rows(rows: int | None, height: int, width: int, channels: int, itemsi
             raise ValueError(f"remat_rows = {rows} < H = {height} is not supported under a "
                              "mesh with Explicit axes; leave remat_rows as None there")
         return height
+    if rows is None and export.is_symbolic_dim(channels):
+        raise ValueError(f"values must have a known number of channels, got {channels}: it "
+                         "sizes the bands that bound a differentiated image's memory (or pass "
+                         "remat_rows, rows per band)")
     return auto_rows(height, width, channels, itemsize, points) if rows is None else rows
 
 

@@ -219,6 +219,8 @@ def reconstruct(points: ArrayLike, samples: ArrayLike, shape: tuple[int, int], *
         raise ValueError("points must have a known number of rows in reconstruct (the width of "
                          f"its structure tensor's smoothing depends on it), got {n}")
     channels = _checks.check_values(samples, n, "samples")
+    if export.is_symbolic_dim(channels):
+        raise ValueError(f"samples must have a known number of channels, got {channels}")
     result, kernel = _checks.compute_dtype(points, samples)
     image, density = _reconstruct(jnp.asarray(points, kernel), jnp.asarray(samples, kernel),
                                   height, width, channels, passes, iters)

@@ -28,13 +28,6 @@ _NORM_CLAMPS = {np.dtype(np.float32): (1e-30, 1e30), np.dtype(np.float64): (1e-3
 
 # Pairs (times channels) evaluated at once by one block.
 _BLOCK_PAIRS = 1 << 22
-# A symbolic count (jax.export's shape polymorphism) is taken to be this
-# large when sizing blocks, which must be known at trace time.
-_SYMBOLIC_COUNT = 1 << 16
-
-
-def _bound(count) -> int:
-    return _SYMBOLIC_COUNT if export.is_symbolic_dim(count) else count
 
 
 def pixel_centres(height: int, width: int, dtype: Any) -> jax.Array:
@@ -162,7 +155,7 @@ def evaluate(points: jax.Array, values: jax.Array, scale: jax.Array, queries: ja
     """(out (M, C), density (M,)) at queries (M, 2), for points (N, 2) with
     values (N, C) and Cholesky factors `scale` (N, 3) (jax_gmm._covariance)."""
     n, m, c = points.shape[0], queries.shape[0], values.shape[-1]
-    block = max(1, _BLOCK_PAIRS // max(_bound(n) * _bound(c), 1))
+    block = max(1, _BLOCK_PAIRS // max(_checks.count_bound(n) * _checks.count_bound(c), 1))
     if not export.is_symbolic_dim(m) and m <= block:
         return _evaluate_block(points, values, scale, queries, truncate)
     blocks = -(-m // block)
@@ -204,7 +197,7 @@ def kth_nearest(points: jax.Array, k: int) -> jax.Array:
         pick = jnp.take_along_axis(order, jnp.maximum(found - 1, 0)[:, None], -1)[:, 0]
         return jnp.where(valid[rows] & (found > 0), pick, rows)
 
-    size = max(1, _BLOCK_PAIRS // _bound(n))
+    size = max(1, _BLOCK_PAIRS // _checks.count_bound(n))
     size = size if symbolic else min(n, size)
     blocks = -(-n // size)
     rows = jnp.minimum(jnp.arange(blocks * size, dtype=jnp.int32), n - 1).reshape(blocks, size)

@@ -109,7 +109,51 @@ def test_symbolic_neighbour_search_in_the_reference(rng):
                                       jax_gmm.reference.kth_nearest(points, 4))
 
 
+@pytest.mark.parametrize("batched", ["values", "queries", "sigma", "points and values"])
+def test_symbolic_vmap_batch(rng, batched):
+    """A symbolic batch size b with some operands unbatched (broadcast)."""
+    points, values = rng.uniform(0, 8, (4, 2)), rng.normal(size=(4, 3))
+    queries, sigma = rng.uniform(0, 8, (5, 2)), 1.4
+
+    def f(x, y=None):
+        if batched == "values":
+            return jax.vmap(lambda v: jax_gmm.interpolate(points, v, sigma, (9, 8)))(x)
+        if batched == "queries":
+            return jax.vmap(lambda q: jax_gmm.interpolate_at(points, values, sigma, q))(x)
+        if batched == "sigma":
+            return jax.vmap(lambda s: jax_gmm.interpolate(points, values, s, (9, 8)))(x)
+        return jax.vmap(lambda p, v: jax_gmm.interpolate(p, v, sigma, (9, 8)))(x, y)
+    shapes = {"values": [("b", 4, 3)], "queries": [("b", 5, 2)], "sigma": [("b",)],
+              "points and values": [("b", 4, 2), ("b", 4, 3)]}[batched]
+    exported = export.export(jax.jit(f), disabled_checks=ALLOW)(*_symbolic("b", *shapes))
+    for b in (1, 3):
+        batch = {"values": [rng.normal(size=(b, 4, 3))], "queries": [rng.uniform(0, 8, (b, 5, 2))],
+                 "sigma": [rng.uniform(0.8, 2, b)],
+                 "points and values": [rng.uniform(0, 8, (b, 4, 2)), rng.normal(size=(b, 4, 3))]}
+        _same_as_jit(f, exported, *batch[batched])
+
+
+def test_symbolic_points_on_an_image_rendered_in_bands():
+    # Large enough that a differentiated render is banded (_remat.auto_rows),
+    # which sizes its bands from N: exported, not run.
+    f = jax.jit(jax.grad(lambda p, v: jax_gmm.interpolate(p, v, 1.4, (8192, 8193)).sum()))
+    exported = export.export(f, disabled_checks=ALLOW)(*_symbolic("n", ("n", 2), ("n", 3)))
+    assert str(exported.out_avals[0].shape) == "(n, 2)"
+
+
 def test_reconstruct_needs_a_known_number_of_points():
     f = jax.jit(lambda p, v: jax_gmm.reconstruct(p, v, (8, 8)))
     with pytest.raises(ValueError, match="points must have a known number of rows"):
         export.export(f, disabled_checks=ALLOW)(*_symbolic("n", ("n", 2), ("n", 1)))
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda v: jax_gmm.interpolate(np.ones((4, 2)), v, 1.0, (5, 5)),
+     "values must have a known number of channels"),
+    (lambda v: jax_gmm.upsample(v.reshape(2, 2, -1), 2), "image must have a known shape"),
+    (lambda v: jax_gmm.reconstruct(np.ones((4, 2)), v, (5, 5)),
+     "samples must have a known number of channels"),
+])
+def test_images_need_a_known_number_of_channels(call, match):
+    with pytest.raises(ValueError, match=match):
+        export.export(jax.jit(call), disabled_checks=ALLOW)(*_symbolic("c", (4, "c")))
