@@ -94,8 +94,14 @@ def _grid_backward_bwd(height, width, truncate, residuals, cotangents):
     # out and density are functions of (points, values, scale) that the native
     # backward takes precomputed: the reference recomputes them, so the whole
     # derivative flows to (points, values, scale) and none to out and density.
-    _, vjp = jax.vjp(partial(_ffi.reference_grid_backward, height=height, width=width,
-                             truncate=truncate), *residuals)
+    # Its cotangents summed over devices as _ffi.grid_backward sums them, so
+    # that inside shard_map they are typed as the incoming ones.
+    def backward(*args):
+        cotangents = _ffi.reference_grid_backward(*args, height=height, width=width,
+                                                  truncate=truncate)
+        return _partition.summed_like(cotangents, args[:3])
+
+    _, vjp = jax.vjp(backward, *residuals)
     d_points, d_values, d_scale, dd_out, dd_density = vjp(cotangents)
     return d_points, d_values, d_scale, None, None, dd_out, dd_density
 
@@ -175,10 +181,15 @@ def _scattered_backward_fwd(points, values, scale, queries, out, density, d_out,
 
 
 def _scattered_backward_bwd(truncate, point_grads, query_grads, residuals, cotangents):
-    # As for the grid: the whole derivative goes to the independent inputs.
+    # As for the grid: the whole derivative goes to the independent inputs,
+    # and the cotangents are summed as _ffi.scattered_backward sums them.
     # The cotangents left out are discarded, so theirs arrive here as zeros,
     # and differentiating the full backward is exact.
-    _, vjp = jax.vjp(partial(_ffi.reference_scattered_backward, truncate=truncate), *residuals)
+    def backward(*args):
+        cotangents = _ffi.reference_scattered_backward(*args, truncate=truncate)
+        return _partition.summed_like(cotangents, args[:4])
+
+    _, vjp = jax.vjp(backward, *residuals)
     d_points, d_values, d_scale, d_queries, dd_out, dd_density = vjp(cotangents)
     return d_points, d_values, d_scale, d_queries, None, None, dd_out, dd_density
 

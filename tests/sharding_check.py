@@ -87,10 +87,24 @@ inside = jax.shard_map(lambda p, v: grid_batch(p, v), mesh=mesh,
                        in_specs=(PartitionSpec(), PartitionSpec("batch")),
                        out_specs=PartitionSpec("batch"))
 inside_loss = lambda p, v: jnp.sum(inside(p, v)[0] ** 2) + jnp.sum(jnp.sin(inside(p, v)[1]))  # noqa: E731
+# Second order (reverse over reverse) with shard_map's type checks on: the
+# pure-JAX backward's cotangents must be typed, and summed, as the native ones.
+inside_at = jax.shard_map(
+    lambda p, q: jax.vmap(lambda q: jax_gmm.interpolate_at(p, values[0], sigma, q))(q),
+    mesh=mesh, in_specs=(PartitionSpec(), PartitionSpec("batch")), out_specs=PartitionSpec("batch"))
+plain_at = jax.vmap(lambda p, q: jax_gmm.interpolate_at(p, values[0], sigma, q), (None, 0))
+at_loss = lambda f: lambda p, q: jnp.sum(f(p, q) ** 3)  # noqa: E731
+hessian = lambda f, k: jax.jit(jax.jacrev(jax.grad(f, k), k))  # noqa: E731
 results["shard_map"] = {
     "error": max_error(jax.jit(inside)(points, values), grid_batch(points, values)),
     "grad_error": max_error(jax.jit(jax.grad(inside_loss, argnums=(0, 1)))(points, values),
                             jax.grad(grid_loss, argnums=(0, 1))(points, values)),
+    "second_error": max(
+        max_error(hessian(inside_loss, 0)(points, values), hessian(grid_loss, 0)(points, values)),
+        max_error(hessian(at_loss(inside_at), 0)(points, queries),
+                  hessian(at_loss(plain_at), 0)(points, queries)),
+        max_error(hessian(at_loss(inside_at), 1)(points, queries),
+                  hessian(at_loss(plain_at), 1)(points, queries))),
 }
 
 direction = rng.normal(size=points.shape)

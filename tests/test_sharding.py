@@ -72,6 +72,7 @@ def test_inside_shard_map(measured):
     _, results = measured
     assert results["shard_map"]["error"] < 1e-12
     assert results["shard_map"]["grad_error"] < 1e-12
+    assert results["shard_map"]["second_error"] < 1e-10
 
 
 def test_rows_split_over_devices(measured):
