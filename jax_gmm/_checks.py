@@ -30,6 +30,11 @@ _MAX_SIDE = 2**30
 def _check_float(name: str, x: Any) -> None:
     if isinstance(x, (int, float)) and not isinstance(x, bool):
         return
+    # A Python int that jit or vmap made an array is weakly typed: taken as
+    # the int itself, so that a call traces as it runs eagerly.
+    if (isinstance(x, jax.Array) and jax.typeof(x).weak_type
+            and jnp.issubdtype(x.dtype, jnp.integer)):
+        return
     dtype = x.dtype if hasattr(x, "dtype") else np.asarray(x).dtype  # lists, strings
     if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"{name} must have a floating-point dtype, got {dtype}")

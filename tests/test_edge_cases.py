@@ -67,6 +67,19 @@ def test_bad_input_raises_value_error(call, match):
         call()
 
 
+def test_a_python_int_sigma_traces_as_it_runs():
+    # Under jit or vmap a Python int arrives as a weakly typed int array; an
+    # explicitly integer array still raises (above).
+    eager = jax_gmm.interpolate(P, V, 2, (8, 8))
+    np.testing.assert_array_equal(jax.jit(lambda s: jax_gmm.interpolate(P, V, s, (8, 8)))(2),
+                                  eager)
+    np.testing.assert_array_equal(jax_gmm.interpolate(P, V, jnp.asarray(2), (8, 8)), eager)
+    at = jax.jit(lambda s: jax_gmm.interpolate_at(P, V, s, P))(2)
+    np.testing.assert_array_equal(at, jax_gmm.interpolate_at(P, V, 2.0, P))
+    with pytest.raises(ValueError, match="sigma must have a floating-point dtype"):
+        jax_gmm.interpolate(P, V, jnp.int32(2), (8, 8))
+
+
 def test_nested_lists_are_accepted():
     out = jax_gmm.interpolate(P.tolist(), V.tolist(), 1.0, (8, 9))
     np.testing.assert_allclose(out, jax_gmm.interpolate(P, V, 1.0, (8, 9)))
