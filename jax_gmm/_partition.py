@@ -125,7 +125,8 @@ def whole_examples(args) -> tuple:
     the platform-dependent call must agree. Batch axes that vmap added are
     not in these types and keep their sharding. Called on the arguments of
     the custom_vjp functions, so that their gradients come back typed as the
-    arguments (reshard's transpose), and on the points sigma="auto" reads."""
+    arguments (reshard's transpose), on the points sigma="auto" reads, and
+    on fit_values' inputs."""
     if not jax.sharding.get_abstract_mesh().explicit_axes:
         return tuple(args)
     return tuple(jax.sharding.reshard(a, PartitionSpec()) if any(_spec(jax.typeof(a), a.ndim))
@@ -135,9 +136,8 @@ def whole_examples(args) -> tuple:
 def _batch_mesh_axes(sizes: BatchSizes, shaped) -> list:
     """Per batch axis, the mesh axes it is sharded over, taken from an operand
     that spans it (`shaped`: per operand, anything with a .sharding)."""
-    full = _broadcast_batch(sizes)
     axes = []
-    for k, size in enumerate(full):
+    for k in range(len(sizes[0]) if sizes else 0):
         spanning = [_spec(a, len(s))[k] for s, a in zip(sizes, shaped) if not _broadcast(s[k])]
         axes.append(next((ax for ax in spanning if ax is not None), None))
     return axes

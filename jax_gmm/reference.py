@@ -241,8 +241,9 @@ def interpolate(points: Any, values: Any, sigma: Any, shape: tuple[int, int], *,
     args, result, kernel = _checks.check_inputs(points, values, sigma)
     height, width = _checks.check_shape(shape)
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
+    return_density = _checks.check_flag("return_density", return_density)
     out, density = _grid(*args, height, width, truncate, eps, kernel, result)
-    return (out, density) if _checks.check_flag("return_density", return_density) else out
+    return (out, density) if return_density else out
 
 
 def interpolate_at(points: Any, values: Any, sigma: Any, queries: Any, *,
@@ -253,6 +254,7 @@ def interpolate_at(points: Any, values: Any, sigma: Any, queries: Any, *,
     queries, leading = _checks.flat_queries(queries)
     args, result, kernel = _checks.check_inputs(points, values, sigma, queries)
     truncate, eps = _checks.check_truncate(truncate), _checks.check_eps(eps)
+    return_density = _checks.check_flag("return_density", return_density)
     out, density = _scattered(*args, truncate, eps, kernel, result)
     out, density = out.reshape(*leading, out.shape[-1]), density.reshape(leading)
-    return (out, density) if _checks.check_flag("return_density", return_density) else out
+    return (out, density) if return_density else out

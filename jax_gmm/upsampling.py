@@ -76,8 +76,6 @@ def upsample(image: ArrayLike, factor: int, *, sigma: ArrayLike | None = None,
     # interpolate's own checks, here: inside _upsample's jit sigma is traced,
     # and a width <= 0 would render a blank image rather than raise
     sigma = _checks.as_array("sigma", sigma)
-    if isinstance(sigma, int):  # in the jit it would be an integer array, which interpolate refuses
-        sigma = float(sigma)
     kind = _checks.check_sigma(sigma, image.shape[0] * image.shape[1])
     _checks.check_static_sigma(sigma, kind, _checks.compute_dtype(image, sigma)[1])
     return _upsample(image, sigma, factor, iters, truncate, return_density)
